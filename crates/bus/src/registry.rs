@@ -1,0 +1,188 @@
+//! The configuration registry view: every service materialises the compacted config topic
+//! (`webhook/<id>`, `template/<id>`, tombstone = delete) in memory at start and follows it.
+//!
+//! Writes are optimistic: a record carries the version it expects to replace, and every view
+//! applies a record only when that matches, so all views agree on the winner of a race. A
+//! writer publishes, waits until its own view has applied its offset (read-your-writes), and
+//! then reads back whether its write won.
+
+use crate::{Bus, BusError, Record};
+use hookmesh_core::webhook::{Template, Webhook};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Entry {
+    Webhook { expected_version: u64, webhook: Box<Webhook> },
+    Template { expected_version: u64, template: Box<Template> },
+}
+
+/// The registry as one service sees it.
+#[derive(Default)]
+pub struct RegistryState {
+    pub webhooks: HashMap<String, Arc<Webhook>>,
+    pub templates: HashMap<String, Arc<Template>>,
+    /// Webhook ids per tenant, for routing.
+    pub by_tenant: HashMap<String, Vec<Arc<Webhook>>>,
+}
+
+pub struct ConfigView {
+    bus: Arc<dyn Bus>,
+    topic: String,
+    state: RwLock<Arc<RegistryState>>,
+    /// Offset of the last applied record (+1), i.e. how far this view has read.
+    applied: watch::Sender<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("version conflict: expected {expected}, found {found}")]
+    Conflict { expected: u64, found: u64 },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl ConfigView {
+    /// Reads the topic up to its current end, then follows it until `shutdown`.
+    pub async fn start(bus: Arc<dyn Bus>, topic: &str, shutdown: CancellationToken) -> Result<Arc<Self>, BusError> {
+        let (applied, _) = watch::channel(0);
+        let view = Arc::new(ConfigView {
+            bus: bus.clone(),
+            topic: topic.to_string(),
+            state: RwLock::new(Arc::new(RegistryState::default())),
+            applied,
+        });
+        let mut reader = bus.reader(topic).await?;
+        let end = bus.end_offsets(topic).await?.first().copied().unwrap_or(0);
+        while view.applied_offset() < end {
+            let msg = reader.recv().await?;
+            view.apply(&msg);
+        }
+        let follower = view.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    msg = reader.recv() => match msg {
+                        Ok(m) => follower.apply(&m),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "config registry: read failed, retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(view)
+    }
+
+    fn apply(&self, msg: &crate::Message) {
+        let mut guard = self.state.write();
+        let mut state = RegistryState { webhooks: guard.webhooks.clone(), templates: guard.templates.clone(), by_tenant: HashMap::new() };
+        let (kind, id) = msg.key.split_once('/').unwrap_or(("", msg.key.as_str()));
+        match (&msg.payload, kind) {
+            (None, "webhook") => {
+                state.webhooks.remove(id);
+            }
+            (None, "template") => {
+                state.templates.remove(id);
+            }
+            (Some(bytes), _) => match serde_json::from_slice::<Entry>(bytes) {
+                Ok(Entry::Webhook { expected_version, webhook }) => {
+                    let current = state.webhooks.get(id).map_or(0, |w| w.version);
+                    if current == expected_version {
+                        state.webhooks.insert(id.to_string(), Arc::new(*webhook));
+                    }
+                }
+                Ok(Entry::Template { expected_version, template }) => {
+                    let current = state.templates.get(id).map_or(0, |t| t.version);
+                    if current == expected_version {
+                        state.templates.insert(id.to_string(), Arc::new(*template));
+                    }
+                }
+                Err(e) => tracing::error!(key = %msg.key, error = %e, "config registry: unreadable record skipped"),
+            },
+            (None, _) => {}
+        }
+        for w in state.webhooks.values() {
+            state.by_tenant.entry(w.tenant_id.clone()).or_default().push(w.clone());
+        }
+        *guard = Arc::new(state);
+        drop(guard);
+        self.applied.send_replace(msg.offset + 1);
+    }
+
+    pub fn applied_offset(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// A consistent snapshot of the registry.
+    pub fn snapshot(&self) -> Arc<RegistryState> {
+        self.state.read().clone()
+    }
+
+    pub fn webhook(&self, id: &str) -> Option<Arc<Webhook>> {
+        self.state.read().webhooks.get(id).cloned()
+    }
+
+    pub fn template(&self, id: &str) -> Option<Arc<Template>> {
+        self.state.read().templates.get(id).cloned()
+    }
+
+    /// Changes whenever a record is applied; stages use it to rebuild their caches.
+    pub fn changes(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
+    }
+
+    async fn wait_applied(&self, offset: i64) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|applied| *applied > offset).await;
+    }
+
+    /// Writes `webhook` (whose `version` must be `expected_version + 1`) and answers once this
+    /// view shows the outcome.
+    pub async fn put_webhook(&self, webhook: Webhook, expected_version: u64) -> Result<Arc<Webhook>, WriteError> {
+        let id = webhook.id.clone();
+        let entry = Entry::Webhook { expected_version, webhook: Box::new(webhook) };
+        self.write(format!("webhook/{id}"), &entry).await?;
+        let now = self.webhook(&id);
+        match now {
+            Some(w) if w.version == expected_version + 1 => Ok(w),
+            other => Err(WriteError::Conflict { expected: expected_version, found: other.map_or(0, |w| w.version) }),
+        }
+    }
+
+    pub async fn put_template(&self, template: Template, expected_version: u64) -> Result<Arc<Template>, WriteError> {
+        let id = template.id.clone();
+        let entry = Entry::Template { expected_version, template: Box::new(template) };
+        self.write(format!("template/{id}"), &entry).await?;
+        match self.template(&id) {
+            Some(t) if t.version == expected_version + 1 => Ok(t),
+            other => Err(WriteError::Conflict { expected: expected_version, found: other.map_or(0, |t| t.version) }),
+        }
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), BusError> {
+        let (_, offset) = self.bus.publish(&self.topic, Record::tombstone(format!("webhook/{id}"))).await?;
+        self.wait_applied(offset).await;
+        Ok(())
+    }
+
+    pub async fn delete_template(&self, id: &str) -> Result<(), BusError> {
+        let (_, offset) = self.bus.publish(&self.topic, Record::tombstone(format!("template/{id}"))).await?;
+        self.wait_applied(offset).await;
+        Ok(())
+    }
+
+    async fn write(&self, key: String, entry: &Entry) -> Result<(), BusError> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| BusError::Backend(e.to_string()))?;
+        let (_, offset) = self.bus.publish(&self.topic, Record::new(key, bytes)).await?;
+        self.wait_applied(offset).await;
+        Ok(())
+    }
+}

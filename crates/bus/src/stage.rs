@@ -1,0 +1,138 @@
+//! The consume loop every stage runs: receive, hand each record to the stage's handler with
+//! bounded concurrency, and commit at the low-water mark once handlers finish. Records with the
+//! same key are handled one after the other, in offset order, so per-call order survives the
+//! parallelism; different keys proceed in parallel.
+//!
+//! A handler's future completes only when everything the record produced is acknowledged
+//! (it retries transient failures itself); that is what makes the commit safe. On shutdown
+//! the loop stops receiving, waits up to `drain` for in-flight handlers, commits what
+//! finished, and returns.
+
+use crate::{Consumer, Message, OffsetTracker};
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LoopOptions {
+    /// Records handled at once (over all partitions).
+    pub max_in_flight: usize,
+    /// Handle records of one key strictly in order.
+    pub ordered_by_key: bool,
+    /// How long shutdown waits for in-flight handlers.
+    pub drain: Duration,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions { max_in_flight: 256, ordered_by_key: true, drain: Duration::from_secs(10) }
+    }
+}
+
+/// Runs until `shutdown` is cancelled. `name` labels logs.
+pub async fn run_consumer<H, Fut>(
+    name: &'static str,
+    mut consumer: Box<dyn Consumer>,
+    options: LoopOptions,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let mut tracker = OffsetTracker::new();
+    let mut tasks: JoinSet<(i32, i64, String, u64)> = JoinSet::new();
+    // Per key: the sequence number of the last task and the signal it fires when done.
+    let mut chains: HashMap<String, (u64, tokio::sync::watch::Receiver<bool>)> = HashMap::new();
+    let mut seq: u64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                finish(&mut tracker, &mut chains, consumer.as_ref(), name, done);
+            }
+            permit = permits.clone().acquire_owned() => {
+                let permit = permit.expect("semaphore never closed");
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = consumer.recv() => m,
+                };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(stage = name, error = %e, "receive failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                seq += 1;
+                tracker.start(msg.partition, msg.offset);
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let previous = if options.ordered_by_key {
+                    chains.insert(msg.key.clone(), (seq, rx)).map(|(_, r)| r)
+                } else {
+                    None
+                };
+                let handler = handler.clone();
+                let (p, o, key, my_seq) = (msg.partition, msg.offset, msg.key.clone(), seq);
+                tasks.spawn(async move {
+                    if let Some(mut prev) = previous {
+                        let _ = prev.wait_for(|done| *done).await;
+                    }
+                    let outcome = std::panic::AssertUnwindSafe(handler(msg)).catch_unwind().await;
+                    if outcome.is_err() {
+                        // A bug, not bad input: log loudly and move on rather than stall the
+                        // partition forever.
+                        tracing::error!(stage = name, partition = p, offset = o, "handler panicked; record skipped");
+                    }
+                    let _ = tx.send(true);
+                    drop(permit);
+                    (p, o, key, my_seq)
+                });
+            }
+        }
+    }
+    // Drain: let in-flight handlers finish (bounded), commit what completed.
+    let deadline = tokio::time::sleep(options.drain);
+    tokio::pin!(deadline);
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = &mut deadline => {
+                tracing::warn!(stage = name, in_flight = tasks.len(), "drain timed out; uncommitted records will be redelivered");
+                tasks.abort_all();
+                break;
+            }
+            Some(done) = tasks.join_next() => finish(&mut tracker, &mut chains, consumer.as_ref(), name, done),
+        }
+    }
+}
+
+fn finish(
+    tracker: &mut OffsetTracker,
+    chains: &mut HashMap<String, (u64, tokio::sync::watch::Receiver<bool>)>,
+    consumer: &dyn Consumer,
+    name: &'static str,
+    done: Result<(i32, i64, String, u64), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((p, o, key, seq)) => {
+            if chains.get(&key).is_some_and(|(s, _)| *s == seq) {
+                chains.remove(&key);
+            }
+            if let Some(commit) = tracker.finish(p, o) {
+                if let Err(e) = consumer.commit(p, commit) {
+                    tracing::warn!(stage = name, error = %e, "commit failed");
+                }
+            }
+        }
+        Err(e) => tracing::error!(stage = name, error = %e, "handler task aborted"),
+    }
+}

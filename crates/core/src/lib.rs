@@ -1,0 +1,28 @@
+//! hookmesh's domain: events, the token catalog, webhooks, templates, matching, rendering,
+//! retry policy and signing. No I/O lives here, so every rule can be unit-tested and every
+//! service applies the same rules.
+//!
+//! # Layout
+//! - [`event`]: canonical event types, aliases, the JSON schema and its validation.
+//! - [`tokens`]: the token catalog templates draw from, and the sample event.
+//! - [`template`]: field-mapping and text templates: extraction, compilation, rendering.
+//! - [`webhook`]: subscriptions: trigger, request, success condition, delivery policy.
+//! - [`matching`]: which webhooks want an event.
+//! - [`render`]: turning a job into the exact HTTP request to send.
+//! - [`delivery`]: jobs, rendered requests, deliveries, attempts and their statuses.
+//! - [`retry`]: retry decisions as data.
+//! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets.
+
+pub mod delivery;
+pub mod error;
+pub mod event;
+pub mod matching;
+pub mod render;
+pub mod retry;
+pub mod signing;
+pub mod template;
+pub mod tokens;
+pub mod webhook;
+
+pub use error::ValidationError;
+pub use event::{Event, EventType};

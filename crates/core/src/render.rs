@@ -1,0 +1,184 @@
+//! Turning a job into the exact HTTP request to send: URL with tokens, query parameters,
+//! headers and body per content type and time zone. Webhooks are compiled once per registry
+//! version and rendered per event; a render failure is an error value, never a panic.
+
+use crate::delivery::{DeliveryJob, RenderedRequest};
+use crate::error::ValidationError;
+use crate::template::{CompiledTemplate, ContentType, Escape, InlineTemplate, RenderContext, MAX_RENDERED_BYTES};
+use crate::webhook::{check_url, parse_time_zone, Template, Webhook};
+use std::sync::Arc;
+
+/// A webhook with its URL, query, headers and body template parsed.
+pub struct CompiledWebhook {
+    pub webhook: Arc<Webhook>,
+    url: InlineTemplate,
+    query: Vec<(String, InlineTemplate)>,
+    headers: Vec<(String, InlineTemplate)>,
+    content_type: ContentType,
+    body: Option<CompiledTemplate>,
+    tz: chrono_tz::Tz,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderFailure {
+    #[error(transparent)]
+    Template(#[from] crate::template::RenderError),
+    #[error("rendered URL is invalid: {0}")]
+    Url(String),
+}
+
+impl CompiledWebhook {
+    /// Compiles `webhook`; `template` is the registry template its `template_id` names.
+    pub fn compile(webhook: Arc<Webhook>, template: Option<&Template>) -> Result<Self, ValidationError> {
+        let req = &webhook.request;
+        let url = InlineTemplate::compile(&req.url, "request.url")?;
+        let query = req
+            .query
+            .iter()
+            .enumerate()
+            .map(|(i, q)| Ok((q.name.clone(), InlineTemplate::compile(&q.value, &format!("request.query[{i}].value"))?)))
+            .collect::<Result<Vec<_>, ValidationError>>()?;
+        let headers = req
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Ok((h.name.clone(), InlineTemplate::compile(&h.value, &format!("request.headers[{i}].value"))?)))
+            .collect::<Result<Vec<_>, ValidationError>>()?;
+        let (content_type, body) = match (template, &req.body) {
+            (Some(t), _) => (t.content_type, Some(CompiledTemplate::compile(&t.body, t.content_type).map_err(|e| e.under("template"))?)),
+            (None, Some(b)) => (req.content_type, Some(CompiledTemplate::compile(b, req.content_type).map_err(|e| e.under("request.body"))?)),
+            (None, None) => (req.content_type, None),
+        };
+        let tz = parse_time_zone("request.time_zone", &req.time_zone)?;
+        Ok(CompiledWebhook { webhook, url, query, headers, content_type, body, tz })
+    }
+
+    /// Renders the request for one job.
+    pub fn render(&self, job: &DeliveryJob) -> Result<RenderedRequest, RenderFailure> {
+        let ctx = RenderContext { event: &job.event, tz: self.tz };
+        let w = &self.webhook;
+        let mut url = url::Url::parse(&self.url.render(&ctx, Escape::UrlComponent)).map_err(|e| RenderFailure::Url(e.to_string()))?;
+        let mut pairs: Vec<(String, String)> =
+            self.query.iter().map(|(k, v)| (k.clone(), v.render(&ctx, Escape::None))).collect();
+        let method = w.request.method;
+        let body = if method.carries_body() {
+            match &self.body {
+                Some(t) => t.render(&ctx)?,
+                None => serde_json::to_string(&job.event).expect("events serialise"),
+            }
+        } else {
+            if let Some(t) = &self.body {
+                pairs.extend(t.render_pairs(&ctx)?);
+            }
+            String::new()
+        };
+        if body.len() > MAX_RENDERED_BYTES {
+            return Err(crate::template::RenderError::TooLarge(body.len()).into());
+        }
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs.iter());
+        }
+        check_url("url", url.as_str()).map_err(|e| RenderFailure::Url(e.message))?;
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(self.headers.len() + 1);
+        if method.carries_body() && !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("content-type".to_string(), self.content_type.mime().to_string()));
+        }
+        headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.render(&ctx, Escape::Header))));
+        Ok(RenderedRequest {
+            delivery_id: job.delivery_id.clone(),
+            webhook_id: job.webhook_id.clone(),
+            tenant_id: job.tenant_id.clone(),
+            event_id: job.event.id.clone(),
+            event_type: job.event.event_type,
+            call_id: job.event.call_id.clone(),
+            first_trigger_at: job.first_trigger_at,
+            method,
+            url: url.into(),
+            headers,
+            body,
+            success: w.success.clone(),
+            policy: w.policy.clone(),
+            render_error: None,
+        })
+    }
+
+    /// The request the dispatcher logs as an error when rendering failed.
+    pub fn failed_request(&self, job: &DeliveryJob, reason: String) -> RenderedRequest {
+        failed_request(&self.webhook, job, reason)
+    }
+}
+
+/// A request that carries a render error instead of a body.
+pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> RenderedRequest {
+    RenderedRequest {
+        delivery_id: job.delivery_id.clone(),
+        webhook_id: job.webhook_id.clone(),
+        tenant_id: job.tenant_id.clone(),
+        event_id: job.event.id.clone(),
+        event_type: job.event.event_type,
+        call_id: job.event.call_id.clone(),
+        first_trigger_at: job.first_trigger_at,
+        method: w.request.method,
+        url: w.request.url.clone(),
+        headers: Vec::new(),
+        body: String::new(),
+        success: w.success.clone(),
+        policy: w.policy.clone(),
+        render_error: Some(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::sample_event;
+    use serde_json::{json, Value};
+
+    fn webhook(v: Value) -> Arc<Webhook> {
+        let mut base = json!({"id":"w1","tenant_id":"sample","name":"n",
+            "created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"});
+        base.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+        Arc::new(serde_json::from_value(base).unwrap())
+    }
+
+    fn job() -> DeliveryJob {
+        DeliveryJob::new("w1", 1, sample_event(), chrono::Utc::now())
+    }
+
+    #[test]
+    fn post_renders_url_query_headers_and_json_body() {
+        let w = webhook(json!({"request":{
+            "url":"https://crm.example.com/calls/{{ callid }}",
+            "query":[{"name":"src","value":"%tracking%"}],
+            "headers":[{"name":"X-Caller","value":"{{ ani }}"}],
+            "body":{"kind":"fields","format":"json","example":"{\"phone\":\"%ani%\",\"seconds\":\"%answered_time%\"}"}}}));
+        let c = CompiledWebhook::compile(w, None).unwrap();
+        let r = c.render(&job()).unwrap();
+        let e = sample_event();
+        let callid = e.call_id.clone().unwrap();
+        assert!(r.url.starts_with(&format!("https://crm.example.com/calls/{callid}?src=")), "{}", r.url);
+        assert!(r.headers.contains(&("content-type".into(), "application/json".into())));
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["phone"], e.data["ani"]);
+        assert!(body["seconds"].is_number());
+    }
+
+    #[test]
+    fn get_carries_mapped_fields_as_query_parameters() {
+        let w = webhook(json!({"request":{"method":"GET","url":"https://crm.example.com/in",
+            "body":{"kind":"pairs","pairs":[{"path":"phone","source":{"kind":"token","token":"ani"}}]}}}));
+        let r = CompiledWebhook::compile(w, None).unwrap().render(&job()).unwrap();
+        let url = url::Url::parse(&r.url).unwrap();
+        let ani = sample_event().data_str("ani").unwrap();
+        assert!(url.query_pairs().any(|(k, v)| k == "phone" && v == ani), "{}", r.url);
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn no_template_sends_the_event() {
+        let w = webhook(json!({"request":{"url":"https://crm.example.com/in"}}));
+        let r = CompiledWebhook::compile(w, None).unwrap().render(&job()).unwrap();
+        let body: crate::event::Event = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body, sample_event());
+    }
+}

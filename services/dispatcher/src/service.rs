@@ -1,0 +1,204 @@
+//! `DeliveryService`: the delivery log (search, details), resend, recover and test-send.
+//!
+//! - Resend (a delivery in `retrying` or `error`): same payload, method and `webhook-id`, sent
+//!   now; success sets `success` and cancels the scheduled retry; a failure is logged as an
+//!   attempt and the status stays.
+//! - Recover: resend every failed (`error` or `retrying`) delivery of a webhook since a time.
+//! - Test-send: render the webhook on the sample event (or a given one), send it now, answer
+//!   the request and the response; the delivery log of real deliveries is not touched.
+
+use crate::{client, signing_keys, DispatchError, Dispatcher};
+use chrono::{DateTime, Utc};
+use hookmesh_core::delivery::{AttemptTrigger, Delivery, DeliveryJob, DeliveryStatus};
+use hookmesh_core::render::CompiledWebhook;
+use hookmesh_core::tokens::sample_event;
+use hookmesh_core::EventType;
+use hookmesh_proto::convert;
+use hookmesh_proto::v1;
+use hookmesh_store::DeliveryQuery;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct DeliveryApi {
+    pub dispatcher: Arc<Dispatcher>,
+}
+
+fn internal(e: DispatchError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn store_err(e: hookmesh_store::StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn parse_time(field: &str, s: &str) -> Result<Option<DateTime<Utc>>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| Status::invalid_argument(format!("{field}: `{s}` is not an RFC 3339 time ({e})")))
+}
+
+impl DeliveryApi {
+    async fn delivery(&self, id: &str) -> Result<Delivery, Status> {
+        self.dispatcher
+            .store
+            .get_delivery(id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| Status::not_found(format!("delivery `{id}` not found")))
+    }
+
+    /// Sends a stored delivery again now (resend and recover).
+    pub async fn resend(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(Delivery, v1::Attempt), Status> {
+        if !matches!(d.status, DeliveryStatus::Retrying | DeliveryStatus::Error) {
+            return Err(Status::failed_precondition(format!(
+                "delivery `{}` is {}; only retrying or error deliveries can be resent",
+                d.id,
+                d.status.as_str()
+            )));
+        }
+        if d.request.render_error.is_some() {
+            return Err(Status::failed_precondition(format!("delivery `{}` never rendered; nothing to resend", d.id)));
+        }
+        let keys = self.dispatcher.registry.webhook(&d.webhook_id).map(|w| signing_keys(&w)).unwrap_or_default();
+        let (attempt, _) = client::send(&self.dispatcher.client, &d.request, &keys, d.attempts + 1, trigger).await;
+        let previous_error = d.last_error.clone();
+        self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(internal)?;
+        if attempt.succeeded() {
+            self.dispatcher.store.cancel_retry(&d.id).await.map_err(store_err)?;
+            d.status = DeliveryStatus::Success;
+            d.next_attempt_at = None;
+            hookmesh_telemetry::metrics().completed("success");
+        } else if d.status == DeliveryStatus::Error {
+            d.last_error = attempt.error.clone().or(previous_error);
+        }
+        d.updated_at = Utc::now();
+        self.dispatcher.store.put_delivery(&d).await.map_err(store_err)?;
+        Ok((d, convert::attempt_to_proto(&attempt)))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::delivery_service_server::DeliveryService for DeliveryApi {
+    async fn list_deliveries(
+        &self,
+        request: Request<v1::ListDeliveriesRequest>,
+    ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        let r = request.into_inner();
+        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+        let status = match r.status.as_str() {
+            "" => None,
+            s => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!("status: `{s}` is not pending, success, retrying or error"))
+            })?),
+        };
+        let event_type = match r.event_type.as_str() {
+            "" => None,
+            s => Some(EventType::parse(s).ok_or_else(|| Status::invalid_argument(format!("event_type: unknown event type `{s}`")))?),
+        };
+        let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
+        let query = DeliveryQuery {
+            tenant_id: opt(r.tenant_id),
+            webhook_id: opt(r.webhook_id),
+            status,
+            event_type,
+            call_id: opt(r.call_id),
+            since: parse_time("since", &r.since)?,
+            until: parse_time("until", &r.until)?,
+            before: opt(r.before),
+            limit: limit + 1,
+        };
+        let mut list = self.dispatcher.store.list_deliveries(&query).await.map_err(store_err)?;
+        let next = if list.len() > limit {
+            list.truncate(limit);
+            list.last().map(|d| d.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListDeliveriesResponse { deliveries: list.iter().map(convert::delivery_to_proto).collect(), next }))
+    }
+
+    async fn get_delivery(&self, request: Request<v1::GetDeliveryRequest>) -> Result<Response<v1::GetDeliveryResponse>, Status> {
+        let d = self.delivery(&request.into_inner().id).await?;
+        let attempts = self.dispatcher.store.attempts(&d.id).await.map_err(store_err)?;
+        Ok(Response::new(v1::GetDeliveryResponse {
+            delivery: Some(convert::delivery_to_proto(&d)),
+            request: Some(convert::rendered_to_proto(&d.request)),
+            attempts: attempts.iter().map(convert::attempt_to_proto).collect(),
+        }))
+    }
+
+    async fn resend(&self, request: Request<v1::ResendRequest>) -> Result<Response<v1::ResendResponse>, Status> {
+        let d = self.delivery(&request.into_inner().id).await?;
+        let (d, attempt) = self.resend(d, AttemptTrigger::Resend).await?;
+        Ok(Response::new(v1::ResendResponse { delivery: Some(convert::delivery_to_proto(&d)), attempt: Some(attempt) }))
+    }
+
+    async fn test_send(&self, request: Request<v1::TestSendRequest>) -> Result<Response<v1::TestSendResponse>, Status> {
+        let r = request.into_inner();
+        let registry = &self.dispatcher.registry;
+        let webhook = registry.webhook(&r.webhook_id).ok_or_else(|| Status::not_found(format!("webhook `{}` not found", r.webhook_id)))?;
+        let event = match r.event {
+            Some(e) => convert::event_from_proto(e).map_err(|e| Status::invalid_argument(format!("event.{e}")))?,
+            None => sample_event(),
+        };
+        let template = match &webhook.request.template_id {
+            Some(tid) => Some(registry.template(tid).ok_or_else(|| Status::failed_precondition(format!("template `{tid}` not found")))?),
+            None => None,
+        };
+        let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref()).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let mut job = DeliveryJob::new(&webhook.id, webhook.version, event, Utc::now());
+        job.delivery_id = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let (attempt, _) = client::send(&self.dispatcher.client, &rendered, &signing_keys(&webhook), 1, AttemptTrigger::Test).await;
+        Ok(Response::new(v1::TestSendResponse {
+            request: Some(convert::rendered_to_proto(&rendered)),
+            success: attempt.succeeded(),
+            attempt: Some(convert::attempt_to_proto(&attempt)),
+        }))
+    }
+
+    async fn recover(&self, request: Request<v1::RecoverRequest>) -> Result<Response<v1::RecoverResponse>, Status> {
+        let r = request.into_inner();
+        if self.dispatcher.registry.webhook(&r.webhook_id).is_none() {
+            return Err(Status::not_found(format!("webhook `{}` not found", r.webhook_id)));
+        }
+        let since = parse_time("since", &r.since)?.ok_or_else(|| Status::invalid_argument("since: is required"))?;
+        let mut resp = v1::RecoverResponse::default();
+        for status in [DeliveryStatus::Error, DeliveryStatus::Retrying] {
+            let mut before = None;
+            loop {
+                let query = DeliveryQuery {
+                    webhook_id: Some(r.webhook_id.clone()),
+                    status: Some(status),
+                    since: Some(since),
+                    before: before.clone(),
+                    limit: 500,
+                    ..Default::default()
+                };
+                let page = self.dispatcher.store.list_deliveries(&query).await.map_err(store_err)?;
+                if page.is_empty() {
+                    break;
+                }
+                before = page.last().map(|d| d.id.clone());
+                for d in page {
+                    resp.found += 1;
+                    match self.resend(d, AttemptTrigger::Recover).await {
+                        Ok((d, _)) if d.status == DeliveryStatus::Success => resp.succeeded += 1,
+                        _ => resp.failed += 1,
+                    }
+                }
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn endpoint_health(
+        &self,
+        _request: Request<v1::EndpointHealthRequest>,
+    ) -> Result<Response<v1::EndpointHealthResponse>, Status> {
+        Err(Status::unimplemented("endpoint health is not implemented yet (tracked in issue 4)"))
+    }
+}

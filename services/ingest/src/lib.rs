@@ -1,0 +1,127 @@
+//! Ingest: the front door for call events.
+//!
+//! Reads `calls.raw` (JSON as switches publish it) and serves `IngestService.Publish`; both
+//! paths run the same [`Ingest::accept`]: validate against the documented schema, normalise
+//! aliases and timestamps, drop duplicates by event id, and publish to `hookmesh.events` keyed
+//! by call id. Anything it cannot accept goes to `hookmesh.dlq` with the original bytes
+//! untouched and the reason in record headers (`hookmesh-reason`, `hookmesh-field`,
+//! `hookmesh-source`, `hookmesh-received-at`). Nothing is silently dropped: a duplicate is
+//! counted and answered as such.
+//!
+//! The dedup mark is set before publishing and removed again if publishing fails, so a
+//! failed publish can be retried by the client.
+
+pub mod service;
+
+use bytes::Bytes;
+use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::topics::Topics;
+use hookmesh_bus::{Bus, BusError, Record};
+use hookmesh_core::event::{parse_event, Event, EventError};
+use hookmesh_store::Store;
+use hookmesh_telemetry::metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long an event id is remembered for deduplication.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub const HEADER_REASON: &str = "hookmesh-reason";
+pub const HEADER_FIELD: &str = "hookmesh-field";
+pub const HEADER_SOURCE: &str = "hookmesh-source";
+pub const HEADER_RECEIVED_AT: &str = "hookmesh-received-at";
+pub const HEADER_TENANT: &str = "hookmesh-tenant";
+
+#[derive(Clone)]
+pub struct Ingest {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+    pub topics: Topics,
+    pub dedup_ttl: Duration,
+}
+
+/// What happened to one input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted(String),
+    Duplicate(String),
+    Rejected(EventError),
+}
+
+impl Ingest {
+    /// Validates and forwards one event given as JSON bytes from `source` (`calls.raw`,
+    /// `grpc`). Errors are bus/store failures only (worth retrying); bad input is an
+    /// [`Outcome::Rejected`] that has already been written to the DLQ.
+    pub async fn accept(&self, bytes: &[u8], source: &str) -> Result<Outcome, BusError> {
+        match parse_event(bytes) {
+            Ok(event) => self.forward(event).await,
+            Err(e) => {
+                self.reject(bytes, source, &e).await?;
+                Ok(Outcome::Rejected(e))
+            }
+        }
+    }
+
+    /// Forwards an already validated event.
+    pub async fn forward(&self, event: Event) -> Result<Outcome, BusError> {
+        let dedup_key = format!("dedup:{}:{}", event.tenant_id, event.id);
+        let fresh = self.store.mark_seen(&dedup_key, self.dedup_ttl).await.map_err(|e| BusError::Backend(e.to_string()))?;
+        if !fresh {
+            metrics().event("duplicate");
+            return Ok(Outcome::Duplicate(event.id));
+        }
+        let payload = serde_json::to_vec(&event).expect("events serialise");
+        let record = Record::new(event.partition_key().to_string(), Bytes::from(payload));
+        if let Err(e) = self.bus.publish(&self.topics.events, record).await {
+            let _ = self.store.forget_seen(&dedup_key).await;
+            return Err(e);
+        }
+        metrics().event("accepted");
+        Ok(Outcome::Accepted(event.id))
+    }
+
+    /// Writes refused input to the DLQ with its reason.
+    pub async fn reject(&self, bytes: &[u8], source: &str, error: &EventError) -> Result<(), BusError> {
+        let tenant = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("tenant_id").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        let record = Record::new(tenant.clone(), Bytes::copy_from_slice(bytes))
+            .with_header(HEADER_REASON, error.reason.as_bytes())
+            .with_header(HEADER_FIELD, error.field.as_bytes())
+            .with_header(HEADER_SOURCE, source.as_bytes())
+            .with_header(HEADER_RECEIVED_AT, chrono::Utc::now().to_rfc3339().into_bytes())
+            .with_header(HEADER_TENANT, tenant.into_bytes());
+        self.bus.publish(&self.topics.dlq, record).await?;
+        metrics().event("rejected");
+        tracing::info!(field = %error.field, reason = %error.reason, source, "event rejected to the DLQ");
+        Ok(())
+    }
+}
+
+/// Consumes `calls.raw` until `shutdown`; offsets are committed once each record is forwarded
+/// or dead-lettered.
+pub async fn run(ingest: Ingest, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = ingest.bus.subscribe(&ingest.topics.raw, group).await?;
+    let ingest = Arc::new(ingest);
+    run_consumer("ingest", consumer, LoopOptions::default(), shutdown, move |msg| {
+        let ingest = ingest.clone();
+        async move {
+            let bytes = msg.payload.clone().unwrap_or_default();
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match ingest.accept(&bytes, "calls.raw").await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ingest: forwarding failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    Ok(())
+}

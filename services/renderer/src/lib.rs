@@ -1,0 +1,121 @@
+//! Renderer: turns each delivery job into the exact HTTP request its webhook describes.
+//!
+//! Consumes `hookmesh.jobs`, renders URL, query, headers and body with the webhook (and its
+//! registry template) as the view holds them now, and produces a [`RenderedRequest`] to
+//! `hookmesh.requests` with the same key. Compiled webhooks are cached per (webhook version,
+//! template version). A render failure becomes a request carrying `render_error`, so the
+//! dispatcher logs the delivery as an error: a failure is recorded, never lost, never a panic.
+//! Jobs of a webhook deleted since routing are dropped with a log line (nobody wants them).
+
+pub mod service;
+
+use bytes::Bytes;
+use hookmesh_bus::registry::ConfigView;
+use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::topics::Topics;
+use hookmesh_bus::{Bus, BusError, Message, Record};
+use hookmesh_core::delivery::{DeliveryJob, RenderedRequest};
+use hookmesh_core::render::{failed_request, CompiledWebhook};
+use hookmesh_core::webhook::Webhook;
+use hookmesh_telemetry::metrics;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Compiled webhooks keyed by id, valid for one (webhook version, template version).
+#[derive(Default)]
+pub struct CompileCache {
+    entries: Mutex<HashMap<String, (u64, u64, Arc<CompiledWebhook>)>>,
+}
+
+impl CompileCache {
+    /// The compiled form of `webhook` under `registry`, or why it does not compile.
+    pub fn get(&self, registry: &ConfigView, webhook: Arc<Webhook>) -> Result<Arc<CompiledWebhook>, String> {
+        let template = match &webhook.request.template_id {
+            Some(tid) => Some(registry.template(tid).ok_or_else(|| format!("template `{tid}` no longer exists"))?),
+            None => None,
+        };
+        let tv = template.as_ref().map_or(0, |t| t.version);
+        if let Some((wv, cached_tv, c)) = self.entries.lock().get(&webhook.id) {
+            if *wv == webhook.version && *cached_tv == tv {
+                return Ok(c.clone());
+            }
+        }
+        let id = webhook.id.clone();
+        let version = webhook.version;
+        let compiled = Arc::new(CompiledWebhook::compile(webhook, template.as_deref()).map_err(|e| e.to_string())?);
+        self.entries.lock().insert(id, (version, tv, compiled.clone()));
+        Ok(compiled)
+    }
+}
+
+#[derive(Clone)]
+pub struct Renderer {
+    pub bus: Arc<dyn Bus>,
+    pub topics: Topics,
+    pub registry: Arc<ConfigView>,
+    pub cache: Arc<CompileCache>,
+}
+
+impl Renderer {
+    pub fn new(bus: Arc<dyn Bus>, topics: Topics, registry: Arc<ConfigView>) -> Self {
+        Renderer { bus, topics, registry, cache: Arc::new(CompileCache::default()) }
+    }
+
+    /// Renders one job; `None` when its webhook no longer exists.
+    pub fn render(&self, job: &DeliveryJob) -> Option<RenderedRequest> {
+        let webhook = self.registry.webhook(&job.webhook_id)?;
+        let request = match self.cache.get(&self.registry, webhook.clone()) {
+            Ok(compiled) => compiled.render(job).unwrap_or_else(|e| compiled.failed_request(job, e.to_string())),
+            Err(reason) => failed_request(&webhook, job, reason),
+        };
+        if let Some(e) = &request.render_error {
+            metrics().render_errors.inc();
+            tracing::warn!(delivery = %job.delivery_id, webhook = %job.webhook_id, error = %e, "render failed");
+        }
+        Some(request)
+    }
+
+    async fn handle(&self, msg: &Message) -> Result<(), BusError> {
+        let Some(payload) = &msg.payload else { return Ok(()) };
+        let job: DeliveryJob = match serde_json::from_slice(payload) {
+            Ok(j) => j,
+            Err(e) => {
+                let record = Record::new(msg.key.clone(), payload.clone())
+                    .with_header("hookmesh-reason", format!("unreadable on {}: {e}", msg.topic).into_bytes())
+                    .with_header("hookmesh-field", "job")
+                    .with_header("hookmesh-source", msg.topic.as_bytes());
+                self.bus.publish(&self.topics.dlq, record).await?;
+                return Ok(());
+            }
+        };
+        let Some(request) = self.render(&job) else {
+            tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec(&request).expect("requests serialise");
+        self.bus.publish(&self.topics.requests, Record::new(request.key(), Bytes::from(bytes))).await?;
+        Ok(())
+    }
+}
+
+/// Consumes `hookmesh.jobs` until `shutdown`.
+pub async fn run(renderer: Renderer, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = renderer.bus.subscribe(&renderer.topics.jobs, group).await?;
+    let renderer = Arc::new(renderer);
+    run_consumer("renderer", consumer, LoopOptions::default(), shutdown, move |msg| {
+        let renderer = renderer.clone();
+        async move {
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = renderer.handle(&msg).await {
+                tracing::warn!(error = %e, "renderer: producing the request failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Router: decides who wants each event.
+//!
+//! Consumes `hookmesh.events`, matches each event against the tenant's webhooks in the
+//! registry view (event type, campaigns, directions, numbers, IVR option, attribute
+//! conditions; disabled webhooks get nothing) and produces one [`DeliveryJob`] per match to
+//! `hookmesh.jobs`, keyed `webhook_id/call_id`. The offset is committed only after every job of
+//! the event is acknowledged. The router also owns the registry's management API
+//! ([`registry::RegistryApi`]: `WebhookService`, `TemplateService`).
+
+pub mod registry;
+
+use bytes::Bytes;
+use hookmesh_bus::registry::ConfigView;
+use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::topics::Topics;
+use hookmesh_bus::{Bus, BusError, Message, Record};
+use hookmesh_core::delivery::DeliveryJob;
+use hookmesh_core::event::Event;
+use hookmesh_core::matching::matches;
+use hookmesh_telemetry::metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Router {
+    pub bus: Arc<dyn Bus>,
+    pub topics: Topics,
+    pub registry: Arc<ConfigView>,
+}
+
+impl Router {
+    /// The jobs an event produces under the current registry.
+    pub fn route(&self, event: &Event) -> Vec<DeliveryJob> {
+        let snapshot = self.registry.snapshot();
+        let now = chrono::Utc::now();
+        snapshot
+            .by_tenant
+            .get(&event.tenant_id)
+            .map(|hooks| {
+                hooks
+                    .iter()
+                    .filter(|w| matches(w, event))
+                    .map(|w| DeliveryJob::new(&w.id, w.version, event.clone(), now))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn handle(&self, msg: &Message) -> Result<usize, BusError> {
+        let Some(payload) = &msg.payload else { return Ok(0) };
+        let event: Event = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                // Ingest validated it, so this is a bug or a foreign producer: keep it.
+                let record = Record::new(msg.key.clone(), payload.clone())
+                    .with_header("hookmesh-reason", format!("unreadable on {}: {e}", msg.topic).into_bytes())
+                    .with_header("hookmesh-field", "event")
+                    .with_header("hookmesh-source", msg.topic.as_bytes());
+                self.bus.publish(&self.topics.dlq, record).await?;
+                return Ok(0);
+            }
+        };
+        let jobs = self.route(&event);
+        let n = jobs.len();
+        if n > 0 {
+            let records = jobs
+                .iter()
+                .map(|j| Record::new(j.key(), Bytes::from(serde_json::to_vec(j).expect("jobs serialise"))))
+                .collect();
+            self.bus.publish_batch(&self.topics.jobs, records).await?;
+            metrics().jobs_routed.inc_by(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// Consumes `hookmesh.events` until `shutdown`.
+pub async fn run(router: Router, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = router.bus.subscribe(&router.topics.events, group).await?;
+    let router = Arc::new(router);
+    run_consumer("router", consumer, LoopOptions::default(), shutdown, move |msg| {
+        let router = router.clone();
+        async move {
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = router.handle(&msg).await {
+                tracing::warn!(error = %e, "router: producing jobs failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The registry's management API: `WebhookService` and `TemplateService`.
+//!
+//! A write validates (naming the field), checks cross-object rules (names unique per tenant,
+//! templates referenced exist in the same tenant), produces the record with the version it
+//! expects, waits until this process's view has applied it, and answers from the view.
+
+use chrono::Utc;
+use hookmesh_bus::registry::{ConfigView, WriteError};
+use hookmesh_core::render::CompiledWebhook;
+use hookmesh_core::signing::generate_secret;
+use hookmesh_core::template::{extract_fields, ContentType};
+use hookmesh_core::webhook::{SigningSecret, Template, Webhook};
+use hookmesh_core::ValidationError;
+use hookmesh_proto::convert;
+use hookmesh_proto::v1;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Grace period of a rotated-out secret unless the caller says otherwise.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+pub struct RegistryApi {
+    pub registry: Arc<ConfigView>,
+}
+
+pub fn invalid(e: ValidationError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn write_error(e: WriteError) -> Status {
+    match e {
+        WriteError::Conflict { expected, found } => Status::aborted(format!(
+            "version conflict: the object changed (expected version {expected}, now {found}); fetch it and retry"
+        )),
+        WriteError::Bus(b) => Status::unavailable(b.to_string()),
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn not_found(kind: &str, id: &str) -> Status {
+    Status::not_found(format!("{kind} `{id}` not found"))
+}
+
+impl RegistryApi {
+    fn webhook(&self, id: &str) -> Result<Arc<Webhook>, Status> {
+        self.registry.webhook(id).ok_or_else(|| not_found("webhook", id))
+    }
+
+    fn template(&self, id: &str) -> Result<Arc<Template>, Status> {
+        self.registry.template(id).ok_or_else(|| not_found("template", id))
+    }
+
+    /// Cross-object checks and a full compile (URL, headers, body with its template).
+    fn check_webhook(&self, w: &Webhook) -> Result<(), Status> {
+        w.validate().map_err(invalid)?;
+        let snapshot = self.registry.snapshot();
+        if let Some(other) = snapshot
+            .by_tenant
+            .get(&w.tenant_id)
+            .and_then(|hooks| hooks.iter().find(|o| o.id != w.id && o.name.eq_ignore_ascii_case(&w.name)))
+        {
+            return Err(Status::already_exists(format!(
+                "name: tenant `{}` already has a webhook named `{}` ({})",
+                w.tenant_id, w.name, other.id
+            )));
+        }
+        let template = match &w.request.template_id {
+            Some(tid) => match snapshot.templates.get(tid) {
+                Some(t) if t.tenant_id == w.tenant_id => Some(t.clone()),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "request.template_id: no template `{tid}` in tenant `{}`",
+                        w.tenant_id
+                    )))
+                }
+            },
+            None => None,
+        };
+        CompiledWebhook::compile(Arc::new(w.clone()), template.as_deref()).map_err(invalid)?;
+        Ok(())
+    }
+
+    fn check_template(&self, t: &Template) -> Result<(), Status> {
+        t.validate().map_err(invalid)?;
+        let snapshot = self.registry.snapshot();
+        if let Some(other) = snapshot
+            .templates
+            .values()
+            .find(|o| o.id != t.id && o.tenant_id == t.tenant_id && o.name.eq_ignore_ascii_case(&t.name))
+        {
+            return Err(Status::already_exists(format!(
+                "name: tenant `{}` already has a template named `{}` ({})",
+                t.tenant_id, t.name, other.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<Response<v1::Webhook>, Status> {
+        let current = self.webhook(id)?;
+        let mut w = (*current).clone();
+        w.enabled = enabled;
+        w.version = current.version + 1;
+        w.updated_at = Utc::now();
+        let saved = self.registry.put_webhook(w, current.version).await.map_err(write_error)?;
+        Ok(Response::new(convert::webhook_to_proto(&saved)))
+    }
+}
+
+fn check_version(expected: u64, actual: u64) -> Result<(), Status> {
+    if expected != 0 && expected != actual {
+        return Err(Status::aborted(format!(
+            "expected_version: the object is at version {actual}, not {expected}; fetch it and retry"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl v1::webhook_service_server::WebhookService for RegistryApi {
+    async fn create_webhook(
+        &self,
+        request: Request<v1::CreateWebhookRequest>,
+    ) -> Result<Response<v1::CreateWebhookResponse>, Status> {
+        let req = request.into_inner();
+        let wire = req.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
+        let now = Utc::now();
+        let mut w = convert::webhook_from_proto(wire, now).map_err(invalid)?;
+        if w.id.is_empty() {
+            w.id = new_id("wh");
+        } else if self.registry.webhook(&w.id).is_some() {
+            return Err(Status::already_exists(format!("id: webhook `{}` already exists", w.id)));
+        }
+        w.enabled = !req.disabled;
+        w.version = 1;
+        w.created_at = now;
+        w.updated_at = now;
+        let secret = generate_secret();
+        w.secrets = vec![SigningSecret { secret: secret.clone(), created_at: now, expires_at: None }];
+        self.check_webhook(&w)?;
+        let saved = self.registry.put_webhook(w, 0).await.map_err(write_error)?;
+        tracing::info!(webhook = %saved.id, tenant = %saved.tenant_id, "webhook created");
+        Ok(Response::new(v1::CreateWebhookResponse { webhook: Some(convert::webhook_to_proto(&saved)), secret }))
+    }
+
+    async fn get_webhook(&self, request: Request<v1::GetWebhookRequest>) -> Result<Response<v1::Webhook>, Status> {
+        let w = self.webhook(&request.into_inner().id)?;
+        Ok(Response::new(convert::webhook_to_proto(&w)))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<v1::ListWebhooksRequest>,
+    ) -> Result<Response<v1::ListWebhooksResponse>, Status> {
+        let req = request.into_inner();
+        let snapshot = self.registry.snapshot();
+        let mut hooks: Vec<&Arc<Webhook>> = snapshot
+            .webhooks
+            .values()
+            .filter(|w| req.tenant_id.is_empty() || w.tenant_id == req.tenant_id)
+            .filter(|w| req.after.is_empty() || w.id > req.after)
+            .collect();
+        hooks.sort_by(|a, b| a.id.cmp(&b.id));
+        let limit = if req.limit == 0 { 1000 } else { req.limit as usize };
+        let next = if hooks.len() > limit { hooks[limit - 1].id.clone() } else { String::new() };
+        hooks.truncate(limit);
+        Ok(Response::new(v1::ListWebhooksResponse {
+            webhooks: hooks.into_iter().map(|w| convert::webhook_to_proto(w)).collect(),
+            next,
+        }))
+    }
+
+    async fn update_webhook(&self, request: Request<v1::UpdateWebhookRequest>) -> Result<Response<v1::Webhook>, Status> {
+        let req = request.into_inner();
+        let wire = req.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
+        let current = self.webhook(&wire.id)?;
+        check_version(req.expected_version, current.version)?;
+        if !wire.tenant_id.is_empty() && wire.tenant_id != current.tenant_id {
+            return Err(Status::invalid_argument("tenant_id: a webhook cannot move to another tenant"));
+        }
+        let now = Utc::now();
+        let mut w = convert::webhook_from_proto(wire, now).map_err(invalid)?;
+        w.tenant_id = current.tenant_id.clone();
+        w.secrets = current.secrets.clone();
+        w.created_at = current.created_at;
+        w.updated_at = now;
+        w.version = current.version + 1;
+        self.check_webhook(&w)?;
+        let saved = self.registry.put_webhook(w, current.version).await.map_err(write_error)?;
+        Ok(Response::new(convert::webhook_to_proto(&saved)))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<v1::DeleteWebhookRequest>,
+    ) -> Result<Response<v1::DeleteWebhookResponse>, Status> {
+        let req = request.into_inner();
+        let current = self.webhook(&req.id)?;
+        check_version(req.expected_version, current.version)?;
+        self.registry.delete_webhook(&req.id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(v1::DeleteWebhookResponse {}))
+    }
+
+    async fn enable_webhook(&self, request: Request<v1::SetEnabledRequest>) -> Result<Response<v1::Webhook>, Status> {
+        self.set_enabled(&request.into_inner().id, true).await
+    }
+
+    async fn disable_webhook(&self, request: Request<v1::SetEnabledRequest>) -> Result<Response<v1::Webhook>, Status> {
+        self.set_enabled(&request.into_inner().id, false).await
+    }
+
+    async fn rotate_secret(
+        &self,
+        request: Request<v1::RotateSecretRequest>,
+    ) -> Result<Response<v1::RotateSecretResponse>, Status> {
+        let req = request.into_inner();
+        let current = self.webhook(&req.id)?;
+        let now = Utc::now();
+        let grace = if req.grace_secs == 0 { DEFAULT_ROTATION_GRACE } else { Duration::from_secs(req.grace_secs) };
+        let retire_at = now + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
+        let mut w = (*current).clone();
+        w.secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
+        for s in &mut w.secrets {
+            if s.expires_at.is_none() {
+                s.expires_at = Some(retire_at);
+            }
+        }
+        let secret = generate_secret();
+        w.secrets.push(SigningSecret { secret: secret.clone(), created_at: now, expires_at: None });
+        w.version = current.version + 1;
+        w.updated_at = now;
+        let saved = self.registry.put_webhook(w, current.version).await.map_err(write_error)?;
+        Ok(Response::new(v1::RotateSecretResponse { webhook: Some(convert::webhook_to_proto(&saved)), secret }))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::template_service_server::TemplateService for RegistryApi {
+    async fn create_template(&self, request: Request<v1::CreateTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+        let wire = request.into_inner().template.ok_or_else(|| Status::invalid_argument("template: is required"))?;
+        let now = Utc::now();
+        let mut t = convert::template_from_proto(wire, now).map_err(invalid)?;
+        if t.id.is_empty() {
+            t.id = new_id("tpl");
+        } else if self.registry.template(&t.id).is_some() {
+            return Err(Status::already_exists(format!("id: template `{}` already exists", t.id)));
+        }
+        t.version = 1;
+        t.created_at = now;
+        t.updated_at = now;
+        self.check_template(&t)?;
+        let saved = self.registry.put_template(t, 0).await.map_err(write_error)?;
+        Ok(Response::new(convert::template_to_proto(&saved)))
+    }
+
+    async fn get_template(&self, request: Request<v1::GetTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+        let t = self.template(&request.into_inner().id)?;
+        Ok(Response::new(convert::template_to_proto(&t)))
+    }
+
+    async fn list_templates(
+        &self,
+        request: Request<v1::ListTemplatesRequest>,
+    ) -> Result<Response<v1::ListTemplatesResponse>, Status> {
+        let req = request.into_inner();
+        let snapshot = self.registry.snapshot();
+        let mut list: Vec<&Arc<Template>> = snapshot
+            .templates
+            .values()
+            .filter(|t| req.tenant_id.is_empty() || t.tenant_id == req.tenant_id)
+            .filter(|t| req.group.is_empty() || t.group == req.group)
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Response::new(v1::ListTemplatesResponse {
+            templates: list.into_iter().map(|t| convert::template_to_proto(t)).collect(),
+        }))
+    }
+
+    async fn update_template(&self, request: Request<v1::UpdateTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+        let req = request.into_inner();
+        let wire = req.template.ok_or_else(|| Status::invalid_argument("template: is required"))?;
+        let current = self.template(&wire.id)?;
+        check_version(req.expected_version, current.version)?;
+        if !wire.tenant_id.is_empty() && wire.tenant_id != current.tenant_id {
+            return Err(Status::invalid_argument("tenant_id: a template cannot move to another tenant"));
+        }
+        let now = Utc::now();
+        let mut t = convert::template_from_proto(wire, now).map_err(invalid)?;
+        t.tenant_id = current.tenant_id.clone();
+        t.created_at = current.created_at;
+        t.updated_at = now;
+        t.version = current.version + 1;
+        self.check_template(&t)?;
+        // Every webhook using the template must still compile with the new version.
+        for w in self.registry.snapshot().webhooks.values() {
+            if w.request.template_id.as_deref() == Some(t.id.as_str()) {
+                CompiledWebhook::compile(w.clone(), Some(&t))
+                    .map_err(|e| Status::failed_precondition(format!("webhook `{}` would break: {e}", w.id)))?;
+            }
+        }
+        let saved = self.registry.put_template(t, current.version).await.map_err(write_error)?;
+        Ok(Response::new(convert::template_to_proto(&saved)))
+    }
+
+    async fn delete_template(
+        &self,
+        request: Request<v1::DeleteTemplateRequest>,
+    ) -> Result<Response<v1::DeleteTemplateResponse>, Status> {
+        let req = request.into_inner();
+        let current = self.template(&req.id)?;
+        check_version(req.expected_version, current.version)?;
+        if let Some(w) = self.registry.snapshot().webhooks.values().find(|w| w.request.template_id.as_deref() == Some(req.id.as_str())) {
+            return Err(Status::failed_precondition(format!("template `{}` is used by webhook `{}`", req.id, w.id)));
+        }
+        self.registry.delete_template(&req.id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(v1::DeleteTemplateResponse {}))
+    }
+
+    async fn extract_fields(
+        &self,
+        request: Request<v1::ExtractFieldsRequest>,
+    ) -> Result<Response<v1::ExtractFieldsResponse>, Status> {
+        let req = request.into_inner();
+        let format = ContentType::parse(&req.format)
+            .ok_or_else(|| Status::invalid_argument(format!("format: `{}` is not json or xml", req.format)))?;
+        let fields = extract_fields(format, &req.example).map_err(invalid)?;
+        Ok(Response::new(v1::ExtractFieldsResponse { fields: fields.iter().map(convert::field_mapping_to_proto).collect() }))
+    }
+
+    async fn list_tokens(&self, _: Request<v1::ListTokensRequest>) -> Result<Response<v1::ListTokensResponse>, Status> {
+        Ok(Response::new(convert::tokens_to_proto()))
+    }
+}

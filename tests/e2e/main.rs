@@ -1,0 +1,6 @@
+//! End-to-end tests: start `hookmesh standalone` as a process, configure it through gRPC and
+//! `hookmesh ctl`, publish events, and assert on what real HTTP receivers on loopback got.
+
+mod support;
+
+mod delivery;

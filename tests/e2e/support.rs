@@ -1,0 +1,250 @@
+//! Shared helpers: the hookmesh process, a recording HTTP receiver, gRPC clients, waiting on
+//! conditions.
+
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use hookmesh_proto::v1;
+use parking_lot::Mutex;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hookmesh");
+
+/// A running `hookmesh standalone`; killed on drop.
+pub struct Hookmesh {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hookmesh {
+    pub fn start() -> Hookmesh {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Hookmesh {
+        let mut child = Command::new(BIN)
+            .args(["standalone", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("HOOKMESH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hookmesh starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("hookmesh prints its addresses");
+        assert!(line.contains("listening"), "unexpected first line: {line:?}; log: {:?}", log.lock());
+        let field = |name: &str| -> SocketAddr {
+            let v = line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).expect("address");
+            v.parse().expect("socket address")
+        };
+        let (grpc, admin) = (field("grpc"), field("admin"));
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        Hookmesh { child, grpc, admin, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).unwrap().connect().await.expect("gRPC connects")
+    }
+
+    pub async fn webhooks(&self) -> v1::webhook_service_client::WebhookServiceClient<Channel> {
+        v1::webhook_service_client::WebhookServiceClient::new(self.channel().await)
+    }
+
+    pub async fn templates(&self) -> v1::template_service_client::TemplateServiceClient<Channel> {
+        v1::template_service_client::TemplateServiceClient::new(self.channel().await)
+    }
+
+    pub async fn ingest(&self) -> v1::ingest_service_client::IngestServiceClient<Channel> {
+        v1::ingest_service_client::IngestServiceClient::new(self.channel().await)
+    }
+
+    pub async fn deliveries(&self) -> v1::delivery_service_client::DeliveryServiceClient<Channel> {
+        v1::delivery_service_client::DeliveryServiceClient::new(self.channel().await)
+    }
+
+    pub async fn render(&self) -> v1::render_service_client::RenderServiceClient<Channel> {
+        v1::render_service_client::RenderServiceClient::new(self.channel().await)
+    }
+
+    /// Runs `hookmesh ctl --addr <this> <args>`; answers (exit success, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN).arg("ctl").arg("--addr").arg(self.url()).args(args).output().expect("ctl runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Publishes events given as JSON values; answers the response.
+    pub async fn publish(&self, events: &[serde_json::Value]) -> v1::PublishResponse {
+        let items = events
+            .iter()
+            .map(|e| v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(e.to_string())) })
+            .collect();
+        self.ingest().await.publish(v1::PublishRequest { events: items }).await.expect("publish").into_inner()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().join("\n")
+    }
+}
+
+impl Drop for Hookmesh {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn query(&self) -> Vec<(String, String)> {
+        let url = url::Url::parse(&format!("http://x{}", self.uri)).unwrap();
+        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    /// Statuses to answer, in order; after the list, `fallback`.
+    script: Vec<u16>,
+    fallback: u16,
+    body: String,
+}
+
+/// A loopback HTTP receiver that records every request and answers scripted statuses.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+async fn record(State(state): State<Arc<Mutex<ReceiverState>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let mut s = state.lock();
+    s.received.push(Received { method: method.to_string(), uri: uri.to_string(), headers, body, at: Instant::now() });
+    let status = if s.script.is_empty() { s.fallback } else { s.script.remove(0) };
+    (StatusCode::from_u16(status).unwrap(), s.body.clone())
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(Mutex::new(ReceiverState { fallback: 200, body: "ok".into(), ..Default::default() }));
+        let app = axum::Router::new().fallback(record).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Answer these statuses first, then `fallback`.
+    pub fn script(&self, statuses: &[u16], fallback: u16) {
+        let mut s = self.state.lock();
+        s.script = statuses.to_vec();
+        s.fallback = fallback;
+    }
+
+    pub fn respond_with_body(&self, body: &str) {
+        self.state.lock().body = body.to_string();
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().received.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.lock().received.len()
+    }
+
+    /// Waits until at least `n` requests arrived; panics with what arrived after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let got = wait_until(timeout, || self.count() >= n).await;
+        assert!(got, "receiver got {} requests, expected {n}: {:#?}", self.count(), self.received());
+        self.received()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; answers whether it held.
+pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A valid event of the documented schema.
+pub fn event(id: &str, event_type: &str, tenant: &str, call_id: &str, data: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "type": event_type, "occurred_at": "2026-11-23T10:00:00Z",
+        "tenant_id": tenant, "call_id": call_id, "data": data,
+    })
+}
+
+/// Verifies a received request with the Standard Webhooks reference library.
+pub fn verify_signature(secret: &str, r: &Received) -> Result<(), String> {
+    let wh = standardwebhooks::Webhook::new(secret).map_err(|e| format!("{e:?}"))?;
+    wh.verify(&r.body, &r.headers).map_err(|e| format!("{e:?}"))
+}
+
+/// Polls the delivery log until delivery `id` satisfies `cond`; panics with the last state.
+pub async fn delivery_when(hm: &Hookmesh, id: &str, cond: impl Fn(&v1::Delivery) -> bool) -> v1::GetDeliveryResponse {
+    let mut client = hm.deliveries().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = client.get_delivery(v1::GetDeliveryRequest { id: id.to_string() }).await.map(|r| r.into_inner());
+        if let Ok(d) = &last {
+            if d.delivery.as_ref().is_some_and(&cond) {
+                return d.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "delivery {id} never reached the expected state; last: {last:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
