@@ -1,0 +1,285 @@
+//! The management API and the input paths: reflection, admin port, validation naming the
+//! field, dedup and the dead-letter list, preview, resend and test-send.
+
+use crate::support::*;
+use hookmesh_proto::v1;
+use serde_json::json;
+use std::time::Duration;
+
+fn webhook(tenant: &str, name: &str, url: &str) -> v1::Webhook {
+    v1::Webhook {
+        tenant_id: tenant.into(),
+        name: name.into(),
+        request: Some(v1::Request { url: url.into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+async fn create(hm: &Hookmesh, w: v1::Webhook) -> Result<(v1::Webhook, String), tonic::Status> {
+    let resp = hm.webhooks().await.create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false }).await?.into_inner();
+    Ok((resp.webhook.unwrap(), resp.secret))
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service_and_admin_port_answers() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let hm = Hookmesh::start();
+    let mut client = ServerReflectionClient::new(hm.channel().await);
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for s in ["IngestService", "WebhookService", "TemplateService", "RenderService", "DeliveryService"] {
+        assert!(names.contains(&format!("hookmesh.v1.{s}").as_str()), "{names:?}");
+    }
+
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", hm.admin);
+        async move {
+            let resp = reqwest_get(&url).await;
+            resp
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    hm.publish(&[json!({"id": "bad"})]).await;
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("hookmesh_events_ingested_total{outcome=\"rejected\"} 1"), "{metrics}");
+}
+
+/// A tiny HTTP GET over a raw socket (keeps the test free of another HTTP client).
+async fn reqwest_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = url::Url::parse(url).unwrap();
+    let mut s = tokio::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).await.unwrap();
+    s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", u.path()).as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_refused_naming_the_field() {
+    let hm = Hookmesh::start();
+    let cases: Vec<(v1::Webhook, &str)> = vec![
+        (webhook("acme", "a", "ftp://x.example"), "request.url"),
+        (webhook("acme", "b", "https://x.example/{{ no_such_token }}"), "request.url"),
+        (
+            v1::Webhook { trigger: Some(v1::Trigger { event_types: vec!["call.exploded".into()], ..Default::default() }), ..webhook("acme", "c", "https://x.example") },
+            "trigger.event_types[0]",
+        ),
+        (
+            {
+                let mut w = webhook("acme", "d", "https://x.example");
+                w.request.as_mut().unwrap().headers.push(v1::KeyValue { name: "X-Bad".into(), value: "a\r\nInjected: 1".into() });
+                w
+            },
+            "request.headers[0].value",
+        ),
+        (
+            {
+                let mut w = webhook("acme", "e", "https://x.example");
+                w.request.as_mut().unwrap().time_zone = "Mars/Base".into();
+                w
+            },
+            "request.time_zone",
+        ),
+        (
+            {
+                let mut w = webhook("acme", "f", "https://x.example");
+                w.request.as_mut().unwrap().body = Some(v1::TemplateBody { kind: Some(v1::template_body::Kind::Text("{\n  \"a\": {{ ani }},\n  \"b\": {{ ani | }}\n}".into())) });
+                w
+            },
+            "request.body.source",
+        ),
+        (
+            {
+                let mut w = webhook("acme", "g", "https://x.example");
+                w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
+                    kind: Some(v1::template_body::Kind::Pairs(v1::PairsBody {
+                        pairs: vec![v1::FieldMapping { path: "x".into(), source: Some(v1::Source { kind: Some(v1::source::Kind::Token("nope".into())) }) }],
+                    })),
+                });
+                w
+            },
+            "request.body.pairs[0].source.token",
+        ),
+    ];
+    for (w, field) in cases {
+        let err = create(&hm, w).await.expect_err(field);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with(&format!("{field}:")), "expected `{field}`, got: {}", err.message());
+        if field == "request.body.source" {
+            assert!(err.message().contains("line 3"), "syntax errors report the line: {}", err.message());
+        }
+    }
+    // Names are unique per tenant, not globally.
+    create(&hm, webhook("acme", "Same", "https://x.example")).await.unwrap();
+    let dup = create(&hm, webhook("acme", "same", "https://y.example")).await.unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists);
+    create(&hm, webhook("other", "Same", "https://x.example")).await.unwrap();
+}
+
+#[tokio::test]
+async fn registry_crud_with_expected_versions_and_secret_rotation() {
+    let hm = Hookmesh::start();
+    let (w, first_secret) = create(&hm, webhook("acme", "CRM", "https://crm.example/hook")).await.unwrap();
+    assert_eq!(w.version, 1);
+    assert!(w.enabled);
+    assert_eq!(w.secrets.len(), 1);
+    assert!(!w.secrets[0].prefix.contains(&first_secret[10..]), "the secret is never shown again");
+    let mut client = hm.webhooks().await;
+    let mut changed = w.clone();
+    changed.name = "CRM v2".into();
+    let updated = client.update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed.clone()), expected_version: 1 }).await.unwrap().into_inner();
+    assert_eq!((updated.version, updated.name.as_str()), (2, "CRM v2"));
+    let stale = client.update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed), expected_version: 1 }).await.unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
+    let disabled = client.disable_webhook(v1::SetEnabledRequest { id: w.id.clone() }).await.unwrap().into_inner();
+    assert!(!disabled.enabled);
+    let rotated = client.rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: 0 }).await.unwrap().into_inner();
+    assert_ne!(rotated.secret, first_secret);
+    let secrets = rotated.webhook.unwrap().secrets;
+    assert_eq!(secrets.len(), 2, "old secret signs alongside the new one during the grace period");
+    assert!(!secrets[0].expires_at.is_empty() && secrets[1].expires_at.is_empty());
+    let list = client.list_webhooks(v1::ListWebhooksRequest { tenant_id: "acme".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(list.webhooks.len(), 1);
+    client.delete_webhook(v1::DeleteWebhookRequest { id: w.id.clone(), expected_version: 0 }).await.unwrap();
+    let gone = client.get_webhook(v1::GetWebhookRequest { id: w.id }).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_and_rejects_are_listed_with_reason_and_bytes() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    create(&hm, webhook("acme", "All", &rx.url("/all"))).await.unwrap();
+    let good = event("d-1", "call.started", "acme", "c-1", json!({}));
+    let bad = r#"{"id":"d-2","type":"call.started","occurred_at":"2026-11-23T10:00:00Z","tenant_id":"acme"}"#;
+    let mut ingest = hm.ingest().await;
+    let resp = ingest
+        .publish(v1::PublishRequest {
+            events: vec![
+                v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(good.to_string())) },
+                v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(good.to_string())) },
+                v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(bad.to_string())) },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((resp.accepted, resp.duplicates, resp.rejected), (1, 1, 1), "{resp:?}");
+    assert_eq!(resp.results[2].field, "call_id");
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 1, "the duplicate was not delivered");
+    let dlq = ingest.list_dead_letters(v1::ListDeadLettersRequest { limit: 10, tenant_id: String::new() }).await.unwrap().into_inner();
+    assert_eq!(dlq.entries.len(), 1);
+    let e = &dlq.entries[0];
+    assert_eq!(e.field, "call_id");
+    assert!(e.reason.contains("required"), "{e:?}");
+    assert_eq!(e.original, bad.as_bytes(), "original bytes are kept untouched");
+    assert_eq!(e.tenant_id, "acme");
+}
+
+#[tokio::test]
+async fn preview_test_send_and_resend() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    rx.script(&[], 500);
+    let mut w = webhook("acme", "Down", &rx.url("/down"));
+    w.request.as_mut().unwrap().body = Some(v1::TemplateBody { kind: Some(v1::template_body::Kind::Text(r#"{"caller": {{ ani }}, "call": "%callid%"}"#.into())) });
+    w.policy = Some(v1::DeliveryPolicy { retry_limit: Some(0), ..Default::default() });
+    let (w, secret) = create(&hm, w).await.unwrap();
+
+    // Preview on the sample event renders without sending.
+    let preview = hm
+        .render()
+        .await
+        .preview(v1::PreviewRequest { target: Some(v1::preview_request::Target::WebhookId(w.id.clone())), event: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&preview.body).unwrap();
+    assert_eq!(body["caller"], "7776734736", "sample event uses the catalog examples: {body}");
+    assert_eq!(rx.count(), 0);
+
+    // Test-send sends now and answers request and response; the log of real deliveries stays empty.
+    let mut deliveries = hm.deliveries().await;
+    let test = deliveries.test_send(v1::TestSendRequest { webhook_id: w.id.clone(), event: None }).await.unwrap().into_inner();
+    assert!(!test.success);
+    assert_eq!(test.attempt.unwrap().response_status, 500);
+    assert_eq!(rx.count(), 1);
+    verify_signature(&secret, &rx.received()[0]).unwrap();
+    let list = deliveries.list_deliveries(v1::ListDeliveriesRequest { webhook_id: w.id.clone(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(list.deliveries.is_empty());
+
+    // A real delivery fails (no retries allowed) and ends in error.
+    hm.publish(&[event("s-1", "call.ended", "acme", "c-1", json!({"ani": "5550001"}))]).await;
+    let got = rx.wait_for(2, Duration::from_secs(20)).await;
+    let id = got[1].header("webhook-id").unwrap();
+    delivery_when(&hm, &id, |d| d.status == "error").await;
+
+    // The receiver recovers; resend sends the same payload with the same webhook-id.
+    rx.script(&[], 200);
+    let resent = deliveries.resend(v1::ResendRequest { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(resent.delivery.unwrap().status, "success");
+    let got = rx.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(got[2].header("webhook-id").unwrap(), id);
+    assert_eq!(got[2].body, got[1].body);
+    verify_signature(&secret, &got[2]).unwrap();
+    let detail = delivery_when(&hm, &id, |d| d.status == "success").await;
+    assert_eq!(detail.attempts.iter().map(|a| a.trigger.as_str()).collect::<Vec<_>>(), vec!["scheduled", "resend"]);
+    // A successful delivery cannot be resent.
+    let again = deliveries.resend(v1::ResendRequest { id }).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn filters_route_only_matching_calls() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    let mut w = webhook("acme", "Sales presses", &rx.url("/sales"));
+    w.trigger = Some(v1::Trigger {
+        event_types: vec!["call.ended".into()],
+        directions: vec!["inbound".into()],
+        ivr_options: vec!["Sales".into()],
+        campaigns: vec!["cmp-1".into()],
+        numbers: vec!["+1 (777) 483-9229".into()],
+        conditions: vec![v1::Condition { path: "tags.region".into(), op: "eq".into(), value_json: "\"south\"".into() }],
+    });
+    create(&hm, w).await.unwrap();
+    let base = json!({"direction": "inbound", "ivr_label": "Sales", "ivr_option": "1", "campaign_id": "cmp-1", "tracking": "7774839229", "tags": {"region": "south"}});
+    let variant = |k: &str, v: serde_json::Value| {
+        let mut d = base.clone();
+        d[k] = v;
+        d
+    };
+    hm.publish(&[
+        event("f-0", "call.ended", "acme", "c-0", base.clone()),
+        event("f-1", "call.started", "acme", "c-1", base.clone()),
+        event("f-2", "call.ended", "acme", "c-2", variant("direction", json!("outbound"))),
+        event("f-3", "call.ended", "acme", "c-3", variant("ivr_label", json!("Service"))),
+        event("f-4", "call.ended", "acme", "c-4", variant("campaign_id", json!("cmp-2"))),
+        event("f-5", "call.ended", "acme", "c-5", variant("tracking", json!("7770000000"))),
+        event("f-6", "call.ended", "acme", "c-6", variant("tags", json!({"region": "north"}))),
+        event("f-7", "call.ended", "other", "c-7", base.clone()),
+        event("f-8", "call.ended", "acme", "c-8", base.clone()),
+    ])
+    .await;
+    let got = rx.wait_for(2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut calls: Vec<_> = rx.received().iter().map(|r| r.json()["call_id"].as_str().unwrap().to_string()).collect();
+    calls.sort();
+    assert_eq!(calls, vec!["c-0", "c-8"], "{got:?}");
+}
