@@ -10,6 +10,7 @@
 //! - [`Consumer::commit`] of offset `o` means "everything up to `o` is done"; callers use
 //!   [`OffsetTracker`] so they never commit past work still in flight.
 
+pub mod kafka;
 pub mod memory;
 pub mod offsets;
 pub mod registry;

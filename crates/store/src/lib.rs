@@ -10,8 +10,10 @@
 //! - A delivery's `created_at` is written once and never changed by later updates.
 
 pub mod memory;
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

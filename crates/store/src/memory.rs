@@ -83,7 +83,11 @@ impl Store for MemoryStore {
         if let Some(existing) = log.deliveries.get(&d.id) {
             d.created_at = existing.created_at;
             d.request.first_trigger_at = existing.request.first_trigger_at;
+            log.deliveries.insert(d.id.clone(), d);
         } else {
+            // Stored before retention runs: a new delivery that is itself the oldest (past the
+            // max age, or the oldest of a full webhook) is dropped like any other.
+            log.deliveries.insert(d.id.clone(), d.clone());
             let key = (d.created_at, d.id.clone());
             log.order.insert(key.clone());
             let per = log.per_webhook.entry(d.webhook_id.clone()).or_default();
@@ -107,7 +111,6 @@ impl Store for MemoryStore {
                 log.remove(at, &id);
             }
         }
-        log.deliveries.insert(d.id.clone(), d);
         Ok(())
     }
 

@@ -254,8 +254,8 @@ impl Dispatcher {
 }
 
 /// Consumes `hookmesh.requests` and runs the retry loop until `shutdown`.
-pub async fn run(dispatcher: Dispatcher, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = dispatcher.bus.subscribe(&dispatcher.topics.requests, group).await?;
+pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = dispatcher.bus.subscribe(&dispatcher.topics.requests, &group).await?;
     let dispatcher = Arc::new(dispatcher);
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
     let options = LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: false, ..Default::default() };

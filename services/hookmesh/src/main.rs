@@ -1,10 +1,13 @@
 //! The `hookmesh` binary: one subcommand per role.
 //!
 //! - `standalone`: every stage and every gRPC service in one process on embedded backends.
+//! - `ingest`, `router`, `renderer`, `dispatcher`: one stage per process over Kafka and Redis.
 //! - `ctl`: the management client (every gRPC management call from the shell).
 //! - `simulate`: realistic call traffic against a running hookmesh.
 
-// mod ctl;
+mod config;
+mod ctl;
+mod runtime;
 mod simulate;
 mod standalone;
 
@@ -21,19 +24,31 @@ struct Cli {
 enum Command {
     /// Run every stage and the management API in one process on in-memory backends.
     Standalone(standalone::StandaloneArgs),
+    /// Run the ingest stage: `calls.raw` and IngestService → hookmesh.events.
+    Ingest(config::SettingsArgs),
+    /// Run the router stage and the registry API: hookmesh.events → hookmesh.jobs.
+    Router(config::SettingsArgs),
+    /// Run the renderer stage and RenderService: hookmesh.jobs → hookmesh.requests.
+    Renderer(config::SettingsArgs),
+    /// Run the dispatcher stage and DeliveryService: hookmesh.requests → receivers.
+    Dispatcher(config::SettingsArgs),
     /// Manage webhooks, templates and deliveries of a running hookmesh.
-    // Ctl
+    Ctl(ctl::CtlArgs),
     /// Publish realistic call traffic (started → answered → dtmf → ended) to a running hookmesh.
     Simulate(simulate::SimulateArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let result = runtime.block_on(async move {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(async move {
         match cli.command {
             Command::Standalone(args) => standalone::run(args).await,
-//
+            Command::Ingest(args) => run_role(runtime::Role::Ingest, args).await,
+            Command::Router(args) => run_role(runtime::Role::Router, args).await,
+            Command::Renderer(args) => run_role(runtime::Role::Renderer, args).await,
+            Command::Dispatcher(args) => run_role(runtime::Role::Dispatcher, args).await,
+            Command::Ctl(args) => ctl::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
         }
     });
@@ -41,4 +56,10 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+async fn run_role(role: runtime::Role, args: config::SettingsArgs) -> anyhow::Result<()> {
+    let (grpc, admin) = role.default_ports();
+    let settings = args.resolve(grpc, admin)?;
+    runtime::run(&[role], settings, role.name()).await
 }

@@ -102,8 +102,8 @@ impl Ingest {
 
 /// Consumes `calls.raw` until `shutdown`; offsets are committed once each record is forwarded
 /// or dead-lettered.
-pub async fn run(ingest: Ingest, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = ingest.bus.subscribe(&ingest.topics.raw, group).await?;
+pub async fn run(ingest: Ingest, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = ingest.bus.subscribe(&ingest.topics.raw, &group).await?;
     let ingest = Arc::new(ingest);
     run_consumer("ingest", consumer, LoopOptions::default(), shutdown, move |msg| {
         let ingest = ingest.clone();

@@ -102,8 +102,8 @@ impl Renderer {
 }
 
 /// Consumes `hookmesh.jobs` until `shutdown`.
-pub async fn run(renderer: Renderer, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = renderer.bus.subscribe(&renderer.topics.jobs, group).await?;
+pub async fn run(renderer: Renderer, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = renderer.bus.subscribe(&renderer.topics.jobs, &group).await?;
     let renderer = Arc::new(renderer);
     run_consumer("renderer", consumer, LoopOptions::default(), shutdown, move |msg| {
         let renderer = renderer.clone();

@@ -76,8 +76,8 @@ impl Router {
 }
 
 /// Consumes `hookmesh.events` until `shutdown`.
-pub async fn run(router: Router, group: &str, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = router.bus.subscribe(&router.topics.events, group).await?;
+pub async fn run(router: Router, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
+    let consumer = router.bus.subscribe(&router.topics.events, &group).await?;
     let router = Arc::new(router);
     run_consumer("router", consumer, LoopOptions::default(), shutdown, move |msg| {
         let router = router.clone();

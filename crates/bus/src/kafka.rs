@@ -1,0 +1,233 @@
+//! The Kafka bus on `rdkafka`.
+//!
+//! - Producers are idempotent with `acks=all`; [`Bus::publish`] resolves only on the broker's
+//!   acknowledgement.
+//! - Consumers join a group with auto-commit of *stored* offsets only
+//!   (`enable.auto.offset.store=false`): [`Consumer::commit`] stores an offset, librdkafka
+//!   commits stored offsets periodically and on close. The stage loop stores the low-water
+//!   mark, so an offset is never committed past work in flight; a crash re-delivers.
+//! - Readers (registry, DLQ listing) assign every partition from the beginning without
+//!   committing.
+//! - Topics are created at start when missing (`cleanup.policy=compact` for the registry).
+
+use crate::{Bus, BusError, Consumer, Message, Record, Result, TopicSpec};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connection settings; `extra` passes any librdkafka property through.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    pub client_id: String,
+    /// Consumer group session timeout; group joins take about half of it.
+    pub session_timeout_ms: u32,
+    pub replication_factor: i32,
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            client_id: "hookmesh".to_string(),
+            session_timeout_ms: 10_000,
+            replication_factor: 1,
+            extra: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers).set("client.id", &self.client_id);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn backend(e: KafkaError) -> BusError {
+    BusError::Backend(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl KafkaBus {
+    pub fn connect(config: KafkaConfig) -> Result<Self> {
+        let producer: FutureProducer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(backend)?;
+        Ok(KafkaBus { config, producer })
+    }
+
+    fn partitions_of(&self, topic: &str) -> Result<usize> {
+        let md = self.producer.client().fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(backend)?;
+        let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
+        if t.error().is_some() || t.partitions().is_empty() {
+            return Err(BusError::UnknownTopic(topic.to_string()));
+        }
+        Ok(t.partitions().len())
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(KafkaBus) -> Result<T> + Send + 'static) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(this)).await.map_err(|e| BusError::Backend(e.to_string()))?
+    }
+
+    fn consumer(&self, group: &str, commits: bool) -> Result<StreamConsumer> {
+        let mut c = self.config.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", if commits { "true" } else { "false" })
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "500")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (self.config.session_timeout_ms / 3).max(100).to_string());
+        c.create().map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.config.client().create().map_err(backend)?;
+        let mut topic = NewTopic::new(&spec.name, spec.partitions as i32, TopicReplication::Fixed(self.config.replication_factor));
+        if spec.compacted {
+            topic = topic.set("cleanup.policy", "compact");
+        }
+        let results = admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await.map_err(backend)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(BusError::Backend(format!("creating topic `{name}`: {code}"))),
+            }
+        }
+        // Wait until the topic's metadata is visible.
+        let name = spec.name.clone();
+        for _ in 0..100 {
+            let n = name.clone();
+            if self.blocking(move |b| b.partitions_of(&n)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(BusError::Backend(format!("topic `{name}` did not appear in metadata")))
+    }
+
+    async fn publish(&self, topic: &str, record: Record) -> Result<(i32, i64)> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header { key: k, value: Some(v.as_slice()) });
+        }
+        let mut fr: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(record.key.as_str()).headers(headers);
+        if let Some(p) = &record.payload {
+            fr = fr.payload(p.as_ref());
+        }
+        match self.producer.send(fr, Duration::from_secs(30)).await {
+            Ok(d) => Ok((d.partition, d.offset)),
+            Err((e, _)) => Err(backend(e)),
+        }
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        let consumer = self.consumer(group, true)?;
+        consumer.subscribe(&[topic]).map_err(backend)?;
+        let n = {
+            let t = topic.to_string();
+            self.blocking(move |b| b.partitions_of(&t)).await?
+        };
+        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n] }))
+    }
+
+    async fn reader(&self, topic: &str) -> Result<Box<dyn Consumer>> {
+        let t = topic.to_string();
+        let n = self.blocking(move |b| b.partitions_of(&t)).await?;
+        let consumer = self.consumer(&format!("hookmesh-reader-{}", std::process::id()), false)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition_offset(topic, p as i32, Offset::Beginning).map_err(backend)?;
+        }
+        consumer.assign(&tpl).map_err(backend)?;
+        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n] }))
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
+        let t = topic.to_string();
+        self.blocking(move |b| {
+            let n = b.partitions_of(&t)?;
+            (0..n as i32)
+                .map(|p| b.producer.client().fetch_watermarks(&t, p, Duration::from_secs(10)).map(|(_, high)| high).map_err(backend))
+                .collect()
+        })
+        .await
+    }
+}
+
+struct KafkaConsumer {
+    topic: Arc<str>,
+    consumer: StreamConsumer,
+    positions: Vec<i64>,
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn recv(&mut self) -> Result<Message> {
+        let m = self.consumer.recv().await.map_err(backend)?;
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        let msg = Message {
+            topic: self.topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            payload: m.payload().map(Bytes::copy_from_slice),
+            headers,
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+        };
+        let p = msg.partition as usize;
+        if p >= self.positions.len() {
+            self.positions.resize(p + 1, 0);
+        }
+        self.positions[p] = msg.offset + 1;
+        Ok(msg)
+    }
+
+    fn commit(&self, partition: i32, offset: i64) -> Result<()> {
+        match self.consumer.store_offset(&self.topic, partition, offset) {
+            Ok(()) => Ok(()),
+            // The partition moved to another member in a rebalance: it re-reads from the last
+            // commit, so there is nothing to store here.
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, partition, offset, error = %e, "offset not stored");
+                Ok(())
+            }
+        }
+    }
+
+    fn positions(&self) -> Vec<i64> {
+        self.positions.clone()
+    }
+}

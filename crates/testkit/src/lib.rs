@@ -1,0 +1,39 @@
+//! Test support: real backing services on free loopback ports, stopped on drop.
+//!
+//! - [`redis::RedisServer`]: `redis-server --port P --save '' --appendonly no`.
+//! - [`tansu::TansuBroker`]: the Kafka-protocol broker `tansu` with in-memory storage.
+//!
+//! These are what the conformance and end-to-end tests run against: in-memory backends are a
+//! product feature and never stand in for the real ones in tests of the real ones.
+
+pub mod redis;
+pub mod tansu;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// Finds an executable on PATH or in `~/.cargo/bin`.
+pub fn find_binary(name: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}

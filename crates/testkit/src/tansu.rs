@@ -1,0 +1,40 @@
+//! The `tansu` Kafka-protocol broker with the in-memory storage engine
+//! (`cargo install tansu --locked --features dynostore`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct TansuBroker {
+    child: Child,
+    pub port: u16,
+}
+
+impl TansuBroker {
+    /// Starts a broker on a free port; panics with a clear message when `tansu` is missing.
+    pub fn start() -> TansuBroker {
+        let bin = crate::find_binary("tansu")
+            .expect("the `tansu` broker is not installed: cargo install tansu --locked --features dynostore");
+        let port = crate::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        assert!(crate::wait_for_port(port, Duration::from_secs(20)), "tansu did not listen on {port}");
+        TansuBroker { child, port }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,180 @@
+//! Settings of every `hookmesh` role, in layers: built-in defaults ← optional TOML file
+//! (`--config`, `HOOKMESH_CONFIG`) ← environment variables (`HOOKMESH_*`) ← command-line
+//! flags. Every value is validated at start with a message that names the key.
+//!
+//! ```toml
+//! # hookmesh.toml — every key is optional
+//! kafka = "kafka-0:9092,kafka-1:9092"   # HOOKMESH_KAFKA; absent in standalone = in-memory bus
+//! redis = "redis://redis:6379/"          # HOOKMESH_REDIS; absent in standalone = in-memory store
+//! grpc_addr = "0.0.0.0:7600"             # HOOKMESH_GRPC_ADDR
+//! admin_addr = "0.0.0.0:7601"            # HOOKMESH_ADMIN_ADDR
+//! topic_prefix = "hookmesh"              # HOOKMESH_TOPIC_PREFIX
+//! partitions = 12                        # HOOKMESH_PARTITIONS (topics created at start)
+//! replication_factor = 3                 # HOOKMESH_REPLICATION_FACTOR
+//! kafka_session_timeout_ms = 10000       # HOOKMESH_KAFKA_SESSION_TIMEOUT_MS
+//! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX
+//! max_in_flight = 1024                   # HOOKMESH_MAX_IN_FLIGHT (dispatcher HTTP requests)
+//! retention_days = 30                    # HOOKMESH_RETENTION_DAYS (delivery log)
+//! retention_per_webhook = 100000         # HOOKMESH_RETENTION_PER_WEBHOOK
+//! log_json = false                       # HOOKMESH_LOG_JSON
+//! ```
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags shared by every role; each also reads its `HOOKMESH_*` variable.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SettingsArgs {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "HOOKMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers; without it standalone uses the in-memory bus.
+    #[arg(long, env = "HOOKMESH_KAFKA")]
+    pub kafka: Option<String>,
+    /// Redis URL (redis://host:port/); without it standalone uses the in-memory store.
+    #[arg(long, env = "HOOKMESH_REDIS")]
+    pub redis: Option<String>,
+    /// Address of the gRPC API (port 0 picks a free port).
+    #[arg(long, env = "HOOKMESH_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Address of the admin HTTP port (/healthz, /readyz, /metrics).
+    #[arg(long, env = "HOOKMESH_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Prefix of hookmesh's topic names (`<prefix>.events`, …); `calls.raw` keeps its name.
+    #[arg(long, env = "HOOKMESH_TOPIC_PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Partitions of the topics hookmesh creates.
+    #[arg(long, env = "HOOKMESH_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Replication factor of the topics hookmesh creates.
+    #[arg(long, env = "HOOKMESH_REPLICATION_FACTOR")]
+    pub replication_factor: Option<i32>,
+    /// Kafka consumer-group session timeout.
+    #[arg(long, env = "HOOKMESH_KAFKA_SESSION_TIMEOUT_MS")]
+    pub kafka_session_timeout_ms: Option<u32>,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "HOOKMESH_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// HTTP requests the dispatcher keeps in flight.
+    #[arg(long, env = "HOOKMESH_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Days the delivery log keeps a delivery.
+    #[arg(long, env = "HOOKMESH_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
+    /// Deliveries the log keeps per webhook.
+    #[arg(long, env = "HOOKMESH_RETENTION_PER_WEBHOOK")]
+    pub retention_per_webhook: Option<usize>,
+    /// Log as JSON lines.
+    #[arg(long, env = "HOOKMESH_LOG_JSON")]
+    pub log_json: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    kafka: Option<String>,
+    redis: Option<String>,
+    grpc_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    topic_prefix: Option<String>,
+    partitions: Option<u32>,
+    replication_factor: Option<i32>,
+    kafka_session_timeout_ms: Option<u32>,
+    redis_prefix: Option<String>,
+    max_in_flight: Option<usize>,
+    retention_days: Option<u64>,
+    retention_per_webhook: Option<usize>,
+    log_json: Option<bool>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: Option<String>,
+    pub redis: Option<String>,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub topic_prefix: String,
+    pub partitions: u32,
+    pub replication_factor: i32,
+    pub kafka_session_timeout_ms: u32,
+    pub redis_prefix: String,
+    pub max_in_flight: usize,
+    pub retention_days: u64,
+    pub retention_per_webhook: usize,
+    pub log_json: bool,
+}
+
+impl SettingsArgs {
+    /// Resolves the layers; `grpc_port`/`admin_port` are the role's default ports.
+    pub fn resolve(&self, grpc_port: u16, admin_port: u16) -> anyhow::Result<Settings> {
+        let file: FileSettings = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config: {} is not a valid hookmesh TOML file", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let s = Settings {
+            kafka: self.kafka.clone().or(file.kafka).filter(|k| !k.is_empty()),
+            redis: self.redis.clone().or(file.redis).filter(|r| !r.is_empty()),
+            grpc_addr: self.grpc_addr.or(file.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], grpc_port))),
+            admin_addr: self.admin_addr.or(file.admin_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], admin_port))),
+            topic_prefix: self.topic_prefix.clone().or(file.topic_prefix).unwrap_or_else(|| "hookmesh".into()),
+            partitions: self.partitions.or(file.partitions).unwrap_or(6),
+            replication_factor: self.replication_factor.or(file.replication_factor).unwrap_or(1),
+            kafka_session_timeout_ms: self.kafka_session_timeout_ms.or(file.kafka_session_timeout_ms).unwrap_or(10_000),
+            redis_prefix: self.redis_prefix.clone().or(file.redis_prefix).unwrap_or_else(|| "hm".into()),
+            max_in_flight: self.max_in_flight.or(file.max_in_flight).unwrap_or(1024),
+            retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
+            retention_per_webhook: self.retention_per_webhook.or(file.retention_per_webhook).unwrap_or(100_000),
+            log_json: self.log_json.or(file.log_json).unwrap_or(false),
+        };
+        if s.partitions == 0 || s.partitions > 1000 {
+            bail!("partitions: must be between 1 and 1000, got {}", s.partitions);
+        }
+        if s.replication_factor < 1 {
+            bail!("replication_factor: must be at least 1");
+        }
+        if s.topic_prefix.is_empty() || !s.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            bail!("topic_prefix: `{}` may only contain letters, digits, `.`, `_` and `-`", s.topic_prefix);
+        }
+        if s.max_in_flight == 0 {
+            bail!("max_in_flight: must be at least 1");
+        }
+        if let Some(r) = &s.redis {
+            if !r.starts_with("redis://") && !r.starts_with("rediss://") {
+                bail!("redis: `{r}` is not a redis:// URL");
+            }
+        }
+        if s.kafka_session_timeout_ms < 1000 {
+            bail!("kafka_session_timeout_ms: must be at least 1000");
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_resolve_flag_over_file_over_default() {
+        let dir = std::env::temp_dir().join(format!("hookmesh-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hookmesh.toml");
+        std::fs::write(&file, "partitions = 12\ntopic_prefix = \"prod\"\n").unwrap();
+        let args = SettingsArgs { config: Some(file.clone()), partitions: Some(3), ..Default::default() };
+        let s = args.resolve(7600, 7601).unwrap();
+        assert_eq!(s.partitions, 3, "flag wins");
+        assert_eq!(s.topic_prefix, "prod", "file over default");
+        assert_eq!(s.grpc_addr.port(), 7600);
+        std::fs::write(&file, "partitons = 12\n").unwrap();
+        let err = format!("{:#}", SettingsArgs { config: Some(file), ..Default::default() }.resolve(1, 2).unwrap_err());
+        assert!(err.contains("partitons"), "unknown keys are named: {err}");
+        let err = SettingsArgs { redis: Some("localhost:6379".into()), ..Default::default() }.resolve(1, 2).unwrap_err();
+        assert!(err.to_string().starts_with("redis:"), "{err}");
+    }
+}
