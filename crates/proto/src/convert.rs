@@ -24,8 +24,8 @@ use hookmesh_core::event::{event_from_value, Direction, Event, EventError, Event
 use hookmesh_core::template::{ContentType, FieldMapping, Source, TemplateBody};
 use hookmesh_core::tokens;
 use hookmesh_core::webhook::{
-    Condition, ConditionOp, DeliveryPolicy, KeyValue, Method, Ordering, RateLimit, RequestSpec,
-    SigningSecret, StatusRange, SuccessCondition, Template, Trigger, Webhook,
+    Condition, ConditionOp, DeliveryPolicy, KeyValue, Method, Ordering, RateLimit, RequestSpec, SigningSecret,
+    StatusRange, SuccessCondition, Template, Trigger, Webhook,
 };
 use serde_json::{Map, Value};
 
@@ -45,24 +45,17 @@ fn opt_timestamp_to_proto(t: Option<&DateTime<Utc>>) -> String {
 }
 
 /// Parses an RFC 3339 timestamp (any offset, answered in UTC); empty → `now`.
-pub fn timestamp_from_proto(
-    field: &str,
-    s: &str,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ValidationError> {
+pub fn timestamp_from_proto(field: &str, s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ValidationError> {
     if s.trim().is_empty() {
         return Ok(now);
     }
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            ValidationError::new(field, format!("`{s}` is not an RFC 3339 timestamp ({e})"))
-        })
+        .map_err(|e| ValidationError::new(field, format!("`{s}` is not an RFC 3339 timestamp ({e})")))
 }
 
 fn json_from_proto(field: &str, s: &str) -> Result<Value, ValidationError> {
-    serde_json::from_str(s)
-        .map_err(|e| ValidationError::new(field, format!("is not valid JSON: {e}")))
+    serde_json::from_str(s).map_err(|e| ValidationError::new(field, format!("is not valid JSON: {e}")))
 }
 
 fn json_to_proto(v: &Value) -> String {
@@ -78,35 +71,20 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 fn kv_from_proto(kv: v1::KeyValue) -> KeyValue {
-    KeyValue {
-        name: kv.name,
-        value: kv.value,
-    }
+    KeyValue { name: kv.name, value: kv.value }
 }
 
 fn kv_to_proto(kv: &KeyValue) -> v1::KeyValue {
-    v1::KeyValue {
-        name: kv.name.clone(),
-        value: kv.value.clone(),
-    }
+    v1::KeyValue { name: kv.name.clone(), value: kv.value.clone() }
 }
 
 fn pairs_to_proto(pairs: &[(String, String)]) -> Vec<v1::KeyValue> {
-    pairs
-        .iter()
-        .map(|(n, v)| v1::KeyValue {
-            name: n.clone(),
-            value: v.clone(),
-        })
-        .collect()
+    pairs.iter().map(|(n, v)| v1::KeyValue { name: n.clone(), value: v.clone() }).collect()
 }
 
 fn status_from_proto(field: String, s: u32) -> Result<u16, ValidationError> {
     if s > 599 {
-        return Err(ValidationError::new(
-            field,
-            format!("{s} is not an HTTP status code"),
-        ));
+        return Err(ValidationError::new(field, format!("{s} is not an HTTP status code")));
     }
     Ok(s as u16)
 }
@@ -115,12 +93,8 @@ fn content_type_from_proto(field: &str, s: &str) -> Result<ContentType, Validati
     if s.trim().is_empty() {
         return Ok(ContentType::default());
     }
-    ContentType::parse(s).ok_or_else(|| {
-        ValidationError::new(
-            field,
-            format!("unknown content type `{s}` (json, xml, form, text)"),
-        )
-    })
+    ContentType::parse(s)
+        .ok_or_else(|| ValidationError::new(field, format!("unknown content type `{s}` (json, xml, form, text)")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,10 +103,8 @@ fn content_type_from_proto(field: &str, s: &str) -> Result<ContentType, Validati
 /// A webhook from the wire. Secrets are not taken from the wire; an empty id stays empty (the
 /// registry generates one); empty timestamps become `now`.
 pub fn webhook_from_proto(w: v1::Webhook, now: DateTime<Utc>) -> Result<Webhook, ValidationError> {
-    let trigger =
-        trigger_from_proto(w.trigger.unwrap_or_default()).map_err(|e| e.under("trigger"))?;
-    let request =
-        request_from_proto(w.request.unwrap_or_default()).map_err(|e| e.under("request"))?;
+    let trigger = trigger_from_proto(w.trigger.unwrap_or_default()).map_err(|e| e.under("trigger"))?;
+    let request = request_from_proto(w.request.unwrap_or_default()).map_err(|e| e.under("request"))?;
     let success = match w.success {
         Some(s) => success_from_proto(s).map_err(|e| e.under("success"))?,
         None => SuccessCondition::default(),
@@ -194,12 +166,8 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            EventType::parse(s).ok_or_else(|| {
-                ValidationError::new(
-                    format!("event_types[{i}]"),
-                    format!("unknown event type `{s}`"),
-                )
-            })
+            EventType::parse(s)
+                .ok_or_else(|| ValidationError::new(format!("event_types[{i}]"), format!("unknown event type `{s}`")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let directions = t
@@ -231,11 +199,7 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
             } else {
                 json_from_proto(&format!("conditions[{i}].value"), &c.value_json)?
             };
-            Ok(Condition {
-                path: c.path,
-                op,
-                value,
-            })
+            Ok(Condition { path: c.path, op, value })
         })
         .collect::<Result<Vec<_>, ValidationError>>()?;
     Ok(Trigger {
@@ -250,17 +214,9 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
 
 fn trigger_to_proto(t: &Trigger) -> v1::Trigger {
     v1::Trigger {
-        event_types: t
-            .event_types
-            .iter()
-            .map(|e| e.as_str().to_string())
-            .collect(),
+        event_types: t.event_types.iter().map(|e| e.as_str().to_string()).collect(),
         campaigns: t.campaigns.clone(),
-        directions: t
-            .directions
-            .iter()
-            .map(|d| d.as_str().to_string())
-            .collect(),
+        directions: t.directions.iter().map(|d| d.as_str().to_string()).collect(),
         numbers: t.numbers.clone(),
         ivr_options: t.ivr_options.clone(),
         conditions: t
@@ -269,11 +225,7 @@ fn trigger_to_proto(t: &Trigger) -> v1::Trigger {
             .map(|c| v1::Condition {
                 path: c.path.clone(),
                 op: c.op.as_str().to_string(),
-                value_json: if c.value.is_null() {
-                    String::new()
-                } else {
-                    json_to_proto(&c.value)
-                },
+                value_json: if c.value.is_null() { String::new() } else { json_to_proto(&c.value) },
             })
             .collect(),
     }
@@ -284,13 +236,7 @@ fn request_from_proto(r: v1::Request) -> Result<RequestSpec, ValidationError> {
         Method::default()
     } else {
         Method::parse(&r.method).ok_or_else(|| {
-            ValidationError::new(
-                "method",
-                format!(
-                    "unknown method `{}` (GET, POST, PUT, PATCH, DELETE)",
-                    r.method
-                ),
-            )
+            ValidationError::new("method", format!("unknown method `{}` (GET, POST, PUT, PATCH, DELETE)", r.method))
         })?
     };
     Ok(RequestSpec {
@@ -338,11 +284,7 @@ fn success_from_proto(s: v1::SuccessCondition) -> Result<SuccessCondition, Valid
     } else {
         Some(json_from_proto("response_value", &s.response_value_json)?)
     };
-    Ok(SuccessCondition {
-        status_codes,
-        response_path: non_empty(s.response_path),
-        response_value,
-    })
+    Ok(SuccessCondition { status_codes, response_path: non_empty(s.response_path), response_value })
 }
 
 fn success_to_proto(s: &SuccessCondition) -> v1::SuccessCondition {
@@ -350,17 +292,10 @@ fn success_to_proto(s: &SuccessCondition) -> v1::SuccessCondition {
         status_codes: s
             .status_codes
             .iter()
-            .map(|r| v1::StatusRange {
-                from: u32::from(r.from),
-                to: u32::from(r.to),
-            })
+            .map(|r| v1::StatusRange { from: u32::from(r.from), to: u32::from(r.to) })
             .collect(),
         response_path: s.response_path.clone().unwrap_or_default(),
-        response_value_json: s
-            .response_value
-            .as_ref()
-            .map(json_to_proto)
-            .unwrap_or_default(),
+        response_value_json: s.response_value.as_ref().map(json_to_proto).unwrap_or_default(),
     }
 }
 
@@ -369,10 +304,7 @@ fn policy_from_proto(p: v1::DeliveryPolicy) -> Result<DeliveryPolicy, Validation
         "" | "none" => Ordering::None,
         "per_call" | "per-call" => Ordering::PerCall,
         other => {
-            return Err(ValidationError::new(
-                "ordering",
-                format!("unknown ordering `{other}` (none, per_call)"),
-            ));
+            return Err(ValidationError::new("ordering", format!("unknown ordering `{other}` (none, per_call)")));
         }
     };
     let non_retryable_statuses = p
@@ -386,10 +318,7 @@ fn policy_from_proto(p: v1::DeliveryPolicy) -> Result<DeliveryPolicy, Validation
         retry_limit: p.retry_limit,
         retry_schedule: p.retry_schedule,
         total_timeout_secs: p.total_timeout_secs,
-        rate_limit: p.rate_limit.map(|r| RateLimit {
-            per_second: r.per_second,
-            burst: r.burst,
-        }),
+        rate_limit: p.rate_limit.map(|r| RateLimit { per_second: r.per_second, burst: r.burst }),
         max_concurrency: p.max_concurrency,
         ordering,
         non_retryable_statuses,
@@ -402,21 +331,14 @@ fn policy_to_proto(p: &DeliveryPolicy) -> v1::DeliveryPolicy {
         retry_limit: p.retry_limit,
         retry_schedule: p.retry_schedule.clone(),
         total_timeout_secs: p.total_timeout_secs,
-        rate_limit: p.rate_limit.map(|r| v1::RateLimit {
-            per_second: r.per_second,
-            burst: r.burst,
-        }),
+        rate_limit: p.rate_limit.map(|r| v1::RateLimit { per_second: r.per_second, burst: r.burst }),
         max_concurrency: p.max_concurrency,
         ordering: match p.ordering {
             Ordering::None => "none",
             Ordering::PerCall => "per_call",
         }
         .to_string(),
-        non_retryable_statuses: p
-            .non_retryable_statuses
-            .iter()
-            .map(|s| u32::from(*s))
-            .collect(),
+        non_retryable_statuses: p.non_retryable_statuses.iter().map(|s| u32::from(*s)).collect(),
     }
 }
 
@@ -425,21 +347,14 @@ fn policy_to_proto(p: &DeliveryPolicy) -> v1::DeliveryPolicy {
 
 /// A template from the wire: empty group → `default`, empty content type → JSON, empty
 /// timestamps → `now`; the body is required.
-pub fn template_from_proto(
-    t: v1::Template,
-    now: DateTime<Utc>,
-) -> Result<Template, ValidationError> {
+pub fn template_from_proto(t: v1::Template, now: DateTime<Utc>) -> Result<Template, ValidationError> {
     let body = template_body_from_proto(t.body, "body")?
         .ok_or_else(|| ValidationError::new("body", "is required (fields, pairs or text)"))?;
     Ok(Template {
         id: t.id,
         tenant_id: t.tenant_id,
         name: t.name,
-        group: if t.group.trim().is_empty() {
-            hookmesh_core::webhook::default_group()
-        } else {
-            t.group
-        },
+        group: if t.group.trim().is_empty() { hookmesh_core::webhook::default_group() } else { t.group },
         description: t.description,
         content_type: content_type_from_proto("content_type", &t.content_type)?,
         body,
@@ -479,9 +394,9 @@ pub fn template_body_from_proto(
             example: f.example,
             fields: mappings_from_proto(f.fields, &format!("{field}.fields"))?,
         },
-        v1::template_body::Kind::Pairs(p) => TemplateBody::Pairs {
-            pairs: mappings_from_proto(p.pairs, &format!("{field}.pairs"))?,
-        },
+        v1::template_body::Kind::Pairs(p) => {
+            TemplateBody::Pairs { pairs: mappings_from_proto(p.pairs, &format!("{field}.pairs"))? }
+        }
         v1::template_body::Kind::Text(source) => TemplateBody::Text { source },
     };
     Ok(Some(body))
@@ -489,55 +404,36 @@ pub fn template_body_from_proto(
 
 pub fn template_body_to_proto(b: &TemplateBody) -> v1::TemplateBody {
     let kind = match b {
-        TemplateBody::Fields {
-            format,
-            example,
-            fields,
-        } => v1::template_body::Kind::Fields(v1::FieldsBody {
+        TemplateBody::Fields { format, example, fields } => v1::template_body::Kind::Fields(v1::FieldsBody {
             format: format.as_str().to_string(),
             example: example.clone(),
             fields: fields.iter().map(field_mapping_to_proto).collect(),
         }),
-        TemplateBody::Pairs { pairs } => v1::template_body::Kind::Pairs(v1::PairsBody {
-            pairs: pairs.iter().map(field_mapping_to_proto).collect(),
-        }),
+        TemplateBody::Pairs { pairs } => {
+            v1::template_body::Kind::Pairs(v1::PairsBody { pairs: pairs.iter().map(field_mapping_to_proto).collect() })
+        }
         TemplateBody::Text { source } => v1::template_body::Kind::Text(source.clone()),
     };
     v1::TemplateBody { kind: Some(kind) }
 }
 
-fn mappings_from_proto(
-    list: Vec<v1::FieldMapping>,
-    field: &str,
-) -> Result<Vec<FieldMapping>, ValidationError> {
-    list.into_iter()
-        .enumerate()
-        .map(|(i, m)| field_mapping_from_proto(m, &format!("{field}[{i}]")))
-        .collect()
+fn mappings_from_proto(list: Vec<v1::FieldMapping>, field: &str) -> Result<Vec<FieldMapping>, ValidationError> {
+    list.into_iter().enumerate().map(|(i, m)| field_mapping_from_proto(m, &format!("{field}[{i}]"))).collect()
 }
 
 /// One mapping from the wire; `field` names it in errors (`body.fields[3]`).
-pub fn field_mapping_from_proto(
-    m: v1::FieldMapping,
-    field: &str,
-) -> Result<FieldMapping, ValidationError> {
+pub fn field_mapping_from_proto(m: v1::FieldMapping, field: &str) -> Result<FieldMapping, ValidationError> {
     let source = match m.source.and_then(|s| s.kind) {
         Some(v1::source::Kind::Token(token)) => Source::Token { token },
-        Some(v1::source::Kind::ConstantJson(json)) => Source::Constant {
-            value: json_from_proto(&format!("{field}.source.constant_json"), &json)?,
-        },
+        Some(v1::source::Kind::ConstantJson(json)) => {
+            Source::Constant { value: json_from_proto(&format!("{field}.source.constant_json"), &json)? }
+        }
         Some(v1::source::Kind::Name(_)) => Source::Name,
         None => {
-            return Err(ValidationError::new(
-                format!("{field}.source"),
-                "is required (token, constant_json or name)",
-            ));
+            return Err(ValidationError::new(format!("{field}.source"), "is required (token, constant_json or name)"));
         }
     };
-    Ok(FieldMapping {
-        path: m.path,
-        source,
-    })
+    Ok(FieldMapping { path: m.path, source })
 }
 
 pub fn field_mapping_to_proto(m: &FieldMapping) -> v1::FieldMapping {
@@ -546,10 +442,7 @@ pub fn field_mapping_to_proto(m: &FieldMapping) -> v1::FieldMapping {
         Source::Constant { value } => v1::source::Kind::ConstantJson(json_to_proto(value)),
         Source::Name => v1::source::Kind::Name(true),
     };
-    v1::FieldMapping {
-        path: m.path.clone(),
-        source: Some(v1::Source { kind: Some(kind) }),
-    }
+    v1::FieldMapping { path: m.path.clone(), source: Some(v1::Source { kind: Some(kind) }) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,10 +523,7 @@ pub fn attempt_to_proto(a: &Attempt) -> v1::Attempt {
         response_headers: pairs_to_proto(&a.response_headers),
         response_body: a.response_body.clone(),
         duration_ms: a.duration_ms,
-        error_class: a
-            .error_class
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default(),
+        error_class: a.error_class.map(|c| c.as_str().to_string()).unwrap_or_default(),
         error: a.error.clone().unwrap_or_default(),
     }
 }
@@ -697,34 +587,16 @@ mod tests {
                 numbers: vec!["+1 555 0100".into()],
                 ivr_options: vec!["Sales".into()],
                 conditions: vec![
-                    Condition {
-                        path: "data.tags.region".into(),
-                        op: ConditionOp::Eq,
-                        value: json!("south"),
-                    },
-                    Condition {
-                        path: "duration".into(),
-                        op: ConditionOp::In,
-                        value: json!([1, 2]),
-                    },
-                    Condition {
-                        path: "ani".into(),
-                        op: ConditionOp::Exists,
-                        value: Value::Null,
-                    },
+                    Condition { path: "data.tags.region".into(), op: ConditionOp::Eq, value: json!("south") },
+                    Condition { path: "duration".into(), op: ConditionOp::In, value: json!([1, 2]) },
+                    Condition { path: "ani".into(), op: ConditionOp::Exists, value: Value::Null },
                 ],
             },
             request: RequestSpec {
                 method: Method::Put,
                 url: "https://crm.example.com/calls/{{ callid }}".into(),
-                query: vec![KeyValue {
-                    name: "src".into(),
-                    value: "hookmesh".into(),
-                }],
-                headers: vec![KeyValue {
-                    name: "Authorization".into(),
-                    value: "Bearer x".into(),
-                }],
+                query: vec![KeyValue { name: "src".into(), value: "hookmesh".into() }],
+                headers: vec![KeyValue { name: "Authorization".into(), value: "Bearer x".into() }],
                 content_type: ContentType::Xml,
                 time_zone: "America/New_York".into(),
                 template_id: Some("tpl_1".into()),
@@ -732,30 +604,14 @@ mod tests {
                     format: ContentType::Xml,
                     example: "<call><id>1</id><n>x</n><k>y</k></call>".into(),
                     fields: vec![
-                        FieldMapping {
-                            path: "call.id".into(),
-                            source: Source::Token {
-                                token: "callid".into(),
-                            },
-                        },
-                        FieldMapping {
-                            path: "call.n".into(),
-                            source: Source::Constant {
-                                value: json!({"a": [1]}),
-                            },
-                        },
-                        FieldMapping {
-                            path: "call.k".into(),
-                            source: Source::Name,
-                        },
+                        FieldMapping { path: "call.id".into(), source: Source::Token { token: "callid".into() } },
+                        FieldMapping { path: "call.n".into(), source: Source::Constant { value: json!({"a": [1]}) } },
+                        FieldMapping { path: "call.k".into(), source: Source::Name },
                     ],
                 }),
             },
             success: SuccessCondition {
-                status_codes: vec![
-                    StatusRange { from: 200, to: 299 },
-                    StatusRange { from: 302, to: 302 },
-                ],
+                status_codes: vec![StatusRange { from: 200, to: 299 }, StatusRange { from: 302, to: 302 }],
                 response_path: Some("result.ok".into()),
                 response_value: Some(json!(true)),
             },
@@ -764,10 +620,7 @@ mod tests {
                 retry_limit: Some(3),
                 retry_schedule: vec![5, 60, 600],
                 total_timeout_secs: Some(86400),
-                rate_limit: Some(RateLimit {
-                    per_second: 2.5,
-                    burst: 5,
-                }),
+                rate_limit: Some(RateLimit { per_second: 2.5, burst: 5 }),
                 max_concurrency: Some(4),
                 ordering: Ordering::PerCall,
                 non_retryable_statuses: vec![400, 422],
@@ -788,21 +641,14 @@ mod tests {
         // Other body kinds too.
         let mut w2 = w.clone();
         w2.request.body = Some(TemplateBody::Pairs {
-            pairs: vec![FieldMapping {
-                path: "caller".into(),
-                source: Source::Token {
-                    token: "ani".into(),
-                },
-            }],
+            pairs: vec![FieldMapping { path: "caller".into(), source: Source::Token { token: "ani".into() } }],
         });
         w2.request.template_id = None;
         w2.success.response_value = None;
         w2.success.response_path = None;
         w2.policy = DeliveryPolicy::default();
         assert_eq!(webhook_from_proto(webhook_to_proto(&w2), t(5)).unwrap(), w2);
-        w2.request.body = Some(TemplateBody::Text {
-            source: "{{ callid }}".into(),
-        });
+        w2.request.body = Some(TemplateBody::Text { source: "{{ callid }}".into() });
         assert_eq!(webhook_from_proto(webhook_to_proto(&w2), t(5)).unwrap(), w2);
     }
 
@@ -815,11 +661,7 @@ mod tests {
                 created_at: t(0),
                 expires_at: Some(t(10)),
             },
-            SigningSecret {
-                secret: "whsec_zyxwvutsrq".into(),
-                created_at: t(5),
-                expires_at: None,
-            },
+            SigningSecret { secret: "whsec_zyxwvutsrq".into(), created_at: t(5), expires_at: None },
         ];
         let p = webhook_to_proto(&w);
         assert_eq!(p.secrets[0].prefix, "whsec_abcd…");
@@ -837,10 +679,7 @@ mod tests {
             tenant_id: "acme".into(),
             name: "n".into(),
             enabled: true,
-            request: Some(v1::Request {
-                url: "https://x.example".into(),
-                ..Default::default()
-            }),
+            request: Some(v1::Request { url: "https://x.example".into(), ..Default::default() }),
             success: Some(v1::SuccessCondition::default()),
             policy: Some(v1::DeliveryPolicy::default()),
             ..Default::default()
@@ -892,47 +731,24 @@ mod tests {
         assert_eq!(field_of(p), "request.content_type");
 
         let mut p = base.clone();
-        if let Some(v1::template_body::Kind::Fields(f)) = p
-            .request
-            .as_mut()
-            .unwrap()
-            .body
-            .as_mut()
-            .unwrap()
-            .kind
-            .as_mut()
+        if let Some(v1::template_body::Kind::Fields(f)) =
+            p.request.as_mut().unwrap().body.as_mut().unwrap().kind.as_mut()
         {
-            f.fields[1].source = Some(v1::Source {
-                kind: Some(v1::source::Kind::ConstantJson("[1,".into())),
-            });
+            f.fields[1].source = Some(v1::Source { kind: Some(v1::source::Kind::ConstantJson("[1,".into())) });
         }
         assert_eq!(field_of(p), "request.body.fields[1].source.constant_json");
 
         let mut p = base.clone();
-        if let Some(v1::template_body::Kind::Fields(f)) = p
-            .request
-            .as_mut()
-            .unwrap()
-            .body
-            .as_mut()
-            .unwrap()
-            .kind
-            .as_mut()
+        if let Some(v1::template_body::Kind::Fields(f)) =
+            p.request.as_mut().unwrap().body.as_mut().unwrap().kind.as_mut()
         {
             f.fields[0].source = None;
         }
         assert_eq!(field_of(p), "request.body.fields[0].source");
 
         let mut p = base.clone();
-        if let Some(v1::template_body::Kind::Fields(f)) = p
-            .request
-            .as_mut()
-            .unwrap()
-            .body
-            .as_mut()
-            .unwrap()
-            .kind
-            .as_mut()
+        if let Some(v1::template_body::Kind::Fields(f)) =
+            p.request.as_mut().unwrap().body.as_mut().unwrap().kind.as_mut()
         {
             f.format = "csv".into();
         }
@@ -977,28 +793,15 @@ mod tests {
             content_type: ContentType::Form,
             body: TemplateBody::Pairs {
                 pairs: vec![
-                    FieldMapping {
-                        path: "caller".into(),
-                        source: Source::Token {
-                            token: "ani".into(),
-                        },
-                    },
-                    FieldMapping {
-                        path: "src".into(),
-                        source: Source::Constant {
-                            value: json!("hookmesh"),
-                        },
-                    },
+                    FieldMapping { path: "caller".into(), source: Source::Token { token: "ani".into() } },
+                    FieldMapping { path: "src".into(), source: Source::Constant { value: json!("hookmesh") } },
                 ],
             },
             version: 2,
             created_at: t(1),
             updated_at: t(2),
         };
-        assert_eq!(
-            template_from_proto(template_to_proto(&tpl), t(9)).unwrap(),
-            tpl
-        );
+        assert_eq!(template_from_proto(template_to_proto(&tpl), t(9)).unwrap(), tpl);
 
         let mut p = template_to_proto(&tpl);
         p.group = String::new();
@@ -1012,20 +815,12 @@ mod tests {
         assert_eq!(template_from_proto(p, t(0)).unwrap_err().field, "body");
         let mut p = template_to_proto(&tpl);
         p.content_type = "yaml".into();
-        assert_eq!(
-            template_from_proto(p, t(0)).unwrap_err().field,
-            "content_type"
-        );
+        assert_eq!(template_from_proto(p, t(0)).unwrap_err().field, "content_type");
         let mut p = template_to_proto(&tpl);
         if let Some(v1::template_body::Kind::Pairs(pb)) = p.body.as_mut().unwrap().kind.as_mut() {
-            pb.pairs[1].source = Some(v1::Source {
-                kind: Some(v1::source::Kind::ConstantJson("x".into())),
-            });
+            pb.pairs[1].source = Some(v1::Source { kind: Some(v1::source::Kind::ConstantJson("x".into())) });
         }
-        assert_eq!(
-            template_from_proto(p, t(0)).unwrap_err().field,
-            "body.pairs[1].source.constant_json"
-        );
+        assert_eq!(template_from_proto(p, t(0)).unwrap_err().field, "body.pairs[1].source.constant_json");
     }
 
     #[test]
@@ -1049,23 +844,11 @@ mod tests {
             data_json: String::new(),
         };
         assert_eq!(event_from_proto(p.clone()).unwrap_err().field, "type");
-        let p2 = v1::Event {
-            r#type: "call.ended".into(),
-            call_id: String::new(),
-            ..p.clone()
-        };
+        let p2 = v1::Event { r#type: "call.ended".into(), call_id: String::new(), ..p.clone() };
         assert_eq!(event_from_proto(p2).unwrap_err().field, "call_id");
-        let p3 = v1::Event {
-            r#type: "call.ended".into(),
-            data_json: "[".into(),
-            ..p.clone()
-        };
+        let p3 = v1::Event { r#type: "call.ended".into(), data_json: "[".into(), ..p.clone() };
         assert_eq!(event_from_proto(p3).unwrap_err().field, "data_json");
-        let p4 = v1::Event {
-            r#type: "call.ended".into(),
-            data_json: "[]".into(),
-            ..p
-        };
+        let p4 = v1::Event { r#type: "call.ended".into(), data_json: "[]".into(), ..p };
         assert_eq!(event_from_proto(p4).unwrap_err().field, "data");
     }
 
@@ -1089,14 +872,7 @@ mod tests {
             render_error: None,
         };
         let r = rendered_to_proto(&req);
-        assert_eq!(
-            (
-                r.method.as_str(),
-                r.headers[0].name.as_str(),
-                r.body.as_str()
-            ),
-            ("POST", "content-type", "{}")
-        );
+        assert_eq!((r.method.as_str(), r.headers[0].name.as_str(), r.body.as_str()), ("POST", "content-type", "{}"));
         let mut d = Delivery::new(req, t(1));
         d.status = DeliveryStatus::Retrying;
         d.last_status = Some(503);
@@ -1124,14 +900,7 @@ mod tests {
             error: Some("timed out".into()),
         };
         let p = attempt_to_proto(&a);
-        assert_eq!(
-            (
-                p.trigger.as_str(),
-                p.response_status,
-                p.error_class.as_str()
-            ),
-            ("resend", 0, "timeout")
-        );
+        assert_eq!((p.trigger.as_str(), p.response_status, p.error_class.as_str()), ("resend", 0, "timeout"));
     }
 
     #[test]

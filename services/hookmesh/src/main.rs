@@ -4,9 +4,11 @@
 //! - `ingest`, `router`, `renderer`, `dispatcher`: one stage per process over Kafka and Redis.
 //! - `ctl`: the management client (every gRPC management call from the shell).
 //! - `simulate`: realistic call traffic against a running hookmesh.
+//! - `receive`: a demo receiver that prints webhooks and checks signatures.
 
 mod config;
 mod ctl;
+mod receive;
 mod runtime;
 mod simulate;
 mod standalone;
@@ -34,6 +36,8 @@ enum Command {
     Dispatcher(config::SettingsArgs),
     /// Manage webhooks, templates and deliveries of a running hookmesh.
     Ctl(ctl::CtlArgs),
+    /// A demo receiver that prints the webhooks it gets and checks their signatures.
+    Receive(receive::ReceiveArgs),
     /// Publish realistic call traffic (started → answered → dtmf → ended) to a running hookmesh.
     Simulate(simulate::SimulateArgs),
 }
@@ -50,6 +54,7 @@ fn main() {
             Command::Dispatcher(args) => run_role(runtime::Role::Dispatcher, args).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
+            Command::Receive(args) => receive::run(args).await,
         }
     });
     if let Err(e) = result {

@@ -1,0 +1,92 @@
+//! `hookmesh receive`: a demo receiver that prints every webhook it gets and checks its
+//! Standard Webhooks signature when given the secret. For trying hookmesh out, for the
+//! compose demo, and for tests; not a production endpoint.
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use hookmesh_core::signing;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct ReceiveArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOOKMESH_RECEIVE_ADDR", default_value = "127.0.0.1:9000")]
+    pub addr: SocketAddr,
+    /// The webhook's signing secret (whsec_…), to verify signatures.
+    #[arg(long, env = "HOOKMESH_RECEIVE_SECRET")]
+    pub secret: Option<String>,
+    /// Status code to answer.
+    #[arg(long, default_value_t = 200)]
+    pub status: u16,
+    /// Exit after this many requests.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Print bodies up to this many bytes.
+    #[arg(long, default_value_t = 400)]
+    pub max_body: usize,
+}
+
+struct Receiver {
+    key: Option<Vec<u8>>,
+    status: StatusCode,
+    seen: AtomicU64,
+    count: Option<u64>,
+    max_body: usize,
+    done: CancellationToken,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let id = header(&headers, "webhook-id");
+    let signature = match (&r.key, headers.get("webhook-signature")) {
+        (_, None) => "unsigned",
+        (None, Some(_)) => "signed (no --secret to check)",
+        (Some(key), Some(sig)) => {
+            let ts = header(&headers, "webhook-timestamp").parse::<i64>().unwrap_or(0);
+            if signing::verify(key, id, ts, &body, sig.to_str().unwrap_or("")) {
+                "valid"
+            } else {
+                "INVALID"
+            }
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    let shown: String = text.chars().take(r.max_body).collect();
+    let more = if text.chars().count() > r.max_body { "…" } else { "" };
+    println!("{method} {uri} webhook-id={id} signature={signature} body={shown}{more}");
+    let n = r.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    if r.count.is_some_and(|c| n >= c) {
+        r.done.cancel();
+    }
+    r.status
+}
+
+pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+    let key = match &args.secret {
+        Some(s) => Some(signing::secret_key(s).with_context(|| "secret: not a whsec_ secret")?),
+        None => None,
+    };
+    let status = StatusCode::from_u16(args.status).with_context(|| format!("status: {} is not an HTTP status", args.status))?;
+    let done = CancellationToken::new();
+    let state = Arc::new(Receiver { key, status, seen: AtomicU64::new(0), count: args.count, max_body: args.max_body, done: done.clone() });
+    let app = axum::Router::new().fallback(receive).with_state(state);
+    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("addr: cannot bind {}", args.addr))?;
+    eprintln!("hookmesh receive listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = crate::runtime::shutdown_signal() => {}
+            }
+        })
+        .await?;
+    Ok(())
+}
