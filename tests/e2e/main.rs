@@ -4,5 +4,7 @@
 mod support;
 
 mod api;
+mod ctl;
 mod delivery;
+mod distributed;
 mod readme;

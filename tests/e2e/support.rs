@@ -32,8 +32,13 @@ impl Hookmesh {
     }
 
     pub fn start_with(extra: &[&str]) -> Hookmesh {
+        Self::start_role("standalone", extra)
+    }
+
+    /// Starts `hookmesh <role>` (standalone, ingest, router, renderer, dispatcher) on free ports.
+    pub fn start_role(role: &str, extra: &[&str]) -> Hookmesh {
         let mut child = Command::new(BIN)
-            .args(["standalone", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args([role, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(extra)
             .env("HOOKMESH_LOG", "info")
             .stdout(Stdio::piped())
@@ -109,6 +114,20 @@ impl Hookmesh {
     }
 }
 
+impl Hookmesh {
+    /// Kills the process with SIGKILL: no graceful shutdown, no final commit.
+    pub fn kill_hard(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
 impl Drop for Hookmesh {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -143,6 +162,8 @@ impl Received {
 
 #[derive(Default)]
 struct ReceiverState {
+    /// Delay before answering.
+    delay: Duration,
     received: Vec<Received>,
     /// Statuses to answer, in order; after the list, `fallback`.
     script: Vec<u16>,
@@ -158,10 +179,16 @@ pub struct Receiver {
 }
 
 async fn record(State(state): State<Arc<Mutex<ReceiverState>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
-    let mut s = state.lock();
-    s.received.push(Received { method: method.to_string(), uri: uri.to_string(), headers, body, at: Instant::now() });
-    let status = if s.script.is_empty() { s.fallback } else { s.script.remove(0) };
-    (StatusCode::from_u16(status).unwrap(), s.body.clone())
+    let (status, reply, delay) = {
+        let mut s = state.lock();
+        s.received.push(Received { method: method.to_string(), uri: uri.to_string(), headers, body, at: Instant::now() });
+        let status = if s.script.is_empty() { s.fallback } else { s.script.remove(0) };
+        (status, s.body.clone(), s.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    (StatusCode::from_u16(status).unwrap(), reply)
 }
 
 impl Receiver {
@@ -183,6 +210,10 @@ impl Receiver {
         let mut s = self.state.lock();
         s.script = statuses.to_vec();
         s.fallback = fallback;
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().delay = delay;
     }
 
     pub fn respond_with_body(&self, body: &str) {
@@ -246,5 +277,24 @@ pub async fn delivery_when(hm: &Hookmesh, id: &str, cond: impl Fn(&v1::Delivery)
         }
         assert!(Instant::now() < deadline, "delivery {id} never reached the expected state; last: {last:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls an async probe every 50 ms until `cond` holds on its value or `timeout` passes.
+pub async fn wait_until_async<T, F, Fut>(timeout: Duration, mut probe: F, mut cond: impl FnMut(&T) -> bool) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = probe().await;
+        if cond(&v) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -29,6 +29,8 @@ pub struct RegistryState {
     pub templates: HashMap<String, Arc<Template>>,
     /// Webhook ids per tenant, for routing.
     pub by_tenant: HashMap<String, Vec<Arc<Webhook>>>,
+    /// Webhooks deleted since this view started (so a late job is dropped, not waited for).
+    pub deleted_webhooks: std::collections::HashSet<String>,
 }
 
 pub struct ConfigView {
@@ -83,11 +85,17 @@ impl ConfigView {
 
     fn apply(&self, msg: &crate::Message) {
         let mut guard = self.state.write();
-        let mut state = RegistryState { webhooks: guard.webhooks.clone(), templates: guard.templates.clone(), by_tenant: HashMap::new() };
+        let mut state = RegistryState {
+            webhooks: guard.webhooks.clone(),
+            templates: guard.templates.clone(),
+            by_tenant: HashMap::new(),
+            deleted_webhooks: guard.deleted_webhooks.clone(),
+        };
         let (kind, id) = msg.key.split_once('/').unwrap_or(("", msg.key.as_str()));
         match (&msg.payload, kind) {
             (None, "webhook") => {
                 state.webhooks.remove(id);
+                state.deleted_webhooks.insert(id.to_string());
             }
             (None, "template") => {
                 state.templates.remove(id);
@@ -96,6 +104,7 @@ impl ConfigView {
                 Ok(Entry::Webhook { expected_version, webhook }) => {
                     let current = state.webhooks.get(id).map_or(0, |w| w.version);
                     if current == expected_version {
+                        state.deleted_webhooks.remove(id);
                         state.webhooks.insert(id.to_string(), Arc::new(*webhook));
                     }
                 }
@@ -128,6 +137,28 @@ impl ConfigView {
 
     pub fn webhook(&self, id: &str) -> Option<Arc<Webhook>> {
         self.state.read().webhooks.get(id).cloned()
+    }
+
+    /// The webhook at `min_version` or later. Another service may have produced work for a
+    /// registry write this view has not applied yet (the config topic is read by every
+    /// process at its own pace), so this waits up to `timeout` for it to arrive; it answers
+    /// `None` at once for a webhook deleted since.
+    pub async fn webhook_at_least(&self, id: &str, min_version: u64, timeout: std::time::Duration) -> Option<Arc<Webhook>> {
+        let mut changes = self.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let state = self.state.read();
+                match state.webhooks.get(id) {
+                    Some(w) if w.version >= min_version => return Some(w.clone()),
+                    None if state.deleted_webhooks.contains(id) => return None,
+                    _ => {}
+                }
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return self.webhook(id);
+            }
+        }
     }
 
     pub fn template(&self, id: &str) -> Option<Arc<Template>> {

@@ -64,6 +64,9 @@ impl DeliveryJob {
 pub struct RenderedRequest {
     pub delivery_id: String,
     pub webhook_id: String,
+    /// Registry version of the webhook this was rendered with.
+    #[serde(default)]
+    pub webhook_version: u64,
     pub tenant_id: String,
     pub event_id: String,
     pub event_type: EventType,

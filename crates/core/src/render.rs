@@ -87,6 +87,7 @@ impl CompiledWebhook {
         Ok(RenderedRequest {
             delivery_id: job.delivery_id.clone(),
             webhook_id: job.webhook_id.clone(),
+            webhook_version: job.webhook_version,
             tenant_id: job.tenant_id.clone(),
             event_id: job.event.id.clone(),
             event_type: job.event.event_type,
@@ -113,6 +114,7 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
     RenderedRequest {
         delivery_id: job.delivery_id.clone(),
         webhook_id: job.webhook_id.clone(),
+        webhook_version: job.webhook_version,
         tenant_id: job.tenant_id.clone(),
         event_id: job.event.id.clone(),
         event_type: job.event.event_type,

@@ -31,6 +31,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// How long a request waits for this process's registry view to catch up with the renderer's.
+pub const REGISTRY_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     /// Requests in flight at once, over every endpoint.
@@ -99,7 +102,7 @@ impl Dispatcher {
     /// Runs one attempt of a pending or retrying delivery and settles it.
     pub async fn attempt(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(), DispatchError> {
         let now = Utc::now();
-        let webhook = self.registry.webhook(&d.webhook_id);
+        let webhook = self.registry.webhook_at_least(&d.webhook_id, d.request.webhook_version, REGISTRY_WAIT).await;
         let stop_reason = match &webhook {
             None => Some((ErrorClass::Expired, "the webhook was deleted".to_string())),
             Some(w) if !w.enabled => Some((ErrorClass::Expired, "the webhook is disabled".to_string())),

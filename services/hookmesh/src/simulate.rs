@@ -80,7 +80,7 @@ pub fn call_events(args: &SimulateArgs, n: u64, rng: &mut impl Rng) -> Vec<serde
         "tracking": tracking, "ani": ani, "ani_first_name": first, "ani_last_name": last,
         "ani_full_name": format!("{first} {last}"), "ani_city": "Springwood", "ani_state": "Ohio",
         "call_start_time": ts(start), "repeat_caller": rng.random_range(0..2u32),
-        "tags": {"region": if n % 2 == 0 { "south" } else { "north" }},
+        "tags": {"region": if n.is_multiple_of(2) { "south" } else { "north" }},
     });
     let with = |extra: serde_json::Value| {
         let mut d = base.clone();

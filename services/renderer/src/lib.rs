@@ -24,10 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// A compiled webhook with the (webhook version, template version) it was compiled for.
+type CacheEntry = (u64, u64, Arc<CompiledWebhook>);
+
 /// Compiled webhooks keyed by id, valid for one (webhook version, template version).
 #[derive(Default)]
 pub struct CompileCache {
-    entries: Mutex<HashMap<String, (u64, u64, Arc<CompiledWebhook>)>>,
+    entries: Mutex<HashMap<String, CacheEntry>>,
 }
 
 impl CompileCache {
@@ -51,6 +54,9 @@ impl CompileCache {
     }
 }
 
+/// How long a job waits for this process's registry view to catch up with the router's.
+pub const REGISTRY_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Renderer {
     pub bus: Arc<dyn Bus>,
@@ -65,8 +71,8 @@ impl Renderer {
     }
 
     /// Renders one job; `None` when its webhook no longer exists.
-    pub fn render(&self, job: &DeliveryJob) -> Option<RenderedRequest> {
-        let webhook = self.registry.webhook(&job.webhook_id)?;
+    pub async fn render(&self, job: &DeliveryJob) -> Option<RenderedRequest> {
+        let webhook = self.registry.webhook_at_least(&job.webhook_id, job.webhook_version, REGISTRY_WAIT).await?;
         let request = match self.cache.get(&self.registry, webhook.clone()) {
             Ok(compiled) => compiled.render(job).unwrap_or_else(|e| compiled.failed_request(job, e.to_string())),
             Err(reason) => failed_request(&webhook, job, reason),
@@ -91,7 +97,7 @@ impl Renderer {
                 return Ok(());
             }
         };
-        let Some(request) = self.render(&job) else {
+        let Some(request) = self.render(&job).await else {
             tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
             return Ok(());
         };

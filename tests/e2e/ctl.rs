@@ -1,0 +1,1 @@
+//! `hookmesh ctl` driven the way an operator would.
