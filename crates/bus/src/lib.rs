@@ -16,6 +16,7 @@ pub mod offsets;
 pub mod registry;
 pub mod stage;
 pub mod topics;
+pub mod trace;
 
 pub use memory::MemoryBus;
 pub use offsets::OffsetTracker;

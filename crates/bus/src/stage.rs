@@ -35,6 +35,19 @@ impl Default for LoopOptions {
 }
 
 /// Runs until `shutdown` is cancelled. `name` labels logs.
+/// Lets a handler release the per-key order before it completes: the next record of the same
+/// key may start once the handler has done the part that must happen in order (for example
+/// the dispatcher enqueues a delivery in order, then waits for the HTTP attempt). Without a
+/// call the order is released when the handler completes.
+#[derive(Clone)]
+pub struct OrderRelease(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl OrderRelease {
+    pub fn release(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
 pub async fn run_consumer<H, Fut>(
     name: &'static str,
     mut consumer: Box<dyn Consumer>,
@@ -42,7 +55,7 @@ pub async fn run_consumer<H, Fut>(
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    H: Fn(Message, OrderRelease) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -76,6 +89,7 @@ pub async fn run_consumer<H, Fut>(
                 seq += 1;
                 tracker.start(msg.partition, msg.offset);
                 let (tx, rx) = tokio::sync::watch::channel(false);
+                let tx = OrderRelease(Arc::new(tx));
                 let previous = if options.ordered_by_key {
                     chains.insert(msg.key.clone(), (seq, rx)).map(|(_, r)| r)
                 } else {
@@ -87,13 +101,13 @@ pub async fn run_consumer<H, Fut>(
                     if let Some(mut prev) = previous {
                         let _ = prev.wait_for(|done| *done).await;
                     }
-                    let outcome = std::panic::AssertUnwindSafe(handler(msg)).catch_unwind().await;
+                    let outcome = std::panic::AssertUnwindSafe(handler(msg, tx.clone())).catch_unwind().await;
                     if outcome.is_err() {
                         // A bug, not bad input: log loudly and move on rather than stall the
                         // partition forever.
                         tracing::error!(stage = name, partition = p, offset = o, "handler panicked; record skipped");
                     }
-                    let _ = tx.send(true);
+                    tx.release();
                     drop(permit);
                     (p, o, key, my_seq)
                 });

@@ -13,9 +13,11 @@
 //! - [`retry`]: retry decisions as data.
 //! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets.
 
+pub mod breaker;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod health;
 pub mod matching;
 pub mod render;
 pub mod retry;

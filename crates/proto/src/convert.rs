@@ -858,6 +858,7 @@ mod tests {
         let req = RenderedRequest {
             delivery_id: "msg_1".into(),
             webhook_id: "wh_1".into(),
+            webhook_version: 1,
             tenant_id: "acme".into(),
             event_id: e.id.clone(),
             event_type: e.event_type,

@@ -263,7 +263,7 @@ pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationTo
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
     let options = LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: false, ..Default::default() };
     let d = dispatcher.clone();
-    run_consumer("dispatcher", consumer, options, shutdown, move |msg| {
+    run_consumer("dispatcher", consumer, options, shutdown, move |msg, _order| {
         let d = d.clone();
         async move {
             let mut backoff = Duration::from_millis(50);

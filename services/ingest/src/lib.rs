@@ -16,6 +16,7 @@ pub mod service;
 use bytes::Bytes;
 use hookmesh_bus::stage::{run_consumer, LoopOptions};
 use hookmesh_bus::topics::Topics;
+use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Record};
 use hookmesh_core::event::{parse_event, Event, EventError};
 use hookmesh_store::Store;
@@ -54,8 +55,13 @@ impl Ingest {
     /// `grpc`). Errors are bus/store failures only (worth retrying); bad input is an
     /// [`Outcome::Rejected`] that has already been written to the DLQ.
     pub async fn accept(&self, bytes: &[u8], source: &str) -> Result<Outcome, BusError> {
+        self.accept_traced(bytes, source, None).await
+    }
+
+    /// [`Ingest::accept`] continuing the caller's trace (`traceparent` of the input record).
+    pub async fn accept_traced(&self, bytes: &[u8], source: &str, traceparent: Option<&[u8]>) -> Result<Outcome, BusError> {
         match parse_event(bytes) {
-            Ok(event) => self.forward(event).await,
+            Ok(event) => self.forward(event, traceparent).await,
             Err(e) => {
                 self.reject(bytes, source, &e).await?;
                 Ok(Outcome::Rejected(e))
@@ -64,7 +70,7 @@ impl Ingest {
     }
 
     /// Forwards an already validated event.
-    pub async fn forward(&self, event: Event) -> Result<Outcome, BusError> {
+    pub async fn forward(&self, event: Event, traceparent: Option<&[u8]>) -> Result<Outcome, BusError> {
         let dedup_key = format!("dedup:{}:{}", event.tenant_id, event.id);
         let fresh = self.store.mark_seen(&dedup_key, self.dedup_ttl).await.map_err(|e| BusError::Backend(e.to_string()))?;
         if !fresh {
@@ -72,7 +78,8 @@ impl Ingest {
             return Ok(Outcome::Duplicate(event.id));
         }
         let payload = serde_json::to_vec(&event).expect("events serialise");
-        let record = Record::new(event.partition_key().to_string(), Bytes::from(payload));
+        let record = Record::new(event.partition_key().to_string(), Bytes::from(payload))
+            .with_header(TRACEPARENT, trace::child_of(traceparent).into_bytes());
         if let Err(e) = self.bus.publish(&self.topics.events, record).await {
             let _ = self.store.forget_seen(&dedup_key).await;
             return Err(e);
@@ -105,13 +112,13 @@ impl Ingest {
 pub async fn run(ingest: Ingest, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let consumer = ingest.bus.subscribe(&ingest.topics.raw, &group).await?;
     let ingest = Arc::new(ingest);
-    run_consumer("ingest", consumer, LoopOptions::default(), shutdown, move |msg| {
+    run_consumer("ingest", consumer, LoopOptions::default(), shutdown, move |msg, _order| {
         let ingest = ingest.clone();
         async move {
             let bytes = msg.payload.clone().unwrap_or_default();
             let mut backoff = Duration::from_millis(50);
             loop {
-                match ingest.accept(&bytes, "calls.raw").await {
+                match ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)).await {
                     Ok(_) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "ingest: forwarding failed; retrying");

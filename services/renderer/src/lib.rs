@@ -13,6 +13,7 @@ use bytes::Bytes;
 use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::stage::{run_consumer, LoopOptions};
 use hookmesh_bus::topics::Topics;
+use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::{DeliveryJob, RenderedRequest};
 use hookmesh_core::render::{failed_request, CompiledWebhook};
@@ -102,7 +103,9 @@ impl Renderer {
             return Ok(());
         };
         let bytes = serde_json::to_vec(&request).expect("requests serialise");
-        self.bus.publish(&self.topics.requests, Record::new(request.key(), Bytes::from(bytes))).await?;
+        let record = Record::new(request.key(), Bytes::from(bytes))
+            .with_header(TRACEPARENT, trace::child_of(msg.header(TRACEPARENT)).into_bytes());
+        self.bus.publish(&self.topics.requests, record).await?;
         Ok(())
     }
 }
@@ -111,7 +114,7 @@ impl Renderer {
 pub async fn run(renderer: Renderer, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let consumer = renderer.bus.subscribe(&renderer.topics.jobs, &group).await?;
     let renderer = Arc::new(renderer);
-    run_consumer("renderer", consumer, LoopOptions::default(), shutdown, move |msg| {
+    run_consumer("renderer", consumer, LoopOptions::default(), shutdown, move |msg, _order| {
         let renderer = renderer.clone();
         async move {
             let mut backoff = Duration::from_millis(50);

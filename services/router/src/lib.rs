@@ -13,6 +13,7 @@ use bytes::Bytes;
 use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::stage::{run_consumer, LoopOptions};
 use hookmesh_bus::topics::Topics;
+use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::DeliveryJob;
 use hookmesh_core::event::Event;
@@ -66,7 +67,10 @@ impl Router {
         if n > 0 {
             let records = jobs
                 .iter()
-                .map(|j| Record::new(j.key(), Bytes::from(serde_json::to_vec(j).expect("jobs serialise"))))
+                .map(|j| {
+                    Record::new(j.key(), Bytes::from(serde_json::to_vec(j).expect("jobs serialise")))
+                        .with_header(TRACEPARENT, trace::child_of(msg.header(TRACEPARENT)).into_bytes())
+                })
                 .collect();
             self.bus.publish_batch(&self.topics.jobs, records).await?;
             metrics().jobs_routed.inc_by(n as u64);
@@ -79,7 +83,7 @@ impl Router {
 pub async fn run(router: Router, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let consumer = router.bus.subscribe(&router.topics.events, &group).await?;
     let router = Arc::new(router);
-    run_consumer("router", consumer, LoopOptions::default(), shutdown, move |msg| {
+    run_consumer("router", consumer, LoopOptions::default(), shutdown, move |msg, _order| {
         let router = router.clone();
         async move {
             let mut backoff = Duration::from_millis(50);
