@@ -145,7 +145,7 @@ async fn registry_crud_with_expected_versions_and_secret_rotation() {
     assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
     let disabled = client.disable_webhook(v1::SetEnabledRequest { id: w.id.clone() }).await.unwrap().into_inner();
     assert!(!disabled.enabled);
-    let rotated = client.rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: 0 }).await.unwrap().into_inner();
+    let rotated = client.rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None }).await.unwrap().into_inner();
     assert_ne!(rotated.secret, first_secret);
     let secrets = rotated.webhook.unwrap().secrets;
     assert_eq!(secrets.len(), 2, "old secret signs alongside the new one during the grace period");

@@ -196,6 +196,27 @@ impl Event {
     }
 }
 
+/// An operational event hookmesh emits about one of a tenant's webhooks
+/// (`webhook.endpoint_failing`, …), so the tenant can subscribe a webhook to its own failures.
+/// `data` carries `webhook_id`, `webhook_name`, `url` and whatever `details` add.
+pub fn operational_event(
+    event_type: EventType,
+    tenant_id: &str,
+    webhook_id: &str,
+    webhook_name: &str,
+    url: &str,
+    details: Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Event {
+    let mut data = Map::new();
+    data.insert("webhook_id".into(), Value::String(webhook_id.to_string()));
+    data.insert("webhook_name".into(), Value::String(webhook_name.to_string()));
+    data.insert("url".into(), Value::String(url.to_string()));
+    data.extend(details);
+    let id = format!("op_{}_{}_{}", event_type.as_str().trim_start_matches("webhook."), webhook_id, now.timestamp_micros());
+    Event { id, event_type, occurred_at: now, tenant_id: tenant_id.to_string(), call_id: None, data }
+}
+
 /// Why an event was refused: the field and the reason, as a user would fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

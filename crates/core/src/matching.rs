@@ -11,6 +11,11 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
     if !webhook.enabled || webhook.tenant_id != event.tenant_id {
         return false;
     }
+    // A webhook never receives hookmesh's operational events about itself: a failing
+    // endpoint subscribed to its own failures would otherwise feed itself forever.
+    if event.event_type.is_operational() && event.data_str("webhook_id").as_deref() == Some(webhook.id.as_str()) {
+        return false;
+    }
     let t = &webhook.trigger;
     if !t.event_types.is_empty() && !t.event_types.contains(&event.event_type) {
         return false;
@@ -125,6 +130,15 @@ mod tests {
         assert!(matches(&webhook(json!({"conditions":[{"path":"gclid","op":"ne","value":"x"}]})), &e));
         // AND-combined: one failing filter is enough to refuse.
         assert!(!matches(&webhook(json!({"directions":["inbound"],"ivr_options":["Parts"]})), &e));
+    }
+
+    #[test]
+    fn operational_events_about_a_webhook_skip_that_webhook() {
+        let mut e = event(json!({"webhook_id": "w"}));
+        e.event_type = EventType::WebhookEndpointFailing;
+        assert!(!matches(&webhook(json!({})), &e));
+        e.data.insert("webhook_id".into(), json!("other"));
+        assert!(matches(&webhook(json!({"event_types": ["webhook.endpoint_failing"]})), &e));
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl DeliveryApi {
     pub async fn resend(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(Delivery, v1::Attempt), Status> {
         if !matches!(d.status, DeliveryStatus::Retrying | DeliveryStatus::Error) {
             return Err(Status::failed_precondition(format!(
-                "delivery `{}` is {}; only retrying or error deliveries can be resent",
+                "delivery `{}` has status {}; only retrying or error deliveries can be resent",
                 d.id,
                 d.status.as_str()
             )));

@@ -1411,7 +1411,7 @@ async fn webhook_cmd(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
         WebhookCmd::RotateSecret { id, grace_secs } => {
             let resp = ctx
                 .webhooks()
-                .rotate_secret(v1::RotateSecretRequest { id, grace_secs: grace_secs.unwrap_or(0) })
+                .rotate_secret(v1::RotateSecretRequest { id, grace_secs })
                 .await
                 .answer(ctx)?;
             print_webhook_with_secret(ctx, resp.webhook, &resp.secret)
@@ -1733,7 +1733,8 @@ fn rendered_json(r: &v1::RenderedRequest) -> Value {
 }
 
 fn rendered_text(r: &v1::RenderedRequest) -> String {
-    let mut text = format!("{} {}\n", r.method, r.url);
+    // A template preview has no request line.
+    let mut text = if r.method.is_empty() && r.url.is_empty() { String::new() } else { format!("{} {}\n", r.method, r.url) };
     for h in &r.headers {
         text.push_str(&format!("{}: {}\n", h.name, h.value));
     }

@@ -98,7 +98,7 @@ impl Ingest {
             .with_header(HEADER_REASON, error.reason.as_bytes())
             .with_header(HEADER_FIELD, error.field.as_bytes())
             .with_header(HEADER_SOURCE, source.as_bytes())
-            .with_header(HEADER_RECEIVED_AT, chrono::Utc::now().to_rfc3339().into_bytes())
+            .with_header(HEADER_RECEIVED_AT, chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into_bytes())
             .with_header(HEADER_TENANT, tenant.into_bytes());
         self.bus.publish(&self.topics.dlq, record).await?;
         metrics().event("rejected");

@@ -64,6 +64,11 @@ impl v1::ingest_service_server::IngestService for IngestApi {
                     resp.duplicates += 1;
                 }
                 Outcome::Rejected(e) => {
+                    // The id, when the input has a readable one, tells the sender which event it was.
+                    r.event_id = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+                        .unwrap_or_default();
                     r.field = e.field;
                     r.reason = e.reason;
                     resp.rejected += 1;
@@ -110,6 +115,7 @@ impl v1::ingest_service_server::IngestService for IngestApi {
                 entries.pop_front();
             }
         }
-        Ok(Response::new(v1::ListDeadLettersResponse { entries: entries.into() }))
+        // Newest first, like the delivery log.
+        Ok(Response::new(v1::ListDeadLettersResponse { entries: entries.into_iter().rev().collect() }))
     }
 }

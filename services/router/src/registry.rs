@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 
 /// Grace period of a rotated-out secret unless the caller says otherwise.
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Longest grace period a rotation may ask for.
+pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct RegistryApi {
     pub registry: Arc<ConfigView>,
@@ -220,15 +222,19 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         let req = request.into_inner();
         let current = self.webhook(&req.id)?;
         let now = Utc::now();
-        let grace = if req.grace_secs == 0 { DEFAULT_ROTATION_GRACE } else { Duration::from_secs(req.grace_secs) };
+        let grace = req.grace_secs.map_or(DEFAULT_ROTATION_GRACE, Duration::from_secs);
+        if grace > MAX_ROTATION_GRACE {
+            return Err(Status::invalid_argument("grace_secs: must be at most 30 days"));
+        }
         let retire_at = now + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
         let mut w = (*current).clone();
-        w.secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
         for s in &mut w.secrets {
-            if s.expires_at.is_none() {
+            if s.expires_at.is_none_or(|e| e > retire_at) {
                 s.expires_at = Some(retire_at);
             }
         }
+        // Secrets past their grace period are gone for good.
+        w.secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
         let secret = generate_secret();
         w.secrets.push(SigningSecret { secret: secret.clone(), created_at: now, expires_at: None });
         w.version = current.version + 1;
