@@ -8,3 +8,4 @@ mod ctl;
 mod delivery;
 mod distributed;
 mod readme;
+mod security;

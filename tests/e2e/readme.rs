@@ -40,8 +40,9 @@ async fn readme_quick_start_works_as_written() {
             continue; // the test runs the binary cargo already built
         }
         let cmd = cmd.replace("127.0.0.1:9000", &format!("127.0.0.1:{receiver_port}"));
-        if cmd == "hookmesh standalone" {
-            hm = Some(Hookmesh::start());
+        if let Some(flags) = cmd.strip_prefix("hookmesh standalone") {
+            let flags: Vec<&str> = flags.split_whitespace().collect();
+            hm = Some(Hookmesh::start_with(&[&["--no-default-allow"], flags.as_slice()].concat()));
             continue;
         }
         let hm = hm.as_ref().expect("standalone is started before other commands");

@@ -39,7 +39,9 @@ impl Hookmesh {
     pub fn start_role(role: &str, extra: &[&str]) -> Hookmesh {
         let mut child = Command::new(BIN)
             .args([role, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(extra)
+            // Test receivers listen on loopback, which the SSRF guard refuses by default.
+            .args(if extra.contains(&"--no-default-allow") { vec![] } else { vec!["--allow-networks", "127.0.0.0/8"] })
+            .args(extra.iter().filter(|a| **a != "--no-default-allow"))
             .env("HOOKMESH_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

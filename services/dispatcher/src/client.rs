@@ -6,12 +6,15 @@ use hookmesh_core::delivery::{truncate_body, Attempt, AttemptTrigger, ErrorClass
 use hookmesh_core::retry::{parse_retry_after, AttemptResult};
 use hookmesh_core::signing;
 use hookmesh_core::webhook::Method;
+use crate::ssrf::{AddressPolicy, Blocked, GuardedResolver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const USER_AGENT: &str = concat!("hookmesh/", env!("CARGO_PKG_VERSION"));
 
-/// The process-wide client: one connection pool for every endpoint.
-pub fn build_client() -> reqwest::Client {
+/// The process-wide client: one connection pool for every endpoint, resolving through the
+/// SSRF guard.
+pub fn build_client(policy: Arc<AddressPolicy>) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -20,6 +23,7 @@ pub fn build_client() -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(90))
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
+        .dns_resolver(Arc::new(GuardedResolver { policy }))
         .build()
         .expect("HTTP client builds")
 }
@@ -40,6 +44,9 @@ fn classify(e: &reqwest::Error) -> ErrorClass {
     }
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {
+        if s.downcast_ref::<Blocked>().is_some() {
+            return ErrorClass::Blocked;
+        }
         let text = s.to_string().to_ascii_lowercase();
         if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
             return ErrorClass::Tls;
@@ -63,6 +70,7 @@ fn error_text(e: &reqwest::Error) -> String {
 /// Sends `req` once, signed with `keys` (one signature per active secret).
 pub async fn send(
     client: &reqwest::Client,
+    policy: &AddressPolicy,
     req: &RenderedRequest,
     keys: &[Vec<u8>],
     number: u32,
@@ -101,6 +109,16 @@ pub async fn send(
     };
     let clock = Instant::now();
     let mut result = AttemptResult { status: None, error_class: None, retry_after: None };
+    let checked = match url::Url::parse(&req.url) {
+        Ok(u) => policy.check_url(&u).map_err(|b| b.to_string()),
+        Err(e) => Err(format!("invalid URL: {e}")),
+    };
+    if let Err(why) = checked {
+        attempt.error_class = Some(ErrorClass::Blocked);
+        attempt.error = Some(why);
+        result.error_class = Some(ErrorClass::Blocked);
+        return (attempt, result);
+    }
     match builder.send().await {
         Err(e) => {
             let class = classify(&e);

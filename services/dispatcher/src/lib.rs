@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod service;
+pub mod ssrf;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -42,11 +43,18 @@ pub struct DispatcherConfig {
     pub retry_poll: Duration,
     /// How long a claimed retry stays with this dispatcher before it is due again.
     pub retry_lease: Duration,
+    /// Which receiver addresses may be reached (SSRF guard).
+    pub address_policy: Arc<ssrf::AddressPolicy>,
 }
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
-        DispatcherConfig { max_in_flight: 1024, retry_poll: Duration::from_millis(100), retry_lease: Duration::from_secs(300) }
+        DispatcherConfig {
+            max_in_flight: 1024,
+            retry_poll: Duration::from_millis(100),
+            retry_lease: Duration::from_secs(300),
+            address_policy: Arc::default(),
+        }
     }
 }
 
@@ -75,7 +83,7 @@ pub fn signing_keys(webhook: &Webhook) -> Vec<Vec<u8>> {
 
 impl Dispatcher {
     pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn Store>, topics: Topics, registry: Arc<ConfigView>, config: DispatcherConfig) -> Self {
-        Dispatcher { bus, store, topics, registry, client: client::build_client(), config }
+        Dispatcher { bus, store, topics, registry, client: client::build_client(config.address_policy.clone()), config }
     }
 
     /// Handles a request from `hookmesh.requests`.
@@ -124,7 +132,7 @@ impl Dispatcher {
         let webhook = webhook.expect("checked above");
         let keys = signing_keys(&webhook);
         metrics().in_flight.inc();
-        let (attempt, result) = client::send(&self.client, &d.request, &keys, d.attempts + 1, trigger).await;
+        let (attempt, result) = client::send(&self.client, &self.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
         self.record_attempt(&mut d, &attempt).await?;
         let decision = decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);

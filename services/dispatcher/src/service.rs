@@ -63,7 +63,7 @@ impl DeliveryApi {
             return Err(Status::failed_precondition(format!("delivery `{}` never rendered; nothing to resend", d.id)));
         }
         let keys = self.dispatcher.registry.webhook(&d.webhook_id).map(|w| signing_keys(&w)).unwrap_or_default();
-        let (attempt, _) = client::send(&self.dispatcher.client, &d.request, &keys, d.attempts + 1, trigger).await;
+        let (attempt, _) = client::send(&self.dispatcher.client, &self.dispatcher.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
         let previous_error = d.last_error.clone();
         self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(internal)?;
         if attempt.succeeded() {
@@ -152,7 +152,7 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         let mut job = DeliveryJob::new(&webhook.id, webhook.version, event, Utc::now());
         job.delivery_id = format!("test_{}", uuid::Uuid::new_v4().simple());
         let rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let (attempt, _) = client::send(&self.dispatcher.client, &rendered, &signing_keys(&webhook), 1, AttemptTrigger::Test).await;
+        let (attempt, _) = client::send(&self.dispatcher.client, &self.dispatcher.config.address_policy, &rendered, &signing_keys(&webhook), 1, AttemptTrigger::Test).await;
         Ok(Response::new(v1::TestSendResponse {
             request: Some(convert::rendered_to_proto(&rendered)),
             success: attempt.succeeded(),

@@ -17,6 +17,9 @@
 //! retention_days = 30                    # HOOKMESH_RETENTION_DAYS (delivery log)
 //! retention_per_webhook = 100000         # HOOKMESH_RETENTION_PER_WEBHOOK
 //! log_json = false                       # HOOKMESH_LOG_JSON
+//! allow_networks = ["10.0.0.0/8"]        # HOOKMESH_ALLOW_NETWORKS (comma-separated): non-public
+//!                                        # receiver networks the dispatcher may reach
+//! require_https = false                  # HOOKMESH_REQUIRE_HTTPS
 //! ```
 
 use anyhow::{bail, Context};
@@ -69,6 +72,13 @@ pub struct SettingsArgs {
     /// Log as JSON lines.
     #[arg(long, env = "HOOKMESH_LOG_JSON")]
     pub log_json: Option<bool>,
+    /// Non-public networks receivers may be in (CIDR, comma-separated), e.g. 127.0.0.0/8 to
+    /// try hookmesh with a local receiver. Everything else non-public is refused (SSRF guard).
+    #[arg(long, env = "HOOKMESH_ALLOW_NETWORKS", value_delimiter = ',')]
+    pub allow_networks: Option<Vec<String>>,
+    /// Refuse receivers that are not https.
+    #[arg(long, env = "HOOKMESH_REQUIRE_HTTPS")]
+    pub require_https: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -87,6 +97,8 @@ struct FileSettings {
     retention_days: Option<u64>,
     retention_per_webhook: Option<usize>,
     log_json: Option<bool>,
+    allow_networks: Option<Vec<String>>,
+    require_https: Option<bool>,
 }
 
 /// Resolved settings.
@@ -105,6 +117,7 @@ pub struct Settings {
     pub retention_days: u64,
     pub retention_per_webhook: usize,
     pub log_json: bool,
+    pub address_policy: hookmesh_dispatcher::ssrf::AddressPolicy,
 }
 
 impl SettingsArgs {
@@ -131,6 +144,19 @@ impl SettingsArgs {
             retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
             retention_per_webhook: self.retention_per_webhook.or(file.retention_per_webhook).unwrap_or(100_000),
             log_json: self.log_json.or(file.log_json).unwrap_or(false),
+            address_policy: hookmesh_dispatcher::ssrf::AddressPolicy {
+                allow: self
+                    .allow_networks
+                    .clone()
+                    .or(file.allow_networks)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|n| !n.trim().is_empty())
+                    .map(|n| hookmesh_dispatcher::ssrf::Network::parse(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("allow_networks: {e}"))?,
+                require_https: self.require_https.or(file.require_https).unwrap_or(false),
+            },
         };
         if s.partitions == 0 || s.partitions > 1000 {
             bail!("partitions: must be between 1 and 1000, got {}", s.partitions);

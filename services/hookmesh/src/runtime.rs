@@ -146,7 +146,11 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }));
     }
     if roles.contains(&Role::Dispatcher) {
-        let config = DispatcherConfig { max_in_flight: s.max_in_flight, ..Default::default() };
+        let config = DispatcherConfig {
+            max_in_flight: s.max_in_flight,
+            address_policy: Arc::new(s.address_policy.clone()),
+            ..Default::default()
+        };
         let dispatcher =
             Dispatcher::new(bus.clone(), store.clone().expect("dispatcher has a store"), topics.clone(), registry.clone(), config);
         let api = Arc::new(dispatcher.clone());
