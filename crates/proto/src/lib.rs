@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("hookmesh.v1");
 }
 
+pub mod auth;
 pub mod convert;
 
 /// Encoded `FileDescriptorSet` of every hookmesh proto, for gRPC server reflection.

@@ -13,6 +13,7 @@ use hookmesh_core::delivery::{AttemptTrigger, Delivery, DeliveryJob, DeliverySta
 use hookmesh_core::render::CompiledWebhook;
 use hookmesh_core::tokens::sample_event;
 use hookmesh_core::EventType;
+use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
 use hookmesh_proto::v1;
 use hookmesh_store::DeliveryQuery;
@@ -41,13 +42,23 @@ fn parse_time(field: &str, s: &str) -> Result<Option<DateTime<Utc>>, Status> {
 }
 
 impl DeliveryApi {
-    async fn delivery(&self, id: &str) -> Result<Delivery, Status> {
+    /// A delivery the caller may see; another tenant's answers exactly like a missing one.
+    async fn delivery(&self, p: &Principal, id: &str) -> Result<Delivery, Status> {
         self.dispatcher
             .store
             .get_delivery(id)
             .await
             .map_err(store_err)?
+            .filter(|d| p.can_see(&d.tenant_id))
             .ok_or_else(|| Status::not_found(format!("delivery `{id}` not found")))
+    }
+
+    fn webhook(&self, p: &Principal, id: &str) -> Result<std::sync::Arc<hookmesh_core::webhook::Webhook>, Status> {
+        self.dispatcher
+            .registry
+            .webhook(id)
+            .filter(|w| p.can_see(&w.tenant_id))
+            .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))
     }
 
     /// Sends a stored delivery again now (resend and recover).
@@ -86,6 +97,7 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         &self,
         request: Request<v1::ListDeliveriesRequest>,
     ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        let tenant = Principal::of(&request).scope(&request.get_ref().tenant_id)?;
         let r = request.into_inner();
         let opt = |s: String| if s.is_empty() { None } else { Some(s) };
         let status = match r.status.as_str() {
@@ -100,7 +112,7 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         };
         let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
         let query = DeliveryQuery {
-            tenant_id: opt(r.tenant_id),
+            tenant_id: tenant,
             webhook_id: opt(r.webhook_id),
             status,
             event_type,
@@ -121,7 +133,8 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
     }
 
     async fn get_delivery(&self, request: Request<v1::GetDeliveryRequest>) -> Result<Response<v1::GetDeliveryResponse>, Status> {
-        let d = self.delivery(&request.into_inner().id).await?;
+        let p = Principal::of(&request);
+        let d = self.delivery(&p, &request.into_inner().id).await?;
         let attempts = self.dispatcher.store.attempts(&d.id).await.map_err(store_err)?;
         Ok(Response::new(v1::GetDeliveryResponse {
             delivery: Some(convert::delivery_to_proto(&d)),
@@ -131,15 +144,17 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
     }
 
     async fn resend(&self, request: Request<v1::ResendRequest>) -> Result<Response<v1::ResendResponse>, Status> {
-        let d = self.delivery(&request.into_inner().id).await?;
+        let p = Principal::of(&request);
+        let d = self.delivery(&p, &request.into_inner().id).await?;
         let (d, attempt) = self.resend(d, AttemptTrigger::Resend).await?;
         Ok(Response::new(v1::ResendResponse { delivery: Some(convert::delivery_to_proto(&d)), attempt: Some(attempt) }))
     }
 
     async fn test_send(&self, request: Request<v1::TestSendRequest>) -> Result<Response<v1::TestSendResponse>, Status> {
+        let p = Principal::of(&request);
         let r = request.into_inner();
         let registry = &self.dispatcher.registry;
-        let webhook = registry.webhook(&r.webhook_id).ok_or_else(|| Status::not_found(format!("webhook `{}` not found", r.webhook_id)))?;
+        let webhook = self.webhook(&p, &r.webhook_id)?;
         let event = match r.event {
             Some(e) => convert::event_from_proto(e).map_err(|e| Status::invalid_argument(format!("event.{e}")))?,
             None => sample_event(),
@@ -161,10 +176,9 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
     }
 
     async fn recover(&self, request: Request<v1::RecoverRequest>) -> Result<Response<v1::RecoverResponse>, Status> {
+        let p = Principal::of(&request);
         let r = request.into_inner();
-        if self.dispatcher.registry.webhook(&r.webhook_id).is_none() {
-            return Err(Status::not_found(format!("webhook `{}` not found", r.webhook_id)));
-        }
+        self.webhook(&p, &r.webhook_id)?;
         let since = parse_time("since", &r.since)?.ok_or_else(|| Status::invalid_argument("since: is required"))?;
         let mut resp = v1::RecoverResponse::default();
         for status in [DeliveryStatus::Error, DeliveryStatus::Retrying] {

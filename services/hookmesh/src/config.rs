@@ -20,6 +20,8 @@
 //! allow_networks = ["10.0.0.0/8"]        # HOOKMESH_ALLOW_NETWORKS (comma-separated): non-public
 //!                                        # receiver networks the dispatcher may reach
 //! require_https = false                  # HOOKMESH_REQUIRE_HTTPS
+//! tokens = ["sha256:<hex>=operator",     # HOOKMESH_TOKENS (comma-separated): management API
+//!           "sha256:<hex>=tenant:acme"]  # bearer tokens, hashed (`hookmesh token new`)
 //! ```
 
 use anyhow::{bail, Context};
@@ -79,6 +81,10 @@ pub struct SettingsArgs {
     /// Refuse receivers that are not https.
     #[arg(long, env = "HOOKMESH_REQUIRE_HTTPS")]
     pub require_https: Option<bool>,
+    /// Hashed bearer tokens of the API: `sha256:<hex>=operator` or `sha256:<hex>=tenant:<id>`
+    /// (comma-separated; `hookmesh token new` makes one). None = the API is open.
+    #[arg(long, env = "HOOKMESH_TOKENS", value_delimiter = ',')]
+    pub tokens: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -99,6 +105,7 @@ struct FileSettings {
     log_json: Option<bool>,
     allow_networks: Option<Vec<String>>,
     require_https: Option<bool>,
+    tokens: Option<Vec<String>>,
 }
 
 /// Resolved settings.
@@ -118,6 +125,7 @@ pub struct Settings {
     pub retention_per_webhook: usize,
     pub log_json: bool,
     pub address_policy: hookmesh_dispatcher::ssrf::AddressPolicy,
+    pub auth: hookmesh_proto::auth::Authenticator,
 }
 
 impl SettingsArgs {
@@ -157,6 +165,10 @@ impl SettingsArgs {
                     .map_err(|e| anyhow::anyhow!("allow_networks: {e}"))?,
                 require_https: self.require_https.or(file.require_https).unwrap_or(false),
             },
+            auth: hookmesh_proto::auth::Authenticator::from_entries(
+                &self.tokens.clone().or(file.tokens).unwrap_or_default().into_iter().filter(|t| !t.trim().is_empty()).collect::<Vec<_>>(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         if s.partitions == 0 || s.partitions > 1000 {
             bail!("partitions: must be between 1 and 1000, got {}", s.partitions);

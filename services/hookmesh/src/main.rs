@@ -12,6 +12,7 @@ mod receive;
 mod runtime;
 mod simulate;
 mod standalone;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,9 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// A demo receiver that prints the webhooks it gets and checks their signatures.
     Receive(receive::ReceiveArgs),
+    /// Make or hash management API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
     /// Publish realistic call traffic (started → answered → dtmf → ended) to a running hookmesh.
     Simulate(simulate::SimulateArgs),
 }
@@ -55,6 +59,7 @@ fn main() {
             Command::Ctl(args) => ctl::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Receive(args) => receive::run(args).await,
+            Command::Token(cmd) => token::run(cmd),
         }
     });
     if let Err(e) = result {

@@ -117,6 +117,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         .build_v1()
         .context("gRPC reflection")?;
     let mut grpc = tonic::transport::Server::builder().add_routes(tonic::service::Routes::new(reflection));
+    if !s.auth.is_enabled() {
+        tracing::warn!("no API tokens configured (HOOKMESH_TOKENS): the management API is open to anyone who reaches it");
+    }
+    let intercept = s.auth.interceptor();
     let mut stages = tokio::task::JoinSet::new();
     let group = |r: Role| format!("{}-{}", s.topic_prefix, r.name());
 
@@ -128,22 +132,26 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             dedup_ttl: hookmesh_ingest::DEFAULT_DEDUP_TTL,
         };
         stages.spawn(hookmesh_ingest::run(ingest.clone(), group(Role::Ingest), shutdown.clone()));
-        grpc = grpc.add_service(v1::ingest_service_server::IngestServiceServer::new(hookmesh_ingest::service::IngestApi { ingest }));
+        grpc = grpc.add_service(v1::ingest_service_server::IngestServiceServer::with_interceptor(
+            hookmesh_ingest::service::IngestApi { ingest },
+            intercept.clone(),
+        ));
     }
     if roles.contains(&Role::Router) {
         let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
         stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
         let api = || hookmesh_router::registry::RegistryApi { registry: registry.clone() };
         grpc = grpc
-            .add_service(v1::webhook_service_server::WebhookServiceServer::new(api()))
-            .add_service(v1::template_service_server::TemplateServiceServer::new(api()));
+            .add_service(v1::webhook_service_server::WebhookServiceServer::with_interceptor(api(), intercept.clone()))
+            .add_service(v1::template_service_server::TemplateServiceServer::with_interceptor(api(), intercept.clone()));
     }
     if roles.contains(&Role::Renderer) {
         let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
         stages.spawn(hookmesh_renderer::run(renderer, group(Role::Renderer), shutdown.clone()));
-        grpc = grpc.add_service(v1::render_service_server::RenderServiceServer::new(hookmesh_renderer::service::RenderApi {
-            registry: registry.clone(),
-        }));
+        grpc = grpc.add_service(v1::render_service_server::RenderServiceServer::with_interceptor(
+            hookmesh_renderer::service::RenderApi { registry: registry.clone() },
+            intercept.clone(),
+        ));
     }
     if roles.contains(&Role::Dispatcher) {
         let config = DispatcherConfig {
@@ -155,9 +163,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             Dispatcher::new(bus.clone(), store.clone().expect("dispatcher has a store"), topics.clone(), registry.clone(), config);
         let api = Arc::new(dispatcher.clone());
         stages.spawn(hookmesh_dispatcher::run(dispatcher, group(Role::Dispatcher), shutdown.clone()));
-        grpc = grpc.add_service(v1::delivery_service_server::DeliveryServiceServer::new(hookmesh_dispatcher::service::DeliveryApi {
-            dispatcher: api,
-        }));
+        grpc = grpc.add_service(v1::delivery_service_server::DeliveryServiceServer::with_interceptor(
+            hookmesh_dispatcher::service::DeliveryApi { dispatcher: api },
+            intercept.clone(),
+        ));
     }
 
     let listener = tokio::net::TcpListener::bind(s.grpc_addr).await.with_context(|| format!("grpc_addr: cannot bind {}", s.grpc_addr))?;

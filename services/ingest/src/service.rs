@@ -1,6 +1,7 @@
 //! `IngestService`: batch publish with a result per event, and the dead-letter listing.
 
 use crate::{Ingest, Outcome, HEADER_FIELD, HEADER_REASON, HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_TENANT};
+use hookmesh_proto::auth::Principal;
 use hookmesh_proto::v1::{self, publish_item::Payload};
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
@@ -39,6 +40,7 @@ fn header(m: &hookmesh_bus::Message, name: &str) -> String {
 #[tonic::async_trait]
 impl v1::ingest_service_server::IngestService for IngestApi {
     async fn publish(&self, request: Request<v1::PublishRequest>) -> Result<Response<v1::PublishResponse>, Status> {
+        let principal = Principal::of(&request);
         let items = request.into_inner().events;
         if items.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!("events: at most {MAX_BATCH} events per call, got {}", items.len())));
@@ -50,8 +52,22 @@ impl v1::ingest_service_server::IngestService for IngestApi {
                 Some(Payload::Event(e)) => proto_event_json(&e),
                 None => b"{}".to_vec(),
             };
-            let outcome = self.ingest.accept(&bytes, "grpc").await.map_err(|e| Status::unavailable(e.to_string()))?;
             let mut r = v1::PublishResult { index: index as u32, ..Default::default() };
+            // A tenant token publishes for its own tenant only; refused without reaching the DLQ
+            // (it is a permission problem, not bad input).
+            if let Principal::Tenant(own) = &principal {
+                let tenant = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("tenant_id").and_then(Value::as_str).map(str::to_string));
+                if tenant.as_deref() != Some(own.as_str()) {
+                    r.field = "tenant_id".into();
+                    r.reason = "this token publishes for its own tenant only".into();
+                    resp.rejected += 1;
+                    resp.results.push(r);
+                    continue;
+                }
+            }
+            let outcome = self.ingest.accept(&bytes, "grpc").await.map_err(|e| Status::unavailable(e.to_string()))?;
             match outcome {
                 Outcome::Accepted(id) => {
                     r.accepted = true;
@@ -83,6 +99,7 @@ impl v1::ingest_service_server::IngestService for IngestApi {
         &self,
         request: Request<v1::ListDeadLettersRequest>,
     ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let tenant_filter = Principal::of(&request).scope(&request.get_ref().tenant_id)?;
         let req = request.into_inner();
         let limit = if req.limit == 0 { 100 } else { req.limit.min(10_000) } as usize;
         let bus = &self.ingest.bus;
@@ -97,7 +114,7 @@ impl v1::ingest_service_server::IngestService for IngestApi {
                 .map_err(|_| Status::deadline_exceeded("reading the dead-letter topic timed out"))?
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             let tenant = header(&m, HEADER_TENANT);
-            if !req.tenant_id.is_empty() && tenant != req.tenant_id {
+            if tenant_filter.as_ref().is_some_and(|t| *t != tenant) {
                 continue;
             }
             entries.push_back(v1::DeadLetter {

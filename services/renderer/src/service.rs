@@ -7,6 +7,7 @@ use hookmesh_core::event::Event;
 use hookmesh_core::render::CompiledWebhook;
 use hookmesh_core::template::{CompiledTemplate, RenderContext};
 use hookmesh_core::tokens::sample_event;
+use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
 use hookmesh_proto::v1::{self, preview_request::Target};
 use std::sync::Arc;
@@ -27,13 +28,18 @@ pub fn preview_event(event: Option<v1::Event>) -> Result<Event, Status> {
 #[tonic::async_trait]
 impl v1::render_service_server::RenderService for RenderApi {
     async fn preview(&self, request: Request<v1::PreviewRequest>) -> Result<Response<v1::PreviewResponse>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
         let event = preview_event(req.event)?;
         let now = chrono::Utc::now();
         let webhook = match req.target {
             None => return Err(Status::invalid_argument("target: give webhook_id, webhook or template_id")),
             Some(Target::TemplateId(id)) => {
-                let t = self.registry.template(&id).ok_or_else(|| Status::not_found(format!("template `{id}` not found")))?;
+                let t = self
+                    .registry
+                    .template(&id)
+                    .filter(|t| p.can_see(&t.tenant_id))
+                    .ok_or_else(|| Status::not_found(format!("template `{id}` not found")))?;
                 let compiled = CompiledTemplate::compile(&t.body, t.content_type).map_err(|e| Status::failed_precondition(e.to_string()))?;
                 let body = compiled
                     .render(&RenderContext { event: &event, tz: chrono_tz::UTC })
@@ -47,10 +53,14 @@ impl v1::render_service_server::RenderService for RenderApi {
                 return Ok(Response::new(v1::PreviewResponse { request: Some(request) }));
             }
             Some(Target::WebhookId(id)) => {
-                self.registry.webhook(&id).ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))?
+                self.registry
+                    .webhook(&id)
+                    .filter(|w| p.can_see(&w.tenant_id))
+                    .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))?
             }
             Some(Target::Webhook(w)) => {
                 let mut w = convert::webhook_from_proto(w, now).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                w.tenant_id = p.owner(&w.tenant_id)?;
                 if w.id.is_empty() {
                     w.id = "preview".into();
                 }
@@ -62,6 +72,7 @@ impl v1::render_service_server::RenderService for RenderApi {
             Some(tid) => Some(
                 self.registry
                     .template(tid)
+                    .filter(|t| t.tenant_id == webhook.tenant_id)
                     .ok_or_else(|| Status::invalid_argument(format!("request.template_id: no template `{tid}`")))?,
             ),
             None => None,

@@ -11,6 +11,7 @@ use hookmesh_core::signing::generate_secret;
 use hookmesh_core::template::{extract_fields, ContentType};
 use hookmesh_core::webhook::{SigningSecret, Template, Webhook};
 use hookmesh_core::ValidationError;
+use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
 use hookmesh_proto::v1;
 use std::sync::Arc;
@@ -48,12 +49,13 @@ fn not_found(kind: &str, id: &str) -> Status {
 }
 
 impl RegistryApi {
-    fn webhook(&self, id: &str) -> Result<Arc<Webhook>, Status> {
-        self.registry.webhook(id).ok_or_else(|| not_found("webhook", id))
+    /// A webhook the caller may see; another tenant's answers exactly like a missing one.
+    fn webhook(&self, p: &Principal, id: &str) -> Result<Arc<Webhook>, Status> {
+        self.registry.webhook(id).filter(|w| p.can_see(&w.tenant_id)).ok_or_else(|| not_found("webhook", id))
     }
 
-    fn template(&self, id: &str) -> Result<Arc<Template>, Status> {
-        self.registry.template(id).ok_or_else(|| not_found("template", id))
+    fn template(&self, p: &Principal, id: &str) -> Result<Arc<Template>, Status> {
+        self.registry.template(id).filter(|t| p.can_see(&t.tenant_id)).ok_or_else(|| not_found("template", id))
     }
 
     /// Cross-object checks and a full compile (URL, headers, body with its template).
@@ -102,8 +104,8 @@ impl RegistryApi {
         Ok(())
     }
 
-    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<Response<v1::Webhook>, Status> {
-        let current = self.webhook(id)?;
+    async fn set_enabled(&self, p: &Principal, id: &str, enabled: bool) -> Result<Response<v1::Webhook>, Status> {
+        let current = self.webhook(p, id)?;
         let mut w = (*current).clone();
         w.enabled = enabled;
         w.version = current.version + 1;
@@ -128,10 +130,12 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         &self,
         request: Request<v1::CreateWebhookRequest>,
     ) -> Result<Response<v1::CreateWebhookResponse>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
         let wire = req.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
         let now = Utc::now();
         let mut w = convert::webhook_from_proto(wire, now).map_err(invalid)?;
+        w.tenant_id = p.owner(&w.tenant_id)?;
         if w.id.is_empty() {
             w.id = new_id("wh");
         } else if self.registry.webhook(&w.id).is_some() {
@@ -150,7 +154,8 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
     }
 
     async fn get_webhook(&self, request: Request<v1::GetWebhookRequest>) -> Result<Response<v1::Webhook>, Status> {
-        let w = self.webhook(&request.into_inner().id)?;
+        let p = Principal::of(&request);
+        let w = self.webhook(&p, &request.into_inner().id)?;
         Ok(Response::new(convert::webhook_to_proto(&w)))
     }
 
@@ -158,12 +163,13 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         &self,
         request: Request<v1::ListWebhooksRequest>,
     ) -> Result<Response<v1::ListWebhooksResponse>, Status> {
+        let tenant = Principal::of(&request).scope(&request.get_ref().tenant_id)?;
         let req = request.into_inner();
         let snapshot = self.registry.snapshot();
         let mut hooks: Vec<&Arc<Webhook>> = snapshot
             .webhooks
             .values()
-            .filter(|w| req.tenant_id.is_empty() || w.tenant_id == req.tenant_id)
+            .filter(|w| tenant.as_ref().is_none_or(|t| w.tenant_id == *t))
             .filter(|w| req.after.is_empty() || w.id > req.after)
             .collect();
         hooks.sort_by(|a, b| a.id.cmp(&b.id));
@@ -177,9 +183,10 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
     }
 
     async fn update_webhook(&self, request: Request<v1::UpdateWebhookRequest>) -> Result<Response<v1::Webhook>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
         let wire = req.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
-        let current = self.webhook(&wire.id)?;
+        let current = self.webhook(&p, &wire.id)?;
         check_version(req.expected_version, current.version)?;
         if !wire.tenant_id.is_empty() && wire.tenant_id != current.tenant_id {
             return Err(Status::invalid_argument("tenant_id: a webhook cannot move to another tenant"));
@@ -200,27 +207,31 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         &self,
         request: Request<v1::DeleteWebhookRequest>,
     ) -> Result<Response<v1::DeleteWebhookResponse>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
-        let current = self.webhook(&req.id)?;
+        let current = self.webhook(&p, &req.id)?;
         check_version(req.expected_version, current.version)?;
         self.registry.delete_webhook(&req.id).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(v1::DeleteWebhookResponse {}))
     }
 
     async fn enable_webhook(&self, request: Request<v1::SetEnabledRequest>) -> Result<Response<v1::Webhook>, Status> {
-        self.set_enabled(&request.into_inner().id, true).await
+        let p = Principal::of(&request);
+        self.set_enabled(&p, &request.into_inner().id, true).await
     }
 
     async fn disable_webhook(&self, request: Request<v1::SetEnabledRequest>) -> Result<Response<v1::Webhook>, Status> {
-        self.set_enabled(&request.into_inner().id, false).await
+        let p = Principal::of(&request);
+        self.set_enabled(&p, &request.into_inner().id, false).await
     }
 
     async fn rotate_secret(
         &self,
         request: Request<v1::RotateSecretRequest>,
     ) -> Result<Response<v1::RotateSecretResponse>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
-        let current = self.webhook(&req.id)?;
+        let current = self.webhook(&p, &req.id)?;
         let now = Utc::now();
         let grace = req.grace_secs.map_or(DEFAULT_ROTATION_GRACE, Duration::from_secs);
         if grace > MAX_ROTATION_GRACE {
@@ -247,9 +258,11 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
 #[tonic::async_trait]
 impl v1::template_service_server::TemplateService for RegistryApi {
     async fn create_template(&self, request: Request<v1::CreateTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+        let p = Principal::of(&request);
         let wire = request.into_inner().template.ok_or_else(|| Status::invalid_argument("template: is required"))?;
         let now = Utc::now();
         let mut t = convert::template_from_proto(wire, now).map_err(invalid)?;
+        t.tenant_id = p.owner(&t.tenant_id)?;
         if t.id.is_empty() {
             t.id = new_id("tpl");
         } else if self.registry.template(&t.id).is_some() {
@@ -264,7 +277,8 @@ impl v1::template_service_server::TemplateService for RegistryApi {
     }
 
     async fn get_template(&self, request: Request<v1::GetTemplateRequest>) -> Result<Response<v1::Template>, Status> {
-        let t = self.template(&request.into_inner().id)?;
+        let p = Principal::of(&request);
+        let t = self.template(&p, &request.into_inner().id)?;
         Ok(Response::new(convert::template_to_proto(&t)))
     }
 
@@ -272,12 +286,13 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         &self,
         request: Request<v1::ListTemplatesRequest>,
     ) -> Result<Response<v1::ListTemplatesResponse>, Status> {
+        let tenant = Principal::of(&request).scope(&request.get_ref().tenant_id)?;
         let req = request.into_inner();
         let snapshot = self.registry.snapshot();
         let mut list: Vec<&Arc<Template>> = snapshot
             .templates
             .values()
-            .filter(|t| req.tenant_id.is_empty() || t.tenant_id == req.tenant_id)
+            .filter(|t| tenant.as_ref().is_none_or(|x| t.tenant_id == *x))
             .filter(|t| req.group.is_empty() || t.group == req.group)
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
@@ -287,9 +302,10 @@ impl v1::template_service_server::TemplateService for RegistryApi {
     }
 
     async fn update_template(&self, request: Request<v1::UpdateTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
         let wire = req.template.ok_or_else(|| Status::invalid_argument("template: is required"))?;
-        let current = self.template(&wire.id)?;
+        let current = self.template(&p, &wire.id)?;
         check_version(req.expected_version, current.version)?;
         if !wire.tenant_id.is_empty() && wire.tenant_id != current.tenant_id {
             return Err(Status::invalid_argument("tenant_id: a template cannot move to another tenant"));
@@ -316,8 +332,9 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         &self,
         request: Request<v1::DeleteTemplateRequest>,
     ) -> Result<Response<v1::DeleteTemplateResponse>, Status> {
+        let p = Principal::of(&request);
         let req = request.into_inner();
-        let current = self.template(&req.id)?;
+        let current = self.template(&p, &req.id)?;
         check_version(req.expected_version, current.version)?;
         if let Some(w) = self.registry.snapshot().webhooks.values().find(|w| w.request.template_id.as_deref() == Some(req.id.as_str())) {
             return Err(Status::failed_precondition(format!("template `{}` is used by webhook `{}`", req.id, w.id)));
