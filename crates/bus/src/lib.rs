@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod memory;
 pub mod offsets;
 pub mod registry;
+pub mod secrets;
 pub mod stage;
 pub mod topics;
 pub mod trace;

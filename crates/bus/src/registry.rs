@@ -6,6 +6,7 @@
 //! writer publishes, waits until its own view has applied its offset (read-your-writes), and
 //! then reads back whether its write won.
 
+use crate::secrets::{self, SecretCipher};
 use crate::{Bus, BusError, Record};
 use hookmesh_core::webhook::{Template, Webhook};
 use parking_lot::RwLock;
@@ -31,11 +32,14 @@ pub struct RegistryState {
     pub by_tenant: HashMap<String, Vec<Arc<Webhook>>>,
     /// Webhooks deleted since this view started (so a late job is dropped, not waited for).
     pub deleted_webhooks: std::collections::HashSet<String>,
+    /// Webhooks whose stored secrets are in clear or under a retired master key.
+    pub stale_secrets: std::collections::HashSet<String>,
 }
 
 pub struct ConfigView {
     bus: Arc<dyn Bus>,
     topic: String,
+    cipher: Option<SecretCipher>,
     state: RwLock<Arc<RegistryState>>,
     /// Offset of the last applied record (+1), i.e. how far this view has read.
     applied: watch::Sender<i64>,
@@ -51,11 +55,18 @@ pub enum WriteError {
 
 impl ConfigView {
     /// Reads the topic up to its current end, then follows it until `shutdown`.
-    pub async fn start(bus: Arc<dyn Bus>, topic: &str, shutdown: CancellationToken) -> Result<Arc<Self>, BusError> {
+    /// `cipher` encrypts signing secrets at rest (see [`crate::secrets`]).
+    pub async fn start(
+        bus: Arc<dyn Bus>,
+        topic: &str,
+        cipher: Option<SecretCipher>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, BusError> {
         let (applied, _) = watch::channel(0);
         let view = Arc::new(ConfigView {
             bus: bus.clone(),
             topic: topic.to_string(),
+            cipher,
             state: RwLock::new(Arc::new(RegistryState::default())),
             applied,
         });
@@ -90,20 +101,38 @@ impl ConfigView {
             templates: guard.templates.clone(),
             by_tenant: HashMap::new(),
             deleted_webhooks: guard.deleted_webhooks.clone(),
+            stale_secrets: guard.stale_secrets.clone(),
         };
         let (kind, id) = msg.key.split_once('/').unwrap_or(("", msg.key.as_str()));
         match (&msg.payload, kind) {
             (None, "webhook") => {
                 state.webhooks.remove(id);
+                state.stale_secrets.remove(id);
                 state.deleted_webhooks.insert(id.to_string());
             }
             (None, "template") => {
                 state.templates.remove(id);
             }
             (Some(bytes), _) => match serde_json::from_slice::<Entry>(bytes) {
-                Ok(Entry::Webhook { expected_version, webhook }) => {
+                Ok(Entry::Webhook { expected_version, mut webhook }) => {
                     let current = state.webhooks.get(id).map_or(0, |w| w.version);
                     if current == expected_version {
+                        let stale = self.cipher.as_ref().is_some_and(|c| webhook.secrets.iter().any(|s| c.is_stale(&s.secret)));
+                        webhook.secrets.retain_mut(|s| match secrets::open(self.cipher.as_ref(), &s.secret) {
+                            Ok(clear) => {
+                                s.secret = clear;
+                                true
+                            }
+                            Err(why) => {
+                                tracing::error!(webhook = %id, reason = %why, "a signing secret cannot be read and is skipped");
+                                false
+                            }
+                        });
+                        if stale {
+                            state.stale_secrets.insert(id.to_string());
+                        } else {
+                            state.stale_secrets.remove(id);
+                        }
                         state.deleted_webhooks.remove(id);
                         state.webhooks.insert(id.to_string(), Arc::new(*webhook));
                     }
@@ -177,8 +206,13 @@ impl ConfigView {
 
     /// Writes `webhook` (whose `version` must be `expected_version + 1`) and answers once this
     /// view shows the outcome.
-    pub async fn put_webhook(&self, webhook: Webhook, expected_version: u64) -> Result<Arc<Webhook>, WriteError> {
+    pub async fn put_webhook(&self, mut webhook: Webhook, expected_version: u64) -> Result<Arc<Webhook>, WriteError> {
         let id = webhook.id.clone();
+        if let Some(c) = &self.cipher {
+            for s in &mut webhook.secrets {
+                s.secret = c.encrypt(&s.secret);
+            }
+        }
         let entry = Entry::Webhook { expected_version, webhook: Box::new(webhook) };
         self.write(format!("webhook/{id}"), &entry).await?;
         let now = self.webhook(&id);
@@ -196,6 +230,31 @@ impl ConfigView {
             Some(t) if t.version == expected_version + 1 => Ok(t),
             other => Err(WriteError::Conflict { expected: expected_version, found: other.map_or(0, |t| t.version) }),
         }
+    }
+
+    /// Rewrites every webhook whose secrets are in clear or under a retired master key, so the
+    /// old key can be dropped. Races with other writers resolve by version (a lost race means
+    /// someone else rewrote it already).
+    pub async fn reencrypt_stale(&self) -> Result<usize, BusError> {
+        if self.cipher.is_none() {
+            return Ok(0);
+        }
+        let stale: Vec<Arc<Webhook>> =
+            { self.snapshot().stale_secrets.iter().filter_map(|id| self.webhook(id)).collect() };
+        let mut done = 0;
+        for w in stale {
+            let mut next = (*w).clone();
+            next.version += 1;
+            match self.put_webhook(next, w.version).await {
+                Ok(_) => done += 1,
+                Err(WriteError::Conflict { .. }) => {}
+                Err(WriteError::Bus(e)) => return Err(e),
+            }
+        }
+        if done > 0 {
+            tracing::info!(webhooks = done, "secrets re-encrypted under the current master key");
+        }
+        Ok(done)
     }
 
     pub async fn delete_webhook(&self, id: &str) -> Result<(), BusError> {

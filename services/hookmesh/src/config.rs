@@ -22,6 +22,8 @@
 //! require_https = false                  # HOOKMESH_REQUIRE_HTTPS
 //! tokens = ["sha256:<hex>=operator",     # HOOKMESH_TOKENS (comma-separated): management API
 //!           "sha256:<hex>=tenant:acme"]  # bearer tokens, hashed (`hookmesh token new`)
+//! master_key = "<base64 32 bytes>"       # HOOKMESH_MASTER_KEY: encrypts signing secrets at rest
+//! master_keys_old = []                   # HOOKMESH_MASTER_KEYS_OLD: retired keys, read-only
 //! ```
 
 use anyhow::{bail, Context};
@@ -85,6 +87,13 @@ pub struct SettingsArgs {
     /// (comma-separated; `hookmesh token new` makes one). None = the API is open.
     #[arg(long, env = "HOOKMESH_TOKENS", value_delimiter = ',')]
     pub tokens: Option<Vec<String>>,
+    /// Master key (base64, 32 bytes) that encrypts signing secrets in the config topic
+    /// (`hookmesh token master-key` makes one).
+    #[arg(long, env = "HOOKMESH_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Retired master keys still accepted for reading during a rotation (comma-separated).
+    #[arg(long, env = "HOOKMESH_MASTER_KEYS_OLD", value_delimiter = ',', hide_env_values = true)]
+    pub master_keys_old: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,6 +115,8 @@ struct FileSettings {
     allow_networks: Option<Vec<String>>,
     require_https: Option<bool>,
     tokens: Option<Vec<String>>,
+    master_key: Option<String>,
+    master_keys_old: Option<Vec<String>>,
 }
 
 /// Resolved settings.
@@ -126,6 +137,7 @@ pub struct Settings {
     pub log_json: bool,
     pub address_policy: hookmesh_dispatcher::ssrf::AddressPolicy,
     pub auth: hookmesh_proto::auth::Authenticator,
+    pub cipher: Option<hookmesh_bus::secrets::SecretCipher>,
 }
 
 impl SettingsArgs {
@@ -169,6 +181,13 @@ impl SettingsArgs {
                 &self.tokens.clone().or(file.tokens).unwrap_or_default().into_iter().filter(|t| !t.trim().is_empty()).collect::<Vec<_>>(),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?,
+            cipher: match self.master_key.clone().or(file.master_key).filter(|k| !k.is_empty()) {
+                Some(k) => Some(
+                    hookmesh_bus::secrets::SecretCipher::new(&k, &self.master_keys_old.clone().or(file.master_keys_old).unwrap_or_default())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                ),
+                None => None,
+            },
         };
         if s.partitions == 0 || s.partitions > 1000 {
             bail!("partitions: must be between 1 and 1000, got {}", s.partitions);

@@ -110,7 +110,14 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     for spec in topics.specs(s.partitions) {
         bus.ensure_topic(&spec).await.with_context(|| format!("creating topic `{}`", spec.name))?;
     }
-    let registry = ConfigView::start(bus.clone(), &topics.config, shutdown.clone()).await.context("reading the config registry")?;
+    if s.cipher.is_none() {
+        tracing::warn!("no master key (HOOKMESH_MASTER_KEY): signing secrets are stored in clear in the config topic");
+    }
+    let registry =
+        ConfigView::start(bus.clone(), &topics.config, s.cipher.clone(), shutdown.clone()).await.context("reading the config registry")?;
+    if roles.contains(&Role::Router) {
+        registry.reencrypt_stale().await.context("re-encrypting secrets under the current master key")?;
+    }
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hookmesh_proto::FILE_DESCRIPTOR_SET)

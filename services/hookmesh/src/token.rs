@@ -14,6 +14,8 @@ pub enum TokenCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Make a new master key for encrypting signing secrets at rest (HOOKMESH_MASTER_KEY).
+    MasterKey,
     /// Print the configuration entry of an existing token.
     Hash {
         token: String,
@@ -39,6 +41,7 @@ pub fn run(cmd: TokenCmd) -> anyhow::Result<()> {
             println!("entry (add to HOOKMESH_TOKENS):         {}", entry(&token, &tenant));
         }
         TokenCmd::Hash { token, tenant } => println!("{}", entry(&token, &tenant)),
+        TokenCmd::MasterKey => println!("{}", hookmesh_bus::secrets::new_master_key()),
     }
     Ok(())
 }
