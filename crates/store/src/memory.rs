@@ -1,7 +1,7 @@
 //! In-memory [`Store`] for standalone mode. Same semantics as the Redis store; nothing
 //! survives the process.
 
-use crate::{DeliveryQuery, Retention, Result, Store};
+use crate::{DeliveryQuery, Result, Retention, Store};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookmesh_core::delivery::{Attempt, Delivery};
@@ -99,7 +99,8 @@ impl Store for MemoryStore {
                     evict.push(oldest);
                 }
             }
-            let cutoff = Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
+            let cutoff =
+                Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
             while let Some(first) = log.order.first().cloned() {
                 if first.0 >= cutoff {
                     break;
@@ -145,12 +146,7 @@ impl Store for MemoryStore {
             None => Box::new(index.iter().rev()),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit };
-        Ok(iter
-            .filter_map(|(_, id)| log.deliveries.get(id))
-            .filter(|d| q.matches(d))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(iter.filter_map(|(_, id)| log.deliveries.get(id)).filter(|d| q.matches(d)).take(limit).cloned().collect())
     }
 
     async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
@@ -175,7 +171,8 @@ impl Store for MemoryStore {
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>> {
         let mut r = self.retries.lock();
-        let claimed: Vec<(DateTime<Utc>, String)> = r.due.iter().take_while(|(due, _)| *due <= now).take(limit).cloned().collect();
+        let claimed: Vec<(DateTime<Utc>, String)> =
+            r.due.iter().take_while(|(due, _)| *due <= now).take(limit).cloned().collect();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         for (due, id) in &claimed {
             r.due.remove(&(*due, id.clone()));
@@ -189,4 +186,3 @@ impl Store for MemoryStore {
         Ok(self.retries.lock().by_id.len())
     }
 }
-

@@ -41,9 +41,9 @@
 //! The scripts touch keys they derive from the prefix (the evicted deliveries'), so this
 //! backend needs a single Redis (or a primary with replicas), not Redis Cluster.
 
-use crate::{DeliveryQuery, Retention, Result, Store, StoreError};
+use crate::{DeliveryQuery, Result, Retention, Store, StoreError};
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use hookmesh_core::delivery::{Attempt, Delivery};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
@@ -134,7 +134,7 @@ return 1
 const CLAIM_SCRIPT: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
-  -- no lease
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
 end
 return ids
 "#;
@@ -223,7 +223,7 @@ fn floor_ms(t: DateTime<Utc>) -> i64 {
 }
 
 fn ceil_ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis() + i64::from(t.timestamp_subsec_nanos() % 1_000_000 != 0)
+    t.checked_add_signed(TimeDelta::nanoseconds(999_999)).unwrap_or(t).timestamp_millis()
 }
 
 fn duration_ms_ceil(d: Duration) -> i64 {
@@ -270,7 +270,11 @@ impl Store for RedisStore {
     }
 
     async fn forget_seen(&self, key: &str) -> Result<()> {
-        redis::cmd("DEL").arg(self.keys.seen(key)).exec_async(&mut self.conn.clone()).await.map_err(backend("forget_seen"))
+        redis::cmd("DEL")
+            .arg(self.keys.seen(key))
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("forget_seen"))
     }
 
     async fn put_delivery(&self, d: &Delivery) -> Result<()> {
@@ -331,9 +335,7 @@ impl Store for RedisStore {
             .await
             .map_err(backend("attempts"))?;
         raw.iter()
-            .map(|s| {
-                serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}")))
-            })
+            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}"))))
             .collect()
     }
 
@@ -464,6 +466,40 @@ impl Store for RedisStore {
     }
 
     async fn retry_backlog(&self) -> Result<usize> {
-        redis::cmd("ZCARD").arg(self.keys.retries()).query_async(&mut self.conn.clone()).await.map_err(backend("retry_backlog"))
+        redis::cmd("ZCARD")
+            .arg(self.keys.retries())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("retry_backlog"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_round_up_and_now_rounds_down() {
+        let whole = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        assert_eq!((floor_ms(whole), ceil_ms(whole)), (1_700_000_000_123, 1_700_000_000_123));
+        let past = whole + TimeDelta::nanoseconds(1);
+        assert_eq!((floor_ms(past), ceil_ms(past)), (1_700_000_000_123, 1_700_000_000_124));
+        let before_epoch = DateTime::from_timestamp_millis(-1).unwrap() + TimeDelta::nanoseconds(1);
+        assert_eq!((floor_ms(before_epoch), ceil_ms(before_epoch)), (-1, 0));
+        assert_eq!(duration_ms_ceil(Duration::from_micros(1)), 1);
+        assert_eq!(duration_ms_ceil(Duration::from_millis(5)), 5);
+        assert_eq!(duration_ms_ceil(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let k = Keys { prefix: "hm".into() };
+        assert_eq!(k.seen("x"), "hm:seen:x");
+        assert_eq!(k.delivery("msg_1"), "hm:d:msg_1");
+        assert_eq!(k.attempts("msg_1"), "hm:a:msg_1");
+        assert_eq!(k.all(), "hm:idx:all");
+        assert_eq!(k.webhook("wh"), "hm:idx:wh:wh");
+        assert_eq!(k.tenant("t"), "hm:idx:t:t");
+        assert_eq!(k.retries(), "hm:retries");
     }
 }

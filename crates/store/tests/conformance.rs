@@ -93,6 +93,7 @@ fn delivery(id: &str, tenant: &str, webhook: &str, at: DateTime<Utc>) -> Deliver
     let request = RenderedRequest {
         delivery_id: id.to_string(),
         webhook_id: webhook.to_string(),
+        webhook_version: 1,
         tenant_id: tenant.to_string(),
         event_id: format!("evt_{id}"),
         event_type: EventType::CallEnded,
@@ -339,7 +340,11 @@ async fn list_is_newest_first_and_filters(store: Arc<dyn Store>) {
         let query = DeliveryQuery { since, until, ..Default::default() };
         assert_eq!(list_ids(&store, query.clone()).await, expected(&all, &query), "since {since:?} until {until:?}");
         let query = DeliveryQuery { since, until, webhook_id: Some("wh1".into()), ..Default::default() };
-        assert_eq!(list_ids(&store, query.clone()).await, expected(&all, &query), "wh1 since {since:?} until {until:?}");
+        assert_eq!(
+            list_ids(&store, query.clone()).await,
+            expected(&all, &query),
+            "wh1 since {since:?} until {until:?}"
+        );
     }
     let some = list_ids(&store, DeliveryQuery { since: Some(at(4)), until: Some(at(9)), ..Default::default() }).await;
     assert_eq!(some, ["msg_008", "msg_007", "msg_006", "msg_005", "msg_004"]);
@@ -360,7 +365,8 @@ async fn cursor_pages_have_no_overlap_or_gap(store: Arc<dyn Store>) {
             let mut pages = Vec::new();
             let mut before = None;
             loop {
-                let page = list_ids(&store, DeliveryQuery { before: before.clone(), limit: page_size, ..query.clone() }).await;
+                let page =
+                    list_ids(&store, DeliveryQuery { before: before.clone(), limit: page_size, ..query.clone() }).await;
                 assert!(page.len() <= page_size);
                 let Some(last) = page.last() else { break };
                 before = Some(last.clone());
@@ -372,7 +378,8 @@ async fn cursor_pages_have_no_overlap_or_gap(store: Arc<dyn Store>) {
         }
     }
     // A cursor in the middle of a tie (msg_005 and msg_006 share a timestamp).
-    let after_tie = list_ids(&store, DeliveryQuery { before: Some("msg_006".into()), limit: 2, ..Default::default() }).await;
+    let after_tie =
+        list_ids(&store, DeliveryQuery { before: Some("msg_006".into()), limit: 2, ..Default::default() }).await;
     assert_eq!(after_tie, ["msg_005", "msg_004"]);
 }
 
@@ -476,7 +483,10 @@ async fn claim_due_returns_only_due_ids_in_due_order(store: Arc<dyn Store>) {
     assert_eq!(store.claim_due(now, 10, LEASE).await.unwrap(), ["a", "c", "b", "e"], "due ones, oldest due first");
     assert_eq!(store.claim_due(now, 10, LEASE).await.unwrap(), Vec::<String>::new(), "claimed ones are leased");
     assert_eq!(store.claim_due(now + secs(10), 10, LEASE).await.unwrap(), Vec::<String>::new());
-    assert_eq!(store.claim_due(now + secs(3600), 10, Duration::from_secs(7200)).await.unwrap(), ["a", "b", "c", "e", "later"]);
+    assert_eq!(
+        store.claim_due(now + secs(3600), 10, Duration::from_secs(7200)).await.unwrap(),
+        ["a", "b", "c", "e", "later"]
+    );
 }
 
 async fn claim_due_respects_limit(store: Arc<dyn Store>) {
