@@ -1,13 +1,14 @@
 # hookmesh — common tasks. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build release clean
+.PHONY: help run test lint fmt build release clean fuzz
 
 help:
 	@echo "make run      run hookmesh standalone (embedded backends) on 127.0.0.1:7600 (gRPC) / :7601 (admin)"
 	@echo "make test     run the whole test suite (unit, conformance, end-to-end)"
 	@echo "make lint     rustfmt check and clippy with warnings as errors"
 	@echo "make release  build the release binary (target/release/hookmesh)"
+	@echo "make fuzz     run every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
 
 run:
 	$(CARGO) run --release -p hookmesh -- standalone
@@ -27,3 +28,20 @@ build:
 
 release:
 	$(CARGO) build --release -p hookmesh --locked
+
+# Fuzzing (fuzz/, its own cargo workspace). Needs `cargo install cargo-fuzz --locked`; runs on
+# the stable toolchain through RUSTC_BOOTSTRAP=1 (cargo fuzz passes nightly-only -Z flags).
+# Seeds are read from fuzz/corpus/<target> (kept in git); what a run finds goes to the
+# git-ignored fuzz/target/corpus/<target>, crashes to fuzz/artifacts/<target>.
+# `make fuzz FUZZ_SECONDS=300 FUZZ_TARGETS=event_parser` for one longer run.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= event_parser template_compile_render field_extractor hostile_token_values
+FUZZ_ENV = RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/fuzz/target
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		mkdir -p fuzz/target/corpus/$$t && \
+		$(FUZZ_ENV) $(CARGO) fuzz run $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 || exit 1; \
+	done

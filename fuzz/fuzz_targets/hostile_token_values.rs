@@ -13,6 +13,7 @@ use hookmesh_core::tokens;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
 
 const FRAGMENTS: &[&str] = &[
     "\"", "'", "\\", "</x>", "<x>", "<", ">", "&", "&amp;", "&#0;", "&lt;", "]]>", "<![CDATA[", "--", "<!--",
@@ -93,6 +94,58 @@ fn check_xml_value(node: &common::XNode, v: &Value, at: &str) {
     }
 }
 
+struct Templates {
+    compiled: Vec<((usize, ContentType), CompiledTemplate)>,
+}
+
+impl Templates {
+    /// The compiled template for body `i` (in field order) and a content type.
+    fn get(&self, i: usize, ct: ContentType) -> &CompiledTemplate {
+        &self.compiled.iter().find(|(k, _)| *k == (i, ct)).expect("compiled").1
+    }
+}
+
+/// The templates are fixed: compiled once (as a webhook's are at configuration time).
+fn templates() -> &'static Templates {
+    static T: OnceLock<Templates> = OnceLock::new();
+    T.get_or_init(|| {
+        let fields_json = TemplateBody::Fields {
+            format: ContentType::Json,
+            example: r#"{"phone":"%ani%","name":"{{ ani_full_name }}","c":{"campaign":"%campaign_name%","n":3},"tags":"%tags%","list":["%ani%",{}],"mapped":""}"#.into(),
+            fields: vec![tok("mapped", "campaign_name")],
+        };
+        let fields_xml = TemplateBody::Fields {
+            format: ContentType::Xml,
+            example: r#"<?xml version="1.0"?><lead src="%ani%" kind="x"><name>%ani_full_name%</name><campaign c="{{ campaign_name }}">%campaign_name%</campaign><tags>%tags%</tags><phone/></lead>"#.into(),
+            fields: vec![tok("lead/phone", "ani"), tok("lead/@kind", "ani_full_name")],
+        };
+        let pairs = TemplateBody::Pairs {
+            pairs: vec![tok("phone", "ani"), tok("name", "ani_full_name"), tok("campaign", "campaign_name"), tok("tags", "tags")],
+        };
+        let text_json = TemplateBody::Text {
+            source: "{\n  \"phone\": {{ ani }},\n  \"name\": \"{{ ani_full_name }}\",\n  \"campaign\": \"%campaign_name%\",\n  \"both\": \"Hi {{ ani_full_name }} / %ani%!\",\n  \"tags\": {{ tags }},\n  \"pct\": %ani%,\n  \"n\": {{ dialed_time }}\n}\n".into(),
+        };
+        let text_xml = TemplateBody::Text {
+            source: "<lead>\n  <phone>{{ ani }}</phone>\n  <name>%ani_full_name%</name>\n  <campaign>x{{ campaign_name }}y</campaign>\n</lead>".into(),
+        };
+        let text_form = TemplateBody::Text { source: "phone={{ ani }}&name=%ani_full_name%&tags={{ tags }}".into() };
+        let mut compiled = Vec::new();
+        for (i, body, cts) in [
+            (0, &fields_json, &[ContentType::Json, ContentType::Xml][..]),
+            (1, &fields_xml, &[ContentType::Xml, ContentType::Json][..]),
+            (2, &pairs, &[ContentType::Form, ContentType::Json, ContentType::Xml][..]),
+            (3, &text_json, &[ContentType::Json][..]),
+            (4, &text_xml, &[ContentType::Xml][..]),
+            (5, &text_form, &[ContentType::Form][..]),
+        ] {
+            for &ct in cts {
+                compiled.push(((i, ct), compile(body, ct)));
+            }
+        }
+        Templates { compiled }
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     let Ok(v) = values(&mut u) else { return };
@@ -103,21 +156,17 @@ fuzz_target!(|data: &[u8]| {
     event.data.insert("tags".into(), Value::Object(v.tags.clone()));
     let tags = Value::Object(v.tags.clone());
     let ctx = RenderContext { event: &event, tz: chrono_tz::UTC };
+    let t = templates();
 
     // ---- fields, JSON example, rendered as JSON
-    let body = TemplateBody::Fields {
-        format: ContentType::Json,
-        example: r#"{"phone":"%ani%","name":"{{ ani_full_name }}","c":{"campaign":"%campaign_name%","n":3},"tags":"%tags%","list":["%ani%",{}],"mapped":""}"#.into(),
-        fields: vec![tok("mapped", "campaign_name")],
-    };
-    let out = compile(&body, ContentType::Json).render(&ctx).expect("renders");
+    let out = t.get(0, ContentType::Json).render(&ctx).expect("renders");
     let got = common::json(&out, "fields(json) as json");
     let expected = json!({"phone": v.ani, "name": v.name, "c": {"campaign": v.campaign, "n": 3}, "tags": tags,
         "list": [v.ani, {}], "mapped": v.campaign});
     assert_eq!(got, expected, "fields(json) as json:\n{out}");
 
     // ---- the same body as XML: <payload> + elements
-    let out = compile(&body, ContentType::Xml).render(&ctx).expect("renders");
+    let out = t.get(0, ContentType::Xml).render(&ctx).expect("renders");
     let root = common::xml(&out, "fields(json) as xml");
     assert_eq!(root.name, "payload");
     assert_eq!(root.child("phone").text(), common::xml_carried(&v.ani), "fields(json) as xml: phone\n{out}");
@@ -126,12 +175,7 @@ fuzz_target!(|data: &[u8]| {
     check_xml_value(root.child("tags"), &tags, "payload/tags");
 
     // ---- fields, XML example: attributes, text, nested tokens
-    let body = TemplateBody::Fields {
-        format: ContentType::Xml,
-        example: r#"<?xml version="1.0"?><lead src="%ani%" kind="x"><name>%ani_full_name%</name><campaign c="{{ campaign_name }}">%campaign_name%</campaign><tags>%tags%</tags><phone/></lead>"#.into(),
-        fields: vec![tok("lead/phone", "ani"), tok("lead/@kind", "ani_full_name")],
-    };
-    let out = compile(&body, ContentType::Xml).render(&ctx).expect("renders");
+    let out = t.get(1, ContentType::Xml).render(&ctx).expect("renders");
     let root = common::xml(&out, "fields(xml) as xml");
     assert_eq!(root.name, "lead");
     let x = common::xml_carried;
@@ -144,7 +188,7 @@ fuzz_target!(|data: &[u8]| {
     check_xml_value(root.child("tags"), &tags, "lead/tags");
 
     // ... and the XML example as JSON
-    let out = compile(&body, ContentType::Json).render(&ctx).expect("renders");
+    let out = t.get(1, ContentType::Json).render(&ctx).expect("renders");
     let got = common::json(&out, "fields(xml) as json");
     assert_eq!(got["lead"]["@src"], json!(v.ani), "{out}");
     assert_eq!(got["lead"]["name"], json!(v.name), "{out}");
@@ -152,10 +196,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(got["lead"]["tags"], tags, "{out}");
 
     // ---- pairs as form, JSON and XML
-    let body = TemplateBody::Pairs {
-        pairs: vec![tok("phone", "ani"), tok("name", "ani_full_name"), tok("campaign", "campaign_name"), tok("tags", "tags")],
-    };
-    let out = compile(&body, ContentType::Form).render(&ctx).expect("renders");
+    let out = t.get(2, ContentType::Form).render(&ctx).expect("renders");
     let got = common::form(&out, "pairs as form");
     let tags_text = serde_json::to_string(&tags).expect("tags serialise");
     let expected: Vec<(String, String)> = vec![
@@ -165,41 +206,34 @@ fuzz_target!(|data: &[u8]| {
         ("tags".into(), tags_text.clone()),
     ];
     assert_eq!(got, expected, "pairs as form:\n{out}");
-    let out = compile(&body, ContentType::Json).render(&ctx).expect("renders");
+    let out = t.get(2, ContentType::Json).render(&ctx).expect("renders");
     assert_eq!(
         common::json(&out, "pairs as json"),
         json!({"phone": v.ani, "name": v.name, "campaign": v.campaign, "tags": tags}),
         "{out}"
     );
-    let out = compile(&body, ContentType::Xml).render(&ctx).expect("renders");
+    let out = t.get(2, ContentType::Xml).render(&ctx).expect("renders");
     let root = common::xml(&out, "pairs as xml");
     assert_eq!(root.child("phone").text(), x(&v.ani), "{out:?}");
     assert_eq!(root.child("campaign").text(), x(&v.campaign), "{out:?}");
     check_xml_value(root.child("tags"), &tags, "payload/tags");
 
     // ---- text template, JSON: values as JSON values and inside string literals
-    let body = TemplateBody::Text {
-        source: "{\n  \"phone\": {{ ani }},\n  \"name\": \"{{ ani_full_name }}\",\n  \"campaign\": \"%campaign_name%\",\n  \"both\": \"Hi {{ ani_full_name }} / %ani%!\",\n  \"tags\": {{ tags }},\n  \"pct\": %ani%,\n  \"n\": {{ dialed_time }}\n}\n".into(),
-    };
-    let out = compile(&body, ContentType::Json).render(&ctx).expect("renders");
+    let out = t.get(3, ContentType::Json).render(&ctx).expect("renders");
     let got = common::json(&out, "text as json");
     let expected = json!({"phone": v.ani, "name": v.name, "campaign": v.campaign,
         "both": format!("Hi {} / {}!", v.name, v.ani), "tags": tags, "pct": v.ani, "n": 36});
     assert_eq!(got, expected, "text as json:\n{out}");
 
     // ---- text template, XML: element content (escaped, non-XML characters → U+FFFD)
-    let body = TemplateBody::Text {
-        source: "<lead>\n  <phone>{{ ani }}</phone>\n  <name>%ani_full_name%</name>\n  <campaign>x{{ campaign_name }}y</campaign>\n</lead>".into(),
-    };
-    let out = compile(&body, ContentType::Xml).render(&ctx).expect("renders");
+    let out = t.get(4, ContentType::Xml).render(&ctx).expect("renders");
     let root = common::xml(&out, "text as xml");
     assert_eq!(root.child("phone").text(), x(&v.ani), "{out:?}");
     assert_eq!(root.child("name").text(), x(&v.name), "{out:?}");
     assert_eq!(root.child("campaign").text(), format!("x{}y", x(&v.campaign)), "{out:?}");
 
     // ---- text template, form: values url-encoded
-    let body = TemplateBody::Text { source: "phone={{ ani }}&name=%ani_full_name%&tags={{ tags }}".into() };
-    let out = compile(&body, ContentType::Form).render(&ctx).expect("renders");
+    let out = t.get(5, ContentType::Form).render(&ctx).expect("renders");
     let got = common::form(&out, "text as form");
     let expected: Vec<(String, String)> = vec![
         ("phone".into(), v.ani.clone()),

@@ -137,7 +137,11 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
     .await;
     let seen: HashSet<String> = rx.received().iter().map(|r| r.uri.clone()).collect();
     let missing: Vec<_> = expected.difference(&seen).collect();
-    assert!(complete, "missing after the dispatcher was killed at {at_kill} requests: {missing:?}");
+    assert!(
+        complete,
+        "missing after the dispatcher was killed at {at_kill} requests: {missing:?}\nnew dispatcher log:\n{}",
+        cluster.dispatcher.log_text()
+    );
     // Duplicates are allowed, but each carries the same webhook-id as its first delivery.
     let mut ids = std::collections::HashMap::new();
     for r in rx.received() {

@@ -223,6 +223,9 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A send slot reserved under the endpoint's rate limit, when the delivery waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_at: Option<DateTime<Utc>>,
     pub request: RenderedRequest,
 }
 
@@ -242,6 +245,7 @@ impl Delivery {
             next_attempt_at: None,
             last_status: None,
             last_error: None,
+            slot_at: None,
             request,
         }
     }

@@ -20,7 +20,7 @@
 //! field, and the ingest stage sends the original bytes with that reason to the dead-letter
 //! topic.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -308,9 +308,10 @@ fn check_id(field: &str, s: String) -> Result<String, EventError> {
     Ok(s)
 }
 
-/// RFC 3339 with any offset, or unix milliseconds; answers UTC.
+/// RFC 3339 with any offset, or unix milliseconds; answers UTC. The UTC time must fall in the
+/// years 0000–9999, the only ones RFC 3339 can write back.
 pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
-    match v {
+    let t = match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e})")),
@@ -319,7 +320,11 @@ pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
             .ok_or_else(|| format!("{n} is not a unix timestamp in milliseconds")),
         _ => Err("must be an RFC 3339 string or unix milliseconds".to_string()),
+    }?;
+    if !(0..=9999).contains(&t.year()) {
+        return Err(format!("{v} is outside the years 0000 to 9999 (in UTC) that RFC 3339 can write"));
     }
+    Ok(t)
 }
 
 /// Normalises well-known data points: timestamps to UTC RFC 3339, direction to its canonical
@@ -457,5 +462,26 @@ mod tests {
         assert_eq!(e.lookup("list.1"), Some(json!(2)));
         assert_eq!(e.lookup("call_id"), Some(json!("c")));
         assert_eq!(e.lookup("nope"), None);
+    }
+
+    #[test]
+    fn fuzz_regression_timestamp_outside_rfc3339_years() {
+        // Accepted, then serialised as `+10000-01-01T00:00:00Z` / `-0001-…`, which no RFC 3339
+        // parser reads back: re-ingesting the event failed.
+        let inputs: [&[u8]; 4] = [
+            br#"{"id":"e","type":"campaign.paused","occurred_at":253402300800000,"tenant_id":"t"}"#,
+            br#"{"id":"e","type":"campaign.paused","occurred_at":"9999-12-31T23:59:59-01:00","tenant_id":"t"}"#,
+            br#"{"id":"e","type":"campaign.paused","occurred_at":-62167219200001,"tenant_id":"t"}"#,
+            br#"{"id":"e","type":"campaign.paused","occurred_at":0,"tenant_id":"t","data":{"call_start_time":253402300800000}}"#,
+        ];
+        for input in inputs {
+            let err = parse_event(input).unwrap_err();
+            assert!(err.reason.contains("outside the years 0000 to 9999"), "{err}");
+        }
+        for edge in [json!(253402300799999_i64), json!(-62167219200000_i64), json!("0000-01-01T00:00:00Z")] {
+            let t = parse_timestamp(&edge).expect("edge of the range is accepted");
+            let written = t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            assert_eq!(parse_timestamp(&Value::String(written)).unwrap(), t);
+        }
     }
 }

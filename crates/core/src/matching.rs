@@ -11,9 +11,13 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
     if !webhook.enabled || webhook.tenant_id != event.tenant_id {
         return false;
     }
-    // A webhook never receives hookmesh's operational events about itself: a failing
-    // endpoint subscribed to its own failures would otherwise feed itself forever.
-    if event.event_type.is_operational() && event.data_str("webhook_id").as_deref() == Some(webhook.id.as_str()) {
+    // Operational events (`webhook.*`) go only to webhooks that name them: a catch-all
+    // webhook must not start receiving hookmesh's reports about other webhooks. And a webhook
+    // never receives them about itself: a failing endpoint would otherwise feed itself.
+    if event.event_type.is_operational()
+        && (!webhook.trigger.event_types.contains(&event.event_type)
+            || event.data_str("webhook_id").as_deref() == Some(webhook.id.as_str()))
+    {
         return false;
     }
     let t = &webhook.trigger;
@@ -137,6 +141,9 @@ mod tests {
         let mut e = event(json!({"webhook_id": "w"}));
         e.event_type = EventType::WebhookEndpointFailing;
         assert!(!matches(&webhook(json!({})), &e));
+        assert!(!matches(&webhook(json!({"event_types": ["webhook.endpoint_failing"]})), &e), "not about itself");
+        e.data.insert("webhook_id".into(), json!("other"));
+        assert!(!matches(&webhook(json!({})), &e), "catch-all webhooks do not get operational events");
         e.data.insert("webhook_id".into(), json!("other"));
         assert!(matches(&webhook(json!({"event_types": ["webhook.endpoint_failing"]})), &e));
     }

@@ -1312,7 +1312,7 @@ fn scan_tag_end(src: &str, from: usize, close: &str) -> Option<usize> {
                 }
                 j += 1;
             }
-            _ if src[j..].starts_with(close) => return Some(j),
+            _ if bytes[j..].starts_with(close.as_bytes()) => return Some(j),
             _ => j += 1,
         }
     }
@@ -1340,10 +1340,10 @@ fn find_var_line(src: &str, name: &str) -> Option<usize> {
     let bytes = src.as_bytes();
     let mut i = 0;
     while i + 1 < bytes.len() {
-        let close = match &src[i..i + 2] {
-            "{{" => "}}",
-            "{%" => "%}",
-            "{#" => {
+        let close = match &bytes[i..i + 2] {
+            b"{{" => "}}",
+            b"{%" => "%}",
+            b"{#" => {
                 i = src[i..].find("#}").map_or(bytes.len(), |e| i + e + 2);
                 continue;
             }
@@ -2943,5 +2943,30 @@ mod tests {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<CompiledTemplate>();
         assert_send_sync::<InlineTemplate>();
+    }
+
+    #[test]
+    fn fuzz_regression_non_ascii_inside_tag() {
+        // A non-ASCII character inside `{{ … }}` (here U+FFFD) made the tag scanner slice a
+        // string in the middle of a character and panic.
+        let src = "{\n  \"phone\": {{ ani }},\n  \"name\": \"{{ ani\u{FFFD}first_name }}\"\n}\n";
+        for ct in [ContentType::Json, ContentType::Xml, ContentType::Form, ContentType::Text] {
+            let _ = CompiledTemplate::compile(&text(src), ct);
+        }
+        let e = tokens::sample_event();
+        let body = text("{\"a\": {{ \"é\" ~ ani_first_name }}}");
+        assert_eq!(render_json(&body, &e), json!({"a": "éFreddy"}));
+        let body = text("é: {{ ani_first_name|default('ü') }}");
+        assert_eq!(render(&body, ContentType::Text, &e), "é: Freddy");
+    }
+
+    #[test]
+    fn fuzz_regression_non_ascii_before_unknown_token() {
+        // Locating the line of an unknown token stepped through the source byte by byte and
+        // panicked on the first multi-byte character.
+        let err = compile_err(&text("é\n{{ nope }}"), ContentType::Json);
+        assert_eq!(err.message, "line 2: unknown token `nope`");
+        let err = compile_err(&text("{# ü #}\n日本 {{ ünknown }}"), ContentType::Text);
+        assert_eq!(err.field, "source");
     }
 }

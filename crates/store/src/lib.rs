@@ -17,7 +17,9 @@ pub use redis::RedisStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery, DeliveryStatus};
+use hookmesh_core::health::HealthSample;
 use hookmesh_core::EventType;
 use std::time::Duration;
 
@@ -95,4 +97,57 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>>;
     /// Retries scheduled (claimed or not).
     async fn retry_backlog(&self) -> Result<usize>;
+
+    /// Rate limiting shared by every dispatcher (GCRA with reservations): reserves the next
+    /// send slot of `key` under `per_second` with `burst`, and answers how long to wait for it
+    /// (zero = send now). Every call takes a slot, so callers that wait keep their place and
+    /// never exceed the rate plus the burst in any window.
+    async fn rate_reserve(&self, key: &str, per_second: f64, burst: u32, now: DateTime<Utc>) -> Result<Duration>;
+
+    /// Appends an attempt sample of `endpoint`; samples older than [`HEALTH_WINDOW`] and beyond
+    /// [`HEALTH_SAMPLES`] per endpoint are dropped.
+    async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()>;
+    /// Samples of `endpoint` taken at or after `since`, oldest first.
+    async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>>;
+
+    /// The circuit breaker of `endpoint` (closed when never stored).
+    async fn get_breaker(&self, endpoint: &str) -> Result<Breaker>;
+    async fn put_breaker(&self, endpoint: &str, breaker: &Breaker) -> Result<()>;
+
+    /// Per-call ordering lanes: appends `id` to `lane` (if not already in it) and answers
+    /// whether it is at the head, i.e. may be sent now.
+    async fn lane_push(&self, lane: &str, id: &str) -> Result<bool>;
+    /// Removes `id` from `lane` and answers the new head, which may go next.
+    async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>>;
+}
+
+/// How long endpoint health remembers samples.
+pub const HEALTH_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Most samples kept per endpoint.
+pub const HEALTH_SAMPLES: usize = 20_000;
+
+/// The GCRA emission interval of `per_second`, in ns. Rounded up, so the rate is never
+/// exceeded (in any window, at most `floor(rate) + burst` slots), and kept to the nanosecond
+/// rather than the microsecond, so the spacing is accurate at high rates too (at 3000/s a
+/// whole-µs interval of 333 µs would send 3003 a second). Rates are clamped to ≥ 1e-6/s.
+pub fn gcra_interval_ns(per_second: f64) -> i64 {
+    // Float-to-int `as` saturates, and NaN fails `max` towards the clamp.
+    (1e9 / per_second.max(1e-6)).ceil().max(1.0) as i64
+}
+
+/// How far (ns) the theoretical arrival time may run ahead of `now` before a slot must wait:
+/// `burst` intervals (a burst of 0 counts as 1), saturating instead of overflowing.
+pub fn gcra_tolerance_ns(interval_ns: i64, burst: u32) -> i64 {
+    interval_ns.saturating_mul(i64::from(burst.max(1)))
+}
+
+/// GCRA with reservations, shared by both backends (the Redis script does the same sums on
+/// `(seconds, nanos)` pairs): from the stored theoretical arrival time `tat` (unix ns),
+/// answers the new `tat` and the wait, both in ns.
+pub fn gcra_reserve(tat_ns: Option<i64>, now_ns: i64, per_second: f64, burst: u32) -> (i64, i64) {
+    let interval = gcra_interval_ns(per_second);
+    let tolerance = gcra_tolerance_ns(interval, burst);
+    let tat = tat_ns.unwrap_or(now_ns).max(now_ns).saturating_add(interval);
+    let wait = tat.saturating_sub(now_ns).saturating_sub(tolerance).max(0);
+    (tat, wait)
 }

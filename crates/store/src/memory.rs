@@ -4,9 +4,11 @@
 use crate::{DeliveryQuery, Result, Retention, Store};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery};
+use hookmesh_core::health::HealthSample;
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -15,6 +17,11 @@ pub struct MemoryStore {
     log: Mutex<Log>,
     retries: Mutex<Retries>,
     retention: Retention,
+    /// Rate-limit state: key → theoretical arrival time (unix ns).
+    rates: Mutex<HashMap<String, i64>>,
+    health: Mutex<HashMap<String, VecDeque<HealthSample>>>,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    lanes: Mutex<HashMap<String, VecDeque<String>>>,
 }
 
 #[derive(Default)]
@@ -184,5 +191,74 @@ impl Store for MemoryStore {
 
     async fn retry_backlog(&self) -> Result<usize> {
         Ok(self.retries.lock().by_id.len())
+    }
+
+    async fn rate_reserve(&self, key: &str, per_second: f64, burst: u32, now: DateTime<Utc>) -> Result<Duration> {
+        // Unix ns covers 1677–2262; beyond, the clamp keeps the arithmetic monotonic.
+        let now_ns = now.timestamp_nanos_opt().unwrap_or(if now.timestamp() < 0 { i64::MIN } else { i64::MAX });
+        let mut rates = self.rates.lock();
+        let (tat, wait) = crate::gcra_reserve(rates.get(key).copied(), now_ns, per_second, burst);
+        rates.insert(key.to_string(), tat);
+        Ok(Duration::from_nanos(wait as u64))
+    }
+
+    async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
+        let mut health = self.health.lock();
+        let samples = health.entry(endpoint.to_string()).or_default();
+        // Kept in time order (results arrive when attempts end, not when they started); equal
+        // times keep their recording order.
+        let at = samples.partition_point(|s| s.at <= sample.at);
+        samples.insert(at, *sample);
+        // The window is relative to the newest sample, not to the one just recorded.
+        let newest = samples.back().map_or(sample.at, |s| s.at);
+        let window = chrono::Duration::from_std(crate::HEALTH_WINDOW).unwrap_or(chrono::Duration::MAX);
+        let cutoff = newest.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        while samples.front().is_some_and(|s| s.at < cutoff) || samples.len() > crate::HEALTH_SAMPLES {
+            samples.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {
+        Ok(self
+            .health
+            .lock()
+            .get(endpoint)
+            .map(|s| s.iter().filter(|x| x.at >= since).copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn get_breaker(&self, endpoint: &str) -> Result<Breaker> {
+        Ok(self.breakers.lock().get(endpoint).cloned().unwrap_or_default())
+    }
+
+    async fn put_breaker(&self, endpoint: &str, breaker: &Breaker) -> Result<()> {
+        let mut breakers = self.breakers.lock();
+        if *breaker == Breaker::default() {
+            breakers.remove(endpoint);
+        } else {
+            breakers.insert(endpoint.to_string(), breaker.clone());
+        }
+        Ok(())
+    }
+
+    async fn lane_push(&self, lane: &str, id: &str) -> Result<bool> {
+        let mut lanes = self.lanes.lock();
+        let q = lanes.entry(lane.to_string()).or_default();
+        if !q.iter().any(|x| x == id) {
+            q.push_back(id.to_string());
+        }
+        Ok(q.front().map(String::as_str) == Some(id))
+    }
+
+    async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>> {
+        let mut lanes = self.lanes.lock();
+        let Some(q) = lanes.get_mut(lane) else { return Ok(None) };
+        q.retain(|x| x != id);
+        let head = q.front().cloned();
+        if q.is_empty() {
+            lanes.remove(lane);
+        }
+        Ok(head)
     }
 }

@@ -18,6 +18,10 @@
 //! | `{p}:idx:wh:{webhook_id}` | sorted set | the webhook's delivery ids scored by `created` |
 //! | `{p}:idx:t:{tenant_id}` | sorted set | the tenant's delivery ids scored by `created` |
 //! | `{p}:retries` | sorted set | scheduled retries (delivery ids) scored by due unix ms |
+//! | `{p}:rl:{key}` | string | rate limit: theoretical arrival time, unix `seconds.nanos` |
+//! | `{p}:h:{endpoint}` | sorted set | health samples scored by unix ms; member `{at, fixed width}\|{unique}\|{json}` |
+//! | `{p}:cb:{endpoint}` | string | circuit breaker JSON, only while it is not closed |
+//! | `{p}:lane:{lane}` | list | a per-call lane's delivery ids, head first |
 //!
 //! # What it guarantees, and how
 //! - `created`, `created_at`, `webhook` and `tenant` are written with `HSETNX` / only when the
@@ -44,7 +48,9 @@
 use crate::{DeliveryQuery, Result, Retention, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery};
+use hookmesh_core::health::HealthSample;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use std::collections::HashSet;
@@ -139,6 +145,50 @@ end
 return ids
 "#;
 
+/// GCRA with reservations (see `crate::gcra_reserve`, the same arithmetic, to the ns): KEYS[1]
+/// the theoretical arrival time as `seconds.nanos` (unix; Lua numbers are doubles, exact only
+/// to 2^53, so unix ns cannot be one number); ARGV 1 now seconds, 2 now nanos, 3 interval ns,
+/// 4 tolerance ns; answers the wait in ns (exact while the queue is shorter than 104 days).
+const RATE_SCRIPT: &str = r#"
+local now_s, now_n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, tolerance = tonumber(ARGV[3]), tonumber(ARGV[4])
+local tat_s, tat_n = now_s, now_n
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local s, n = string.match(stored, '^(-?%d+)%.(%d+)$')
+  s, n = tonumber(s), tonumber(n)
+  if s and n and (s > now_s or (s == now_s and n > now_n)) then tat_s, tat_n = s, n end
+end
+tat_n = tat_n + interval
+tat_s = tat_s + math.floor(tat_n / 1e9)
+tat_n = tat_n % 1e9
+local ahead = (tat_s - now_s) * 1e9 + (tat_n - now_n)
+redis.call('SET', KEYS[1], string.format('%d.%09d', tat_s, tat_n), 'PX', string.format('%d', math.floor(ahead / 1e6) + 60000))
+local wait = ahead - tolerance
+if wait < 0 then wait = 0 end
+if wait > 9e18 then wait = 9e18 end
+return wait
+"#;
+
+/// Health sample append: KEYS[1] the endpoint's samples; ARGV 1 score (unix ms), 2 member,
+/// 3 window ms, 4 most samples, 5 ttl ms. The window is relative to the newest sample kept.
+const HEALTH_SCRIPT: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local cutoff = tonumber(newest[2]) - tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', cutoff))
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"#;
+
+/// Per-call lane push: KEYS[1] the lane list, ARGV[1] the delivery id; answers 1 at the head.
+const LANE_PUSH_SCRIPT: &str = r#"
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then return 1 else return 0 end
+"#;
+
 /// The store's keys, one constructor per kind, so the layout lives in one place.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -167,6 +217,18 @@ impl Keys {
     fn retries(&self) -> String {
         format!("{}:retries", self.prefix)
     }
+    fn rate(&self, key: &str) -> String {
+        format!("{}:rl:{key}", self.prefix)
+    }
+    fn health(&self, endpoint: &str) -> String {
+        format!("{}:h:{endpoint}", self.prefix)
+    }
+    fn breaker(&self, endpoint: &str) -> String {
+        format!("{}:cb:{endpoint}", self.prefix)
+    }
+    fn lane(&self, lane: &str) -> String {
+        format!("{}:lane:{lane}", self.prefix)
+    }
 }
 
 /// The delivery log, dedup marks and retry schedule in Redis; see the module doc.
@@ -178,6 +240,9 @@ pub struct RedisStore {
     put_script: Script,
     attempt_script: Script,
     claim_script: Script,
+    rate_script: Script,
+    health_script: Script,
+    lane_push_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -202,6 +267,9 @@ impl RedisStore {
             put_script: Script::new(PUT_SCRIPT),
             attempt_script: Script::new(ATTEMPT_SCRIPT),
             claim_script: Script::new(CLAIM_SCRIPT),
+            rate_script: Script::new(RATE_SCRIPT),
+            health_script: Script::new(HEALTH_SCRIPT),
+            lane_push_script: Script::new(LANE_PUSH_SCRIPT),
         })
     }
 
@@ -472,6 +540,139 @@ impl Store for RedisStore {
             .await
             .map_err(backend("retry_backlog"))
     }
+
+    async fn rate_reserve(&self, key: &str, per_second: f64, burst: u32, now: DateTime<Utc>) -> Result<Duration> {
+        let interval = crate::gcra_interval_ns(per_second);
+        // A leap second's nanos run past 1e9: carry them, so (seconds, nanos) compare in order.
+        let (mut now_s, mut now_n) = (now.timestamp(), i64::from(now.timestamp_subsec_nanos()));
+        if now_n >= 1_000_000_000 {
+            (now_s, now_n) = (now_s + 1, now_n - 1_000_000_000);
+        }
+        let wait: i64 = self
+            .rate_script
+            .key(self.keys.rate(key))
+            .arg(now_s)
+            .arg(now_n)
+            .arg(interval)
+            .arg(crate::gcra_tolerance_ns(interval, burst))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("rate_reserve"))?;
+        Ok(Duration::from_nanos(wait.max(0) as u64))
+    }
+
+    async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
+        let key = self.keys.health(endpoint);
+        let json = serde_json::to_string(sample).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Scores are whole ms; within one ms members order by their text, so the member starts
+        // with the exact time, fixed width (the JSON's RFC 3339 drops trailing zero digits and
+        // would put 12.123456 before 12.123), then a suffix that keeps two identical samples two
+        // attempts and, within one process, equal times in recording order.
+        let member = format!("{}|{}|{json}", sample.at.format("%Y-%m-%dT%H:%M:%S%.9f"), uuid_like());
+        self.health_script
+            .key(key)
+            .arg(floor_ms(sample.at))
+            .arg(member)
+            .arg(i64::try_from(crate::HEALTH_WINDOW.as_millis()).unwrap_or(i64::MAX))
+            .arg(crate::HEALTH_SAMPLES)
+            .arg(crate::HEALTH_WINDOW.as_millis() as i64 + 3_600_000)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(backend("record_health"))?;
+        Ok(())
+    }
+
+    async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.health(endpoint))
+            .arg(floor_ms(since))
+            .arg("+inf")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("health_samples"))?;
+        members
+            .iter()
+            .map(|m| {
+                let json = m.splitn(3, '|').nth(2).unwrap_or(m.as_str());
+                serde_json::from_str::<HealthSample>(json)
+                    .map_err(|e| StoreError::Corrupt(format!("health sample: {e}")))
+            })
+            .filter(|s| s.as_ref().map_or(true, |s| s.at >= since))
+            .collect()
+    }
+
+    async fn get_breaker(&self, endpoint: &str) -> Result<Breaker> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.keys.breaker(endpoint))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("get_breaker"))?;
+        match raw {
+            Some(j) => serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("breaker: {e}"))),
+            None => Ok(Breaker::default()),
+        }
+    }
+
+    async fn put_breaker(&self, endpoint: &str, breaker: &Breaker) -> Result<()> {
+        let key = self.keys.breaker(endpoint);
+        let mut conn = self.conn.clone();
+        if *breaker == Breaker::default() {
+            redis::cmd("DEL").arg(key).query_async::<()>(&mut conn).await.map_err(backend("put_breaker"))
+        } else {
+            let json = serde_json::to_string(breaker).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // A breaker nobody touched for a week is forgotten.
+            redis::cmd("SET")
+                .arg(key)
+                .arg(json)
+                .arg("EX")
+                .arg(7 * 24 * 3600)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(backend("put_breaker"))
+        }
+    }
+
+    async fn lane_push(&self, lane: &str, id: &str) -> Result<bool> {
+        let head: i64 = self
+            .lane_push_script
+            .key(self.keys.lane(lane))
+            .arg(id)
+            .arg(self.max_age_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("lane_push"))?;
+        Ok(head == 1)
+    }
+
+    async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>> {
+        let key = self.keys.lane(lane);
+        let (_, head): ((), Option<String>) = redis::pipe()
+            .cmd("LREM")
+            .arg(&key)
+            .arg(0)
+            .arg(id)
+            .ignore()
+            .cmd("LINDEX")
+            .arg(&key)
+            .arg(0)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map(|(h,): (Option<String>,)| ((), h))
+            .map_err(backend("lane_pop"))?;
+        Ok(head)
+    }
+}
+
+/// A suffix for set members that must not collapse: a fixed-width counter (so one process's
+/// members sort in creation order), then the process id and start time (so processes with one
+/// pid, as in containers, still differ).
+fn uuid_like() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = *START
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{n:016x}-{:x}-{start:x}", std::process::id())
 }
 
 #[cfg(test)]

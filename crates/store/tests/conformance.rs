@@ -6,10 +6,14 @@
 //! rather than sleeping a fixed time.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use hookmesh_core::breaker::{Breaker, CircuitState};
 use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, ErrorClass, RenderedRequest};
+use hookmesh_core::health::HealthSample;
 use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
 use hookmesh_core::EventType;
-use hookmesh_store::{DeliveryQuery, MemoryStore, RedisStore, Retention, Store, StoreError};
+use hookmesh_store::{
+    DeliveryQuery, MemoryStore, RedisStore, Retention, Store, StoreError, HEALTH_SAMPLES, HEALTH_WINDOW,
+};
 use hookmesh_testkit::redis::RedisServer;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -75,6 +79,19 @@ conformance! {
     cancel_removes_a_retry;
     concurrent_claimers_never_share_an_id;
     retry_backlog_counts_scheduled_and_claimed;
+    rate_reserve_spaces_slots_at_the_rate_after_the_burst;
+    rate_reserve_burst_comes_back_with_time;
+    rate_reserve_keys_are_independent;
+    concurrent_reservations_take_distinct_slots;
+    rate_reserve_survives_extreme_limits;
+    lane_sends_one_at_a_time_in_push_order;
+    lanes_are_independent_and_repushed_ids_go_last;
+    concurrent_lane_pushes_elect_one_head;
+    breaker_round_trips_and_defaults_to_closed;
+    health_samples_come_back_oldest_first;
+    health_forgets_samples_older_than_the_window;
+    identical_health_samples_are_distinct_attempts;
+    health_keeps_at_most_health_samples;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,6 +626,339 @@ async fn retry_backlog_counts_scheduled_and_claimed(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rate limiting (GCRA with reservations)
+
+/// A fixed instant with sub-microsecond digits: nothing may depend on `now` being round.
+fn rate_now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_900_000_000, 123_456_789).expect("representable")
+}
+
+/// `n` reservations of `key`, one after another, all at `now`.
+async fn reserve_n(
+    store: &Arc<dyn Store>,
+    key: &str,
+    per_second: f64,
+    burst: u32,
+    now: DateTime<Utc>,
+    n: usize,
+) -> Vec<Duration> {
+    let mut waits = Vec::with_capacity(n);
+    for _ in 0..n {
+        waits.push(store.rate_reserve(key, per_second, burst, now).await.expect("reserve a slot"));
+    }
+    waits
+}
+
+/// The ideal wait of the `k`-th (from 1) reservation made at one instant, in ns: the burst goes
+/// at once, then one slot every 1/rate.
+fn ideal_wait_ns(k: usize, per_second: f64, burst: u32) -> f64 {
+    k.saturating_sub(burst as usize) as f64 * 1e9 / per_second
+}
+
+fn zeros(n: usize) -> Vec<Duration> {
+    vec![Duration::ZERO; n]
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Most sends of `times` (sorted) in any closed one-second window.
+fn busiest_second(times: &[DateTime<Utc>]) -> usize {
+    let mut best = 0;
+    let mut end = 0;
+    for (start, t) in times.iter().enumerate() {
+        while end < times.len() && times[end] <= *t + secs(1) {
+            end += 1;
+        }
+        best = best.max(end - start);
+    }
+    best
+}
+
+async fn rate_reserve_spaces_slots_at_the_rate_after_the_burst(store: Arc<dyn Store>) {
+    let now = rate_now();
+    // (per second, burst, reservations): whole and fractional rates, rates whose interval is
+    // no whole number of microseconds, and a queue longer than a second at a high rate.
+    let cases = [(10.0, 5, 40), (3.0, 2, 30), (7.0, 1, 50), (2.5, 4, 25), (0.5, 2, 8), (3000.0, 10, 3_100)];
+    for (per_second, burst, n) in cases {
+        let key = format!("ep-{per_second}-{burst}");
+        let waits = reserve_n(&store, &key, per_second, burst, now, n).await;
+        assert_eq!(waits[..burst as usize], zeros(burst as usize), "{key}: the burst goes at once");
+        for (i, wait) in waits.iter().enumerate() {
+            let k = i + 1;
+            let ideal = ideal_wait_ns(k, per_second, burst);
+            // Within 1 µs, plus at most 1 ns per queued slot (the interval is kept to the ns).
+            let slack = 1_000.0 + k.saturating_sub(burst as usize) as f64;
+            let got = wait.as_nanos() as f64;
+            assert!((got - ideal).abs() <= slack, "{key}: wait {k} is {wait:?}, ideally {ideal} ns");
+        }
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{key}: waits never shrink");
+        // Senders that each wait their slot: no one-second window sees more than rate + burst.
+        let sends: Vec<DateTime<Utc>> = waits.iter().map(|w| now + TimeDelta::from_std(*w).unwrap()).collect();
+        let busiest = busiest_second(&sends);
+        assert!(
+            busiest as f64 <= per_second + f64::from(burst),
+            "{key}: {busiest} sends in one second exceed {per_second}/s + burst {burst}"
+        );
+        if n as f64 >= per_second + f64::from(burst) {
+            let limit = (per_second + f64::from(burst)).floor() as usize;
+            assert!(busiest + 1 >= limit, "{key}: {busiest} sends in the busiest second undercut the rate");
+        }
+    }
+}
+
+async fn rate_reserve_burst_comes_back_with_time(store: Arc<dyn Store>) {
+    let now = rate_now();
+    let waits = reserve_n(&store, "ep", 10.0, 5, now, 40).await;
+    assert_eq!(waits[..6], [zeros(5), vec![millis(100)]].concat());
+    assert_eq!(waits[39], millis(3500));
+    // Ten seconds later the queue has drained: the whole burst is back, then the rate again.
+    let later = reserve_n(&store, "ep", 10.0, 5, now + secs(10), 7).await;
+    assert_eq!(later, [zeros(5), vec![millis(100), millis(200)]].concat());
+
+    // Time gives back one slot per interval: 200 ms after the burst was spent, two slots.
+    reserve_n(&store, "ep-partial", 10.0, 5, now, 5).await;
+    let partial = reserve_n(&store, "ep-partial", 10.0, 5, now + TimeDelta::milliseconds(200), 4).await;
+    assert_eq!(partial, [zeros(2), vec![millis(100), millis(200)]].concat());
+}
+
+async fn rate_reserve_keys_are_independent(store: Arc<dyn Store>) {
+    let now = rate_now();
+    assert_eq!(reserve_n(&store, "ep-a", 1.0, 2, now, 4).await, [zeros(2), vec![millis(1000), millis(2000)]].concat());
+    assert_eq!(reserve_n(&store, "ep-b", 1.0, 2, now, 3).await, [zeros(2), vec![millis(1000)]].concat());
+    assert_eq!(reserve_n(&store, "ep-c", 4.0, 1, now, 2).await, [zeros(1), vec![millis(250)]].concat());
+    assert_eq!(reserve_n(&store, "ep-a", 1.0, 2, now, 1).await, [millis(3000)], "others took none of ep-a's slots");
+}
+
+async fn concurrent_reservations_take_distinct_slots(store: Arc<dyn Store>) {
+    let now = rate_now();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.rate_reserve("shared", 10.0, 1, now).await.unwrap() })
+        })
+        .collect();
+    let mut waits = Vec::new();
+    for task in tasks {
+        waits.push(task.await.unwrap());
+    }
+    let distinct: HashSet<Duration> = waits.iter().copied().collect();
+    assert_eq!(distinct.len(), 20, "two dispatchers were given one slot: {waits:?}");
+    waits.sort();
+    assert_eq!(waits, (0..20).map(|k| millis(100 * k)).collect::<Vec<_>>(), "the slots are the next twenty");
+}
+
+async fn rate_reserve_survives_extreme_limits(store: Arc<dyn Store>) {
+    let now = rate_now();
+    // A huge burst at a tiny (valid) rate: the tolerance must not overflow into a wait.
+    assert_eq!(reserve_n(&store, "slow", 0.00001, u32::MAX, now, 3).await, zeros(3));
+    // The fastest valid rate: 10 µs apart.
+    let fast = reserve_n(&store, "fast", 100_000.0, 1, now, 4).await;
+    assert_eq!(fast, (0..4).map(|k| Duration::from_micros(10 * k)).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-call ordering lanes
+
+async fn lane_sends_one_at_a_time_in_push_order(store: Arc<dyn Store>) {
+    assert!(store.lane_push("call-1", "a").await.unwrap(), "the first id is the head");
+    assert!(!store.lane_push("call-1", "b").await.unwrap());
+    assert!(!store.lane_push("call-1", "c").await.unwrap());
+    assert!(store.lane_push("call-1", "a").await.unwrap(), "pushing the head again: still the head");
+    assert!(!store.lane_push("call-1", "b").await.unwrap(), "pushing again does not move an id");
+
+    assert_eq!(store.lane_pop("call-1", "a").await.unwrap().as_deref(), Some("b"), "a done: b goes next");
+    assert_eq!(store.lane_pop("call-1", "c").await.unwrap().as_deref(), Some("b"), "c dropped: b is still next");
+    assert_eq!(store.lane_pop("call-1", "b").await.unwrap(), None, "a was not duplicated: the lane is empty");
+    assert!(store.lane_push("call-1", "d").await.unwrap(), "an emptied lane takes a new head");
+    assert_eq!(store.lane_pop("call-1", "d").await.unwrap(), None);
+    assert_eq!(store.lane_pop("never", "x").await.unwrap(), None, "an unknown lane has no head");
+}
+
+async fn lanes_are_independent_and_repushed_ids_go_last(store: Arc<dyn Store>) {
+    assert!(store.lane_push("call-1", "a").await.unwrap());
+    assert!(store.lane_push("call-2", "x").await.unwrap(), "another call's lane has its own head");
+    assert!(!store.lane_push("call-1", "b").await.unwrap());
+    assert!(store.lane_push("call-3", "b").await.unwrap(), "one id may be in two lanes");
+    assert_eq!(store.lane_pop("call-2", "x").await.unwrap(), None);
+    assert!(!store.lane_push("call-1", "c").await.unwrap(), "popping call-2 left call-1 alone");
+
+    // a is done, then comes back (a new event with the same id): it waits behind b and c.
+    assert_eq!(store.lane_pop("call-1", "a").await.unwrap().as_deref(), Some("b"));
+    assert!(!store.lane_push("call-1", "a").await.unwrap(), "a popped id pushed again goes to the tail");
+    assert_eq!(store.lane_pop("call-1", "b").await.unwrap().as_deref(), Some("c"));
+    assert_eq!(store.lane_pop("call-1", "c").await.unwrap().as_deref(), Some("a"));
+    assert_eq!(store.lane_pop("call-1", "a").await.unwrap(), None);
+    assert_eq!(store.lane_pop("call-3", "b").await.unwrap(), None);
+}
+
+async fn concurrent_lane_pushes_elect_one_head(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { (format!("e{i:02}"), store.lane_push("call-c", &format!("e{i:02}")).await.unwrap()) },
+            )
+        })
+        .collect();
+    let mut heads = Vec::new();
+    for task in tasks {
+        let (id, head) = task.await.unwrap();
+        if head {
+            heads.push(id);
+        }
+    }
+    assert_eq!(heads.len(), 1, "exactly one of 20 concurrent pushes may go: {heads:?}");
+    // Handing the lane on visits every id exactly once.
+    let mut order = vec![heads[0].clone()];
+    while let Some(next) = store.lane_pop("call-c", order.last().unwrap()).await.unwrap() {
+        assert!(!order.contains(&next), "{next} came twice");
+        order.push(next);
+    }
+    let all: HashSet<String> = (0..20).map(|i| format!("e{i:02}")).collect();
+    assert_eq!(order.iter().cloned().collect::<HashSet<_>>(), all);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Circuit breakers
+
+async fn breaker_round_trips_and_defaults_to_closed(store: Arc<dyn Store>) {
+    assert_eq!(store.get_breaker("ep-unknown").await.unwrap(), Breaker::default());
+    assert_eq!(store.get_breaker("ep-unknown").await.unwrap().state, CircuitState::Closed);
+
+    let at = rate_now();
+    let open = Breaker {
+        state: CircuitState::Open,
+        consecutive_failures: 7,
+        failing_since: Some(at - secs(90)),
+        opened_at: Some(at),
+        probe_started_at: None,
+    };
+    store.put_breaker("ep-1", &open).await.unwrap();
+    assert_eq!(store.get_breaker("ep-1").await.unwrap(), open);
+    assert_eq!(store.get_breaker("ep-2").await.unwrap(), Breaker::default(), "endpoints are independent");
+
+    let half_open = Breaker { state: CircuitState::HalfOpen, probe_started_at: Some(at + secs(30)), ..open.clone() };
+    store.put_breaker("ep-1", &half_open).await.unwrap();
+    assert_eq!(store.get_breaker("ep-1").await.unwrap(), half_open, "a put replaces the breaker");
+
+    store.put_breaker("ep-1", &Breaker::default()).await.unwrap();
+    assert_eq!(store.get_breaker("ep-1").await.unwrap(), Breaker::default(), "closed again");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint health
+
+fn sample(at: DateTime<Utc>, duration_ms: u64, status: u16, success: bool) -> HealthSample {
+    HealthSample { at, duration_ms, status, success }
+}
+
+fn window() -> TimeDelta {
+    TimeDelta::from_std(HEALTH_WINDOW).unwrap()
+}
+
+async fn samples_since(store: &Arc<dyn Store>, endpoint: &str, since: DateTime<Utc>) -> Vec<HealthSample> {
+    store.health_samples(endpoint, since).await.expect("read health samples")
+}
+
+async fn record_all(store: &Arc<dyn Store>, endpoint: &str, samples: &[HealthSample]) {
+    for s in samples {
+        store.record_health(endpoint, s).await.expect("record a health sample");
+    }
+}
+
+async fn health_samples_come_back_oldest_first(store: Arc<dyn Store>) {
+    let t = rate_now();
+    let ms = TimeDelta::milliseconds;
+    // A whole millisecond, and 456 µs into it: the order must not come from how they print.
+    let p = t - secs(1) - TimeDelta::nanoseconds(456_789);
+    let samples = [
+        sample(t - secs(3600), 120, 200, true),
+        sample(t - secs(600), 10_000, 0, false),
+        sample(t - secs(60), 35, 503, false),
+        sample(p, 9, 204, true),
+        sample(p + TimeDelta::microseconds(456), 8, 200, true),
+        sample(t - ms(1), 250, 410, false),
+        sample(t, 42, 201, true),
+    ];
+    // Recorded when the attempts ended: not in the order they started.
+    let recorded = [1, 0, 2, 4, 3, 6, 5];
+    let shuffled: Vec<HealthSample> = recorded.iter().map(|&i| samples[i]).collect();
+    record_all(&store, "ep-1", &shuffled).await;
+
+    let since = |at| samples_since(&store, "ep-1", at);
+    assert_eq!(since(t - secs(7200)).await, samples, "every sample, oldest first, as recorded");
+    assert_eq!(since(t - secs(600)).await, samples[1..], "since is inclusive");
+    assert_eq!(since(t - secs(600) + TimeDelta::nanoseconds(1)).await, samples[2..]);
+    assert_eq!(since(p + TimeDelta::nanoseconds(1)).await, samples[4..], "to the nanosecond");
+    assert_eq!(since(p + TimeDelta::nanoseconds(456_001)).await, samples[5..]);
+    assert_eq!(since(t).await, samples[6..]);
+    assert_eq!(since(t + ms(1)).await, Vec::<HealthSample>::new());
+}
+
+async fn health_forgets_samples_older_than_the_window(store: Arc<dyn Store>) {
+    let t = rate_now();
+    let ms = TimeDelta::milliseconds;
+    let edge = sample(t - window(), 11, 200, true);
+    record_all(
+        &store,
+        "ep-1",
+        &[sample(t - window() - ms(1), 10, 500, false), edge, sample(t - secs(3600), 12, 200, true)],
+    )
+    .await;
+    let newest = sample(t, 13, 200, true);
+    record_all(&store, "ep-1", &[newest]).await;
+    let all = || samples_since(&store, "ep-1", t - secs(10 * 86_400));
+    assert_eq!(all().await, [edge, sample(t - secs(3600), 12, 200, true), newest], "one window kept");
+
+    // A late result of an attempt older than the window (relative to the newest) is not kept;
+    // a late result within it takes its place in time.
+    let late = sample(t - secs(1800), 14, 502, false);
+    record_all(&store, "ep-1", &[late, sample(t - window() - secs(3600), 15, 500, false)]).await;
+    assert_eq!(all().await, [edge, sample(t - secs(3600), 12, 200, true), late, newest]);
+
+    // The window moves with the newest sample.
+    let next = sample(t + window() - secs(3599), 16, 200, true);
+    record_all(&store, "ep-1", &[next]).await;
+    assert_eq!(all().await, [late, newest, next]);
+}
+
+async fn identical_health_samples_are_distinct_attempts(store: Arc<dyn Store>) {
+    let t = rate_now();
+    let s = sample(t, 100, 500, false);
+    record_all(&store, "ep-1", &[s, s, s]).await;
+    record_all(&store, "ep-2", &[s]).await;
+    record_all(&store, "ep-3", &[sample(t - secs(5), 7, 200, true)]).await;
+    assert_eq!(store.health_samples("ep-1", t - secs(60)).await.unwrap(), [s, s, s]);
+    assert_eq!(store.health_samples("ep-2", t - secs(60)).await.unwrap(), [s], "endpoints are independent");
+    assert_eq!(store.health_samples("ep-3", t - secs(60)).await.unwrap(), [sample(t - secs(5), 7, 200, true)]);
+    assert_eq!(store.health_samples("ep-none", t - secs(60)).await.unwrap(), Vec::<HealthSample>::new());
+}
+
+async fn health_keeps_at_most_health_samples(store: Arc<dyn Store>) {
+    let t = rate_now();
+    let extra = 10;
+    let all: Vec<HealthSample> = (0..HEALTH_SAMPLES + extra)
+        .map(|i| sample(t + TimeDelta::milliseconds(i as i64), i as u64, 200, true))
+        .collect();
+    // Four recorders at once, as several dispatchers would.
+    let tasks: Vec<_> = all
+        .chunks(all.len().div_ceil(4))
+        .map(|chunk| {
+            let (store, chunk) = (store.clone(), chunk.to_vec());
+            tokio::spawn(async move { record_all(&store, "ep-busy", &chunk).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let kept = store.health_samples("ep-busy", t - secs(1)).await.unwrap();
+    assert_eq!(kept.len(), HEALTH_SAMPLES);
+    assert!(kept == all[extra..], "the oldest {extra} were dropped, the rest kept in order");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Redis only: what the key layout promises and how errors surface.
 
 mod redis_layout {
@@ -688,5 +1038,28 @@ mod redis_layout {
         }
         let _: () = raw.hset("hm:d:msg_bad", "json", "{not json").await.unwrap();
         assert!(matches!(store.get_delivery("msg_bad").await, Err(StoreError::Corrupt(_))));
+    }
+
+    #[tokio::test]
+    async fn a_closed_breaker_leaves_no_key() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let open = Breaker {
+            state: CircuitState::Open,
+            consecutive_failures: 5,
+            opened_at: Some(now_ms()),
+            ..Default::default()
+        };
+        store.put_breaker("ep-1", &open).await.unwrap();
+        assert!(raw.exists::<_, bool>("hm:cb:ep-1").await.unwrap());
+        let ttl: i64 = raw.ttl("hm:cb:ep-1").await.unwrap();
+        assert!(ttl > 0, "an open breaker nobody touches is forgotten in time (ttl {ttl})");
+        store.put_breaker("ep-1", &Breaker::default()).await.unwrap();
+        assert!(!raw.exists::<_, bool>("hm:cb:ep-1").await.unwrap(), "a closed breaker is no key");
+        assert_eq!(store.get_breaker("ep-1").await.unwrap(), Breaker::default());
+        let keys: Vec<String> = raw.keys("hm:*").await.unwrap();
+        assert_eq!(keys, Vec::<String>::new());
     }
 }

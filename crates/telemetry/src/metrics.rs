@@ -11,6 +11,8 @@
 //! | `hookmesh_delivery_latency_seconds` | histogram | first trigger → successful delivery |
 //! | `hookmesh_response_time_seconds` | histogram | receiver response time per attempt |
 //! | `hookmesh_requests_in_flight` | gauge | |
+//! | `hookmesh_deliveries_deferred_total` | counter | |
+//! | `hookmesh_operational_events_total` | counter | `event_type` = webhook.attempt_exhausted, … |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -47,6 +49,13 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     pub response_time: Histogram,
     pub in_flight: Gauge,
+    pub deferred: Counter,
+    pub operational_events: Family<EventLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event_type: &'static str,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -66,6 +75,8 @@ impl Metrics {
             delivery_latency: Histogram::new(buckets()),
             response_time: Histogram::new(buckets()),
             in_flight: Gauge::default(),
+            deferred: Counter::default(),
+            operational_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register("events_ingested", "Events received by ingest, by outcome", m.events_ingested.clone());
@@ -77,6 +88,12 @@ impl Metrics {
         registry.register("delivery_latency_seconds", "First trigger to successful delivery", m.delivery_latency.clone());
         registry.register("response_time_seconds", "Receiver response time per attempt", m.response_time.clone());
         registry.register("requests_in_flight", "HTTP requests currently in flight", m.in_flight.clone());
+        registry.register(
+            "deliveries_deferred",
+            "Deliveries rescheduled without an attempt (circuit open, rate limit, endpoint busy)",
+            m.deferred.clone(),
+        );
+        registry.register("operational_events", "Operational webhook.* events emitted", m.operational_events.clone());
         Metrics { registry, ..m }
     }
 
@@ -92,6 +109,10 @@ impl Metrics {
 
     pub fn attempt(&self, outcome: &'static str, class: &'static str) {
         self.attempts.get_or_create(&AttemptLabels { outcome, class }).inc();
+    }
+
+    pub fn operational_event(&self, event_type: &'static str) {
+        self.operational_events.get_or_create(&EventLabel { event_type }).inc();
     }
 
     pub fn completed(&self, status: &'static str) {

@@ -13,24 +13,34 @@ pub fn json(out: &str, what: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{what}: output is not JSON ({e}):\n{out}"))
 }
 
-/// JSON equality where floats may differ in their last bits (serde_json's default float
-/// parsing is best-effort, so a text → f64 → text → f64 trip can move one ulp).
+/// JSON equality where floats may differ in their last bit: serde_json's default float
+/// parsing is best-effort (the exact one is its `float_roundtrip` feature, which the workspace
+/// does not enable), so text → f64 → text → f64 can move a float by one ulp.
 pub fn json_eq_loose(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            if x == y {
-                return true;
-            }
-            match (x.as_f64(), y.as_f64()) {
-                (Some(p), Some(q)) => p == q || ((p - q).abs() <= f64::EPSILON * 4.0 * p.abs().max(q.abs())),
-                _ => false,
-            }
+            x == y
+                || match (x.as_f64(), y.as_f64()) {
+                    (Some(p), Some(q)) if x.is_f64() || y.is_f64() => ulps(p, q) <= 1,
+                    _ => false,
+                }
         }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq_loose(p, q)),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq_loose(v, w)))
         }
         _ => a == b,
+    }
+}
+
+/// Distance in units in the last place between two finite floats of the same sign.
+fn ulps(p: f64, q: f64) -> u64 {
+    if p == q {
+        0
+    } else if p.is_sign_negative() != q.is_sign_negative() || !p.is_finite() || !q.is_finite() {
+        u64::MAX
+    } else {
+        p.to_bits().abs_diff(q.to_bits())
     }
 }
 

@@ -18,10 +18,21 @@ pub mod ssrf;
 use bytes::Bytes;
 use chrono::Utc;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::stage::{run_consumer, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
-use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, ErrorClass, RenderedRequest};
+use chrono::DateTime;
+use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
+use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, RenderedRequest};
+use hookmesh_core::event::{operational_event, EventType};
+use hookmesh_core::health::HealthSample;
+use hookmesh_core::webhook::Ordering;
+use hookmesh_store::DeliveryQuery;
+use parking_lot::Mutex;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use tokio::sync::OwnedSemaphorePermit;
 use hookmesh_core::retry::{decide, Decision};
 use hookmesh_core::signing::secret_key;
 use hookmesh_core::webhook::Webhook;
@@ -45,6 +56,10 @@ pub struct DispatcherConfig {
     pub retry_lease: Duration,
     /// Which receiver addresses may be reached (SSRF guard).
     pub address_policy: Arc<ssrf::AddressPolicy>,
+    /// Requests in flight per endpoint in this process, unless the webhook sets
+    /// `max_concurrency`.
+    pub endpoint_concurrency: u32,
+    pub breaker: BreakerPolicy,
 }
 
 impl Default for DispatcherConfig {
@@ -54,6 +69,8 @@ impl Default for DispatcherConfig {
             retry_poll: Duration::from_millis(100),
             retry_lease: Duration::from_secs(300),
             address_policy: Arc::default(),
+            endpoint_concurrency: 64,
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -66,6 +83,45 @@ pub struct Dispatcher {
     pub registry: Arc<ConfigView>,
     pub client: reqwest::Client,
     pub config: DispatcherConfig,
+    endpoints: Arc<Mutex<HashMap<String, Arc<EndpointLocal>>>>,
+}
+
+/// What the gate says about sending now.
+enum Gate {
+    Go(Option<OwnedSemaphorePermit>),
+    Wait(Duration),
+}
+
+/// One endpoint as this process sees it.
+struct EndpointLocal {
+    limit: u32,
+    permits: Arc<Semaphore>,
+    /// Moving average of response times, in ms (for spacing out busy-endpoint waits).
+    avg_ms: AtomicU64,
+}
+
+impl EndpointLocal {
+    fn new(limit: u32) -> Self {
+        EndpointLocal { limit, permits: Arc::new(Semaphore::new(limit as usize)), avg_ms: AtomicU64::new(100) }
+    }
+
+    fn observe(&self, ms: u64) {
+        let old = self.avg_ms.load(AtomicOrdering::Relaxed);
+        self.avg_ms.store((old * 7 + ms) / 8, AtomicOrdering::Relaxed);
+    }
+
+    /// How long a delivery waits when the endpoint is at its concurrency: about one response
+    /// time, jittered, so a backlog drains at the endpoint's pace without polling hot.
+    fn busy_wait(&self) -> Duration {
+        let base = self.avg_ms.load(AtomicOrdering::Relaxed).clamp(20, 5_000) as f64;
+        Duration::from_millis((base * (0.5 + rand::random::<f64>())) as u64)
+    }
+}
+
+/// The lane of a `per_call` webhook's delivery: one call of one webhook.
+fn lane_of(d: &Delivery) -> Option<String> {
+    (d.request.policy.ordering == Ordering::PerCall)
+        .then(|| format!("{}/{}", d.webhook_id, d.call_id.as_deref().unwrap_or(&d.event_id)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +139,23 @@ pub fn signing_keys(webhook: &Webhook) -> Vec<Vec<u8>> {
 
 impl Dispatcher {
     pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn Store>, topics: Topics, registry: Arc<ConfigView>, config: DispatcherConfig) -> Self {
-        Dispatcher { bus, store, topics, registry, client: client::build_client(config.address_policy.clone()), config }
+        Dispatcher {
+            bus,
+            store,
+            topics,
+            registry,
+            client: client::build_client(config.address_policy.clone()),
+            config,
+            endpoints: Arc::default(),
+        }
     }
 
-    /// Handles a request from `hookmesh.requests`.
-    pub async fn deliver_new(&self, request: RenderedRequest) -> Result<(), DispatchError> {
+    /// Handles a request from `hookmesh.requests`. `order` is released once the delivery is
+    /// recorded (and queued in its call's lane), so later records of the same key may start
+    /// while this one's HTTP attempt is in flight.
+    pub async fn deliver_new(&self, request: RenderedRequest, order: Option<&OrderRelease>) -> Result<(), DispatchError> {
         if let Some(existing) = self.store.get_delivery(&request.delivery_id).await? {
-            if existing.status != DeliveryStatus::Pending {
+            if existing.status != DeliveryStatus::Pending || existing.next_attempt_at.is_some() {
                 tracing::debug!(delivery = %existing.id, "already handled; redelivered request skipped");
                 return Ok(());
             }
@@ -104,37 +170,65 @@ impl Dispatcher {
             return Ok(());
         }
         self.store.put_delivery(&d).await?;
+        let may_go = match lane_of(&d) {
+            Some(lane) => self.store.lane_push(&lane, &d.id).await?,
+            None => true,
+        };
+        if let Some(o) = order {
+            o.release();
+        }
+        if !may_go {
+            // An earlier event of this call is still being delivered; this one waits its turn.
+            return Ok(());
+        }
         self.attempt(d, AttemptTrigger::Scheduled).await
     }
 
-    /// Runs one attempt of a pending or retrying delivery and settles it.
+    /// Runs one attempt of a pending or retrying delivery and settles it, unless the endpoint's
+    /// circuit, rate limit or concurrency says to wait: then it is rescheduled without counting
+    /// as an attempt, and nothing else waits for it.
     pub async fn attempt(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(), DispatchError> {
         let now = Utc::now();
         let webhook = self.registry.webhook_at_least(&d.webhook_id, d.request.webhook_version, REGISTRY_WAIT).await;
         let stop_reason = match &webhook {
-            None => Some((ErrorClass::Expired, "the webhook was deleted".to_string())),
-            Some(w) if !w.enabled => Some((ErrorClass::Expired, "the webhook is disabled".to_string())),
+            None => Some("the webhook was deleted".to_string()),
+            Some(w) if !w.enabled => Some("the webhook is disabled".to_string()),
             Some(_) if now > d.created_at + chrono::Duration::from_std(d.request.policy.total_timeout()).unwrap_or(chrono::Duration::MAX) => {
-                Some((ErrorClass::Expired, "the total timeout passed before the attempt could start".to_string()))
+                Some("the total timeout passed before the attempt could start".to_string())
             }
             Some(_) => None,
         };
-        if let Some((_, reason)) = stop_reason {
-            self.store.cancel_retry(&d.id).await?;
-            d.status = DeliveryStatus::Error;
-            d.next_attempt_at = None;
+        if let Some(reason) = stop_reason {
             d.last_error = Some(reason);
-            d.updated_at = now;
-            self.store.put_delivery(&d).await?;
-            metrics().completed("error");
-            return Ok(());
+            return self.settle_error(d, None).await;
         }
         let webhook = webhook.expect("checked above");
+        let permit = match self.gate(&webhook, &mut d, now).await? {
+            Gate::Go(permit) => permit,
+            Gate::Wait(wait) => return self.defer(d, wait).await,
+        };
         let keys = signing_keys(&webhook);
         metrics().in_flight.inc();
         let (attempt, result) = client::send(&self.client, &self.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
+        drop(permit);
+        self.endpoint(&webhook).observe(attempt.duration_ms);
         self.record_attempt(&mut d, &attempt).await?;
+        self.store
+            .record_health(
+                &d.webhook_id,
+                &HealthSample {
+                    at: attempt.started_at,
+                    duration_ms: attempt.duration_ms,
+                    status: attempt.response_status.unwrap_or(0),
+                    success: attempt.succeeded(),
+                },
+            )
+            .await?;
+        // A refused address is this deployment's configuration, not the endpoint's health.
+        if attempt.error_class != Some(hookmesh_core::delivery::ErrorClass::Blocked) {
+            self.update_breaker(&webhook, attempt.succeeded()).await?;
+        }
         let decision = decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
         match decision {
             Decision::Delivered => {
@@ -144,6 +238,9 @@ impl Dispatcher {
                 metrics().completed("success");
                 let latency = (Utc::now() - d.created_at).to_std().unwrap_or_default();
                 metrics().delivery_latency.observe(latency.as_secs_f64());
+                d.updated_at = Utc::now();
+                self.store.put_delivery(&d).await?;
+                self.advance_lane(&d).await?;
             }
             Decision::Retry(delay) => {
                 let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -151,26 +248,170 @@ impl Dispatcher {
                 d.status = DeliveryStatus::Retrying;
                 d.next_attempt_at = Some(due);
                 metrics().retries_scheduled.inc();
+                d.updated_at = Utc::now();
+                self.store.put_delivery(&d).await?;
             }
             Decision::GiveUp(reason) => {
-                self.store.cancel_retry(&d.id).await?;
-                d.status = DeliveryStatus::Error;
-                d.next_attempt_at = None;
                 d.last_error = Some(format!("{}; gave up: {reason}", d.last_error.clone().unwrap_or_default()));
-                metrics().completed("error");
+                // Reports about reports are not made: that could chain webhooks into a loop.
+                if !d.event_type.is_operational() {
+                    let details = json!({"delivery_id": d.id, "event_id": d.event_id, "event_type": d.event_type.as_str(),
+                        "attempts": d.attempts, "last_status": d.last_status, "reason": reason});
+                    self.emit(EventType::WebhookAttemptExhausted, &webhook, details).await;
+                }
+                self.settle_error(d, None).await?;
             }
             Decision::Disable => {
-                self.store.cancel_retry(&d.id).await?;
-                d.status = DeliveryStatus::Error;
-                d.next_attempt_at = None;
                 d.last_error = Some("receiver answered 410 Gone; webhook disabled".to_string());
-                metrics().completed("error");
-                self.disable_webhook(&webhook, "receiver answered 410 Gone").await;
+                self.settle_error(d, None).await?;
+                self.disable_webhook(&webhook, "the receiver answered 410 Gone").await;
             }
         }
+        Ok(())
+    }
+
+    /// Ends a delivery in `error` and lets the next event of its call go.
+    async fn settle_error(&self, mut d: Delivery, _why: Option<&str>) -> Result<(), DispatchError> {
+        self.store.cancel_retry(&d.id).await?;
+        d.status = DeliveryStatus::Error;
+        d.next_attempt_at = None;
+        d.slot_at = None;
         d.updated_at = Utc::now();
         self.store.put_delivery(&d).await?;
+        metrics().completed("error");
+        self.advance_lane(&d).await
+    }
+
+    /// A finished delivery of a `per_call` webhook hands its call's lane to the next event.
+    async fn advance_lane(&self, d: &Delivery) -> Result<(), DispatchError> {
+        if let Some(lane) = lane_of(d) {
+            if let Some(next) = self.store.lane_pop(&lane, &d.id).await? {
+                self.store.schedule_retry(&next, Utc::now()).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Reschedules without an attempt (circuit open, rate limit, endpoint busy).
+    async fn defer(&self, mut d: Delivery, wait: Duration) -> Result<(), DispatchError> {
+        let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        self.store.schedule_retry(&d.id, due).await?;
+        d.next_attempt_at = Some(due);
+        d.updated_at = Utc::now();
+        self.store.put_delivery(&d).await?;
+        metrics().deferred.inc();
+        Ok(())
+    }
+
+    /// Circuit breaker, then rate limit, then this process's concurrency for the endpoint.
+    async fn gate(&self, webhook: &Webhook, d: &mut Delivery, now: DateTime<Utc>) -> Result<Gate, DispatchError> {
+        let mut breaker = self.store.get_breaker(&webhook.id).await?;
+        match breaker.admit(now, &self.config.breaker) {
+            Admission::Go => {}
+            Admission::Probe => self.store.put_breaker(&webhook.id, &breaker).await?,
+            Admission::Wait(w) => return Ok(Gate::Wait(w)),
+        }
+        if let Some(rl) = &webhook.policy.rate_limit {
+            match d.slot_at {
+                // The reserved slot has come (a few ms early is the retry loop's granularity).
+                Some(slot) if slot <= now + chrono::Duration::milliseconds(5) => d.slot_at = None,
+                Some(slot) => return Ok(Gate::Wait((slot - now).to_std().unwrap_or_default())),
+                None => {
+                    let wait = self.store.rate_reserve(&webhook.id, rl.per_second, rl.burst.max(1), now).await?;
+                    if wait > Duration::from_millis(1) {
+                        d.slot_at = Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX));
+                        return Ok(Gate::Wait(wait));
+                    }
+                }
+            }
+        }
+        let endpoint = self.endpoint(webhook);
+        match endpoint.permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(Gate::Go(Some(p))),
+            Err(_) => Ok(Gate::Wait(endpoint.busy_wait())),
+        }
+    }
+
+    /// This process's state of one endpoint (concurrency permits, response-time average).
+    fn endpoint(&self, webhook: &Webhook) -> Arc<EndpointLocal> {
+        let limit = webhook.policy.max_concurrency.unwrap_or(self.config.endpoint_concurrency).max(1);
+        let mut map = self.endpoints.lock();
+        match map.get(&webhook.id) {
+            Some(e) if e.limit == limit => e.clone(),
+            _ => {
+                let e = Arc::new(EndpointLocal::new(limit));
+                map.insert(webhook.id.clone(), e.clone());
+                e
+            }
+        }
+    }
+
+    async fn update_breaker(&self, webhook: &Webhook, success: bool) -> Result<(), DispatchError> {
+        let mut breaker = self.store.get_breaker(&webhook.id).await?;
+        let before = breaker.clone();
+        let transition = breaker.record(success, Utc::now(), &self.config.breaker);
+        if breaker != before {
+            self.store.put_breaker(&webhook.id, &breaker).await?;
+        }
+        match transition {
+            Transition::None => {}
+            Transition::Opened => {
+                tracing::warn!(webhook = %webhook.id, failures = breaker.consecutive_failures, "circuit opened");
+                let details = json!({"circuit": "open", "consecutive_failures": breaker.consecutive_failures,
+                    "failing_since": breaker.failing_since});
+                self.emit(EventType::WebhookEndpointFailing, webhook, details).await;
+            }
+            Transition::Closed => {
+                tracing::info!(webhook = %webhook.id, "circuit closed; pulling waiting retries forward");
+                let pulled = self.pull_forward(&webhook.id).await?;
+                self.emit(EventType::WebhookEndpointRecovered, webhook, json!({"circuit": "closed", "retries_pulled_forward": pulled})).await;
+            }
+            Transition::Disable => {
+                let reason = format!("failing without a success for {} days", self.config.breaker.disable_after.as_secs() / 86_400);
+                self.disable_webhook(webhook, &reason).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every waiting retry of an endpoint due now (its circuit just closed).
+    async fn pull_forward(&self, webhook_id: &str) -> Result<u64, DispatchError> {
+        let now = Utc::now();
+        let mut pulled = 0;
+        for status in [DeliveryStatus::Retrying, DeliveryStatus::Pending] {
+            let mut before = None;
+            loop {
+                let q = DeliveryQuery {
+                    webhook_id: Some(webhook_id.to_string()),
+                    status: Some(status),
+                    before: before.clone(),
+                    limit: 500,
+                    ..Default::default()
+                };
+                let page = self.store.list_deliveries(&q).await?;
+                let Some(last) = page.last() else { break };
+                before = Some(last.id.clone());
+                for d in page.iter().filter(|d| d.next_attempt_at.is_some_and(|t| t > now)) {
+                    self.store.schedule_retry(&d.id, now).await?;
+                    pulled += 1;
+                }
+            }
+        }
+        Ok(pulled)
+    }
+
+    /// Publishes an operational event about `webhook` into `hookmesh.events`, so its tenant can
+    /// subscribe a webhook to it. Best effort: a failure is logged, never retried into a loop.
+    async fn emit(&self, event_type: EventType, webhook: &Webhook, details: serde_json::Value) {
+        let serde_json::Value::Object(details) = details else { return };
+        let event = operational_event(event_type, &webhook.tenant_id, &webhook.id, &webhook.name, &webhook.request.url, details, Utc::now());
+        let payload = serde_json::to_vec(&event).expect("events serialise");
+        let record = Record::new(event.partition_key().to_string(), Bytes::from(payload))
+            .with_header(hookmesh_bus::trace::TRACEPARENT, hookmesh_bus::trace::new_traceparent().into_bytes());
+        match self.bus.publish(&self.topics.events, record).await {
+            Ok(_) => metrics().operational_event(event_type.as_str()),
+            Err(e) => tracing::warn!(webhook = %webhook.id, event = %event_type, error = %e, "operational event not published"),
+        }
     }
 
     /// Appends an attempt to the log and the history stream, updating the delivery's summary.
@@ -199,15 +440,18 @@ impl Dispatcher {
         w.version += 1;
         w.updated_at = Utc::now();
         match self.registry.put_webhook(w, webhook.version).await {
-            Ok(_) => tracing::warn!(webhook = %webhook.id, reason, "webhook disabled"),
+            Ok(_) => {
+                tracing::warn!(webhook = %webhook.id, reason, "webhook disabled");
+                self.emit(EventType::WebhookEndpointDisabled, webhook, json!({"reason": reason})).await;
+            }
             Err(e) => tracing::warn!(webhook = %webhook.id, error = %e, "could not disable webhook"),
         }
     }
 
-    async fn handle(&self, msg: &Message) -> Result<(), DispatchError> {
+    async fn handle(&self, msg: &Message, order: Option<&OrderRelease>) -> Result<(), DispatchError> {
         let Some(payload) = &msg.payload else { return Ok(()) };
         match serde_json::from_slice::<RenderedRequest>(payload) {
-            Ok(request) => self.deliver_new(request).await,
+            Ok(request) => self.deliver_new(request, order).await,
             Err(e) => {
                 let record = Record::new(msg.key.clone(), payload.clone())
                     .with_header("hookmesh-reason", format!("unreadable on {}: {e}", msg.topic).into_bytes())
@@ -256,6 +500,8 @@ impl Dispatcher {
     async fn run_retry(&self, id: &str) -> Result<(), DispatchError> {
         match self.store.get_delivery(id).await? {
             Some(d) if d.status == DeliveryStatus::Retrying => self.attempt(d, AttemptTrigger::Retry).await,
+            // Deferred (circuit, rate limit, busy endpoint) or released from its call's lane.
+            Some(d) if d.status == DeliveryStatus::Pending => self.attempt(d, AttemptTrigger::Scheduled).await,
             _ => {
                 self.store.cancel_retry(id).await?;
                 Ok(())
@@ -269,13 +515,15 @@ pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationTo
     let consumer = dispatcher.bus.subscribe(&dispatcher.topics.requests, &group).await?;
     let dispatcher = Arc::new(dispatcher);
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
-    let options = LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: false, ..Default::default() };
+    // Ordered by key (webhook/call) only until each delivery is recorded and queued in its
+    // call's lane: see `deliver_new`.
+    let options = LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: true, ..Default::default() };
     let d = dispatcher.clone();
-    run_consumer("dispatcher", consumer, options, shutdown, move |msg, _order| {
+    run_consumer("dispatcher", consumer, options, shutdown, move |msg, order| {
         let d = d.clone();
         async move {
             let mut backoff = Duration::from_millis(50);
-            while let Err(e) = d.handle(&msg).await {
+            while let Err(e) = d.handle(&msg, Some(&order)).await {
                 tracing::warn!(error = %e, "dispatcher: recording the delivery failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -211,8 +211,36 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
 
     async fn endpoint_health(
         &self,
-        _request: Request<v1::EndpointHealthRequest>,
+        request: Request<v1::EndpointHealthRequest>,
     ) -> Result<Response<v1::EndpointHealthResponse>, Status> {
-        Err(Status::unimplemented("endpoint health is not implemented yet (tracked in issue 4)"))
+        let p = Principal::of(&request);
+        let r = request.into_inner();
+        let webhook = self.webhook(&p, &r.webhook_id)?;
+        let now = Utc::now();
+        let store = &self.dispatcher.store;
+        let samples = store.health_samples(&webhook.id, now - chrono::Duration::days(1)).await.map_err(store_err)?;
+        let breaker = store.get_breaker(&webhook.id).await.map_err(store_err)?;
+        let windows = [("1h", chrono::Duration::hours(1)), ("24h", chrono::Duration::days(1))]
+            .into_iter()
+            .map(|(name, span)| {
+                let w = hookmesh_core::health::window(&samples, now - span);
+                v1::HealthWindow {
+                    window: name.into(),
+                    attempts: w.attempts,
+                    successes: w.successes,
+                    success_rate: w.success_rate,
+                    avg_ms: w.avg_ms,
+                    p95_ms: w.p95_ms,
+                }
+            })
+            .collect();
+        let last = samples.last();
+        Ok(Response::new(v1::EndpointHealthResponse {
+            webhook_id: webhook.id.clone(),
+            last_status: last.map_or(0, |s| u32::from(s.status)),
+            last_attempt_at: last.map(|s| convert::timestamp_to_proto(&s.at)).unwrap_or_default(),
+            windows,
+            circuit: breaker.state.as_str().into(),
+        }))
     }
 }
