@@ -103,7 +103,10 @@ impl KafkaBus {
             .set("auto.commit.interval.ms", "500")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (self.config.session_timeout_ms / 3).max(100).to_string());
+            .set("heartbeat.interval.ms", (self.config.session_timeout_ms / 3).max(100).to_string())
+            // The rebalance timeout: a member that died without leaving holds up a rebalance at
+            // most this long (the stage loops poll continuously, so this is never hit alive).
+            .set("max.poll.interval.ms", (self.config.session_timeout_ms * 5).max(30_000).to_string());
         c.create().map_err(backend)
     }
 }
@@ -157,7 +160,8 @@ impl Bus for KafkaBus {
             let t = topic.to_string();
             self.blocking(move |b| b.partitions_of(&t)).await?
         };
-        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n] }))
+        let watchdog = Some(Watchdog::new(Duration::from_millis(u64::from(self.config.session_timeout_ms) * 3)));
+        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n], watchdog }))
     }
 
     async fn reader(&self, topic: &str) -> Result<Box<dyn Consumer>> {
@@ -169,7 +173,7 @@ impl Bus for KafkaBus {
             tpl.add_partition_offset(topic, p as i32, Offset::Beginning).map_err(backend)?;
         }
         consumer.assign(&tpl).map_err(backend)?;
-        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n] }))
+        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n], watchdog: None }))
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
@@ -188,24 +192,65 @@ struct KafkaConsumer {
     topic: Arc<str>,
     consumer: StreamConsumer,
     positions: Vec<i64>,
+    /// Group members only: rejoins when the group leaves this member without partitions.
+    watchdog: Option<Watchdog>,
+}
+
+/// A group member that has had no partition for a long while rejoins the group.
+///
+/// A coordinator that loses the group leader in the middle of a rebalance can leave the other
+/// members with an empty assignment and never start a new rebalance (seen with `tansu` when a
+/// dispatcher is killed with SIGKILL and a new one starts). Rejoining makes the coordinator
+/// assign again. With more members than partitions some members are idle by design, so the
+/// wait doubles after every rejoin (up to ten minutes) to keep their churn low.
+struct Watchdog {
+    empty_since: Option<std::time::Instant>,
+    wait: Duration,
+    first_wait: Duration,
+}
+
+impl Watchdog {
+    fn new(first_wait: Duration) -> Self {
+        Watchdog { empty_since: None, wait: first_wait, first_wait }
+    }
+}
+
+impl KafkaConsumer {
+    fn check_assignment(&mut self) {
+        let Some(w) = self.watchdog.as_mut() else { return };
+        let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if assigned > 0 {
+            w.empty_since = None;
+            w.wait = w.first_wait;
+            return;
+        }
+        let since = *w.empty_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < w.wait {
+            return;
+        }
+        tracing::warn!(topic = %self.topic, waited_secs = since.elapsed().as_secs(), "no partitions assigned; rejoining the consumer group");
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+            tracing::warn!(topic = %self.topic, error = %e, "rejoining the consumer group failed");
+        }
+        w.empty_since = Some(std::time::Instant::now());
+        w.wait = (w.wait * 2).min(Duration::from_secs(600));
+    }
 }
 
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn recv(&mut self) -> Result<Message> {
-        let m = self.consumer.recv().await.map_err(backend)?;
-        let headers = m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-            .unwrap_or_default();
-        let msg = Message {
-            topic: self.topic.clone(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
-            payload: m.payload().map(Bytes::copy_from_slice),
-            headers,
-            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+        let msg = loop {
+            let topic = self.topic.clone();
+            let received = tokio::select! {
+                m = self.consumer.recv() => Some(m.map(|m| owned(&topic, &m)).map_err(backend)),
+                _ = tokio::time::sleep(Duration::from_secs(1)), if self.watchdog.is_some() => None,
+            };
+            match received {
+                Some(m) => break m?,
+                None => self.check_assignment(),
+            }
         };
         let p = msg.partition as usize;
         if p >= self.positions.len() {
@@ -229,5 +274,19 @@ impl Consumer for KafkaConsumer {
 
     fn positions(&self) -> Vec<i64> {
         self.positions.clone()
+    }
+}
+
+fn owned(topic: &Arc<str>, m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    let headers =
+        m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default();
+    Message {
+        topic: topic.clone(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        payload: m.payload().map(Bytes::copy_from_slice),
+        headers,
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
     }
 }

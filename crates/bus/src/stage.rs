@@ -65,6 +65,7 @@ pub async fn run_consumer<H, Fut>(
     // Per key: the sequence number of the last task and the signal it fires when done.
     let mut chains: HashMap<String, (u64, tokio::sync::watch::Receiver<bool>)> = HashMap::new();
     let mut seq: u64 = 0;
+    let mut seen_partitions = std::collections::HashSet::new();
     loop {
         tokio::select! {
             biased;
@@ -87,6 +88,9 @@ pub async fn run_consumer<H, Fut>(
                     }
                 };
                 seq += 1;
+                if seen_partitions.insert(msg.partition) {
+                    tracing::info!(stage = name, partition = msg.partition, offset = msg.offset, "consuming partition");
+                }
                 tracker.start(msg.partition, msg.offset);
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let tx = OrderRelease(Arc::new(tx));

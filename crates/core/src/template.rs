@@ -587,10 +587,21 @@ fn parse_xml(example: &str) -> Result<RawElem, ValidationError> {
         let text: Option<Cow<'_, str>> = match event {
             XmlEvent::Start(ref e) | XmlEvent::Empty(ref e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                // quick-xml does not check names; the output repeats them, so they must be
+                // XML names (and `b[1]` or `@x` would also collide with generated paths).
+                let check_name = |n: &str| {
+                    if n.split(':').all(is_xml_name) {
+                        Ok(())
+                    } else {
+                        Err(xml_error(example, pos, format!("`{n}` is not a valid XML name")))
+                    }
+                };
+                check_name(&name)?;
                 let mut attrs = Vec::new();
                 for attr in e.attributes() {
                     let attr = attr.map_err(|err| xml_error(example, pos, err))?;
                     let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+                    check_name(&key)?;
                     let value = attr
                         .decode_and_unescape_value(decoder)
                         .map_err(|err| xml_error(example, pos, err))?;
@@ -2968,5 +2979,21 @@ mod tests {
         assert_eq!(err.message, "line 2: unknown token `nope`");
         let err = compile_err(&text("{# ü #}\n日本 {{ ünknown }}"), ContentType::Text);
         assert_eq!(err.field, "source");
+    }
+
+    #[test]
+    fn fuzz_regression_xml_example_names() {
+        // quick-xml accepts any name; `<1a/>`, `<b[1]/>` or `<@x/>` in an example were
+        // repeated verbatim in the XML output (not well-formed) and `b[1]` / `@x` gave two
+        // fields the same path.
+        for example in ["<1a/>", "<a><b/><b/><b[1]/></a>", "<a x=\"1\"><@x/></a>", "<a b[1]=\"x\"/>", "<a:/>"] {
+            let err = extract_fields(ContentType::Xml, example).unwrap_err();
+            assert!(err.message.contains("is not a valid XML name"), "{example}: {err}");
+            let err = compile_err(&fields(ContentType::Xml, example, &[]), ContentType::Xml);
+            assert_eq!(err.field, "example");
+        }
+        let ok = "<a:lead xmlns:a=\"urn:x\" a:id=\"1\" é-x.1=\"2\"><_b>%ani%</_b></a:lead>";
+        let got: Vec<String> = extract_fields(ContentType::Xml, ok).unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(got, ["a:lead/@a:id", "a:lead/@é-x.1", "a:lead/_b"]);
     }
 }

@@ -16,11 +16,17 @@ impl TansuBroker {
             .expect("the `tansu` broker is not installed: cargo install tansu --locked --features dynostore");
         let port = crate::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        // HOOKMESH_TEST_TANSU_LOG=/path keeps the broker's log there (for debugging tests).
+        let log = std::env::var("HOOKMESH_TEST_TANSU_LOG").ok();
+        let output = || match &log {
+            Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).map(Stdio::from).unwrap_or(Stdio::null()),
+            None => Stdio::null(),
+        };
         let child = Command::new(bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("tansu starts");
         assert!(crate::wait_for_port(port, Duration::from_secs(20)), "tansu did not listen on {port}");

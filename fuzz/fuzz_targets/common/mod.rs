@@ -63,7 +63,8 @@ pub fn is_canonical_form(out: &str) -> bool {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) {
+                if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
                     return false;
                 }
                 i += 3;
@@ -165,9 +166,11 @@ macro_rules! ensure {
 /// Resolves `&…;` references of an attribute value after attribute-value normalisation
 /// (§3.3.3: literal whitespace characters become spaces; references are kept as written).
 fn attr_value(raw: &str) -> Result<String, String> {
-    let normalized: String = normalize_eols(raw).chars().map(|c| if matches!(c, '\t' | '\n') { ' ' } else { c }).collect();
+    let normalized: String =
+        normalize_eols(raw).chars().map(|c| if matches!(c, '\t' | '\n') { ' ' } else { c }).collect();
     ensure!(!normalized.contains('<'), "`<` in attribute value {raw:?}");
-    let value = quick_xml::escape::unescape(&normalized).map_err(|e| format!("bad reference in attribute value {raw:?} ({e})"))?;
+    let value = quick_xml::escape::unescape(&normalized)
+        .map_err(|e| format!("bad reference in attribute value {raw:?} ({e})"))?;
     if let Some(c) = value.chars().find(|c| !is_xml_char(*c)) {
         return Err(format!("attribute value refers to {c:?}, not an XML 1.0 character"));
     }
