@@ -16,7 +16,12 @@ fn webhook(tenant: &str, name: &str, url: &str) -> v1::Webhook {
 }
 
 async fn create(hm: &Hookmesh, w: v1::Webhook) -> Result<(v1::Webhook, String), tonic::Status> {
-    let resp = hm.webhooks().await.create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false }).await?.into_inner();
+    let resp = hm
+        .webhooks()
+        .await
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+        .await?
+        .into_inner();
     Ok((resp.webhook.unwrap(), resp.secret))
 }
 
@@ -29,7 +34,10 @@ async fn reflection_lists_every_service_and_admin_port_answers() {
 
     let hm = Hookmesh::start();
     let mut client = ServerReflectionClient::new(hm.channel().await);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
@@ -73,13 +81,20 @@ async fn invalid_configuration_is_refused_naming_the_field() {
         (webhook("acme", "a", "ftp://x.example"), "request.url"),
         (webhook("acme", "b", "https://x.example/{{ no_such_token }}"), "request.url"),
         (
-            v1::Webhook { trigger: Some(v1::Trigger { event_types: vec!["call.exploded".into()], ..Default::default() }), ..webhook("acme", "c", "https://x.example") },
+            v1::Webhook {
+                trigger: Some(v1::Trigger { event_types: vec!["call.exploded".into()], ..Default::default() }),
+                ..webhook("acme", "c", "https://x.example")
+            },
             "trigger.event_types[0]",
         ),
         (
             {
                 let mut w = webhook("acme", "d", "https://x.example");
-                w.request.as_mut().unwrap().headers.push(v1::KeyValue { name: "X-Bad".into(), value: "a\r\nInjected: 1".into() });
+                w.request
+                    .as_mut()
+                    .unwrap()
+                    .headers
+                    .push(v1::KeyValue { name: "X-Bad".into(), value: "a\r\nInjected: 1".into() });
                 w
             },
             "request.headers[0].value",
@@ -95,7 +110,9 @@ async fn invalid_configuration_is_refused_naming_the_field() {
         (
             {
                 let mut w = webhook("acme", "f", "https://x.example");
-                w.request.as_mut().unwrap().body = Some(v1::TemplateBody { kind: Some(v1::template_body::Kind::Text("{\n  \"a\": {{ ani }},\n  \"b\": {{ ani | }}\n}".into())) });
+                w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
+                    kind: Some(v1::template_body::Kind::Text("{\n  \"a\": {{ ani }},\n  \"b\": {{ ani | }}\n}".into())),
+                });
                 w
             },
             "request.body.source",
@@ -105,7 +122,10 @@ async fn invalid_configuration_is_refused_naming_the_field() {
                 let mut w = webhook("acme", "g", "https://x.example");
                 w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
                     kind: Some(v1::template_body::Kind::Pairs(v1::PairsBody {
-                        pairs: vec![v1::FieldMapping { path: "x".into(), source: Some(v1::Source { kind: Some(v1::source::Kind::Token("nope".into())) }) }],
+                        pairs: vec![v1::FieldMapping {
+                            path: "x".into(),
+                            source: Some(v1::Source { kind: Some(v1::source::Kind::Token("nope".into())) }),
+                        }],
                     })),
                 });
                 w
@@ -139,18 +159,33 @@ async fn registry_crud_with_expected_versions_and_secret_rotation() {
     let mut client = hm.webhooks().await;
     let mut changed = w.clone();
     changed.name = "CRM v2".into();
-    let updated = client.update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed.clone()), expected_version: 1 }).await.unwrap().into_inner();
+    let updated = client
+        .update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed.clone()), expected_version: 1 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((updated.version, updated.name.as_str()), (2, "CRM v2"));
-    let stale = client.update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed), expected_version: 1 }).await.unwrap_err();
+    let stale = client
+        .update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed), expected_version: 1 })
+        .await
+        .unwrap_err();
     assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
     let disabled = client.disable_webhook(v1::SetEnabledRequest { id: w.id.clone() }).await.unwrap().into_inner();
     assert!(!disabled.enabled);
-    let rotated = client.rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None }).await.unwrap().into_inner();
+    let rotated = client
+        .rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(rotated.secret, first_secret);
     let secrets = rotated.webhook.unwrap().secrets;
     assert_eq!(secrets.len(), 2, "old secret signs alongside the new one during the grace period");
     assert!(!secrets[0].expires_at.is_empty() && secrets[1].expires_at.is_empty());
-    let list = client.list_webhooks(v1::ListWebhooksRequest { tenant_id: "acme".into(), ..Default::default() }).await.unwrap().into_inner();
+    let list = client
+        .list_webhooks(v1::ListWebhooksRequest { tenant_id: "acme".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.webhooks.len(), 1);
     client.delete_webhook(v1::DeleteWebhookRequest { id: w.id.clone(), expected_version: 0 }).await.unwrap();
     let gone = client.get_webhook(v1::GetWebhookRequest { id: w.id }).await.unwrap_err();
@@ -181,7 +216,11 @@ async fn duplicates_are_dropped_and_rejects_are_listed_with_reason_and_bytes() {
     rx.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 1, "the duplicate was not delivered");
-    let dlq = ingest.list_dead_letters(v1::ListDeadLettersRequest { limit: 10, tenant_id: String::new() }).await.unwrap().into_inner();
+    let dlq = ingest
+        .list_dead_letters(v1::ListDeadLettersRequest { limit: 10, tenant_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(dlq.entries.len(), 1);
     let e = &dlq.entries[0];
     assert_eq!(e.field, "call_id");
@@ -196,7 +235,9 @@ async fn preview_test_send_and_resend() {
     let rx = Receiver::start().await;
     rx.script(&[], 500);
     let mut w = webhook("acme", "Down", &rx.url("/down"));
-    w.request.as_mut().unwrap().body = Some(v1::TemplateBody { kind: Some(v1::template_body::Kind::Text(r#"{"caller": {{ ani }}, "call": "%callid%"}"#.into())) });
+    w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
+        kind: Some(v1::template_body::Kind::Text(r#"{"caller": {{ ani }}, "call": "%callid%"}"#.into())),
+    });
     w.policy = Some(v1::DeliveryPolicy { retry_limit: Some(0), ..Default::default() });
     let (w, secret) = create(&hm, w).await.unwrap();
 
@@ -216,12 +257,17 @@ async fn preview_test_send_and_resend() {
 
     // Test-send sends now and answers request and response; the log of real deliveries stays empty.
     let mut deliveries = hm.deliveries().await;
-    let test = deliveries.test_send(v1::TestSendRequest { webhook_id: w.id.clone(), event: None }).await.unwrap().into_inner();
+    let test =
+        deliveries.test_send(v1::TestSendRequest { webhook_id: w.id.clone(), event: None }).await.unwrap().into_inner();
     assert!(!test.success);
     assert_eq!(test.attempt.unwrap().response_status, 500);
     assert_eq!(rx.count(), 1);
     verify_signature(&secret, &rx.received()[0]).unwrap();
-    let list = deliveries.list_deliveries(v1::ListDeliveriesRequest { webhook_id: w.id.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let list = deliveries
+        .list_deliveries(v1::ListDeliveriesRequest { webhook_id: w.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(list.deliveries.is_empty());
 
     // A real delivery fails (no retries allowed) and ends in error.

@@ -107,20 +107,31 @@ async fn xml_body_and_get_query_parameters() {
     req.body = Some(v1::TemplateBody {
         kind: Some(v1::template_body::Kind::Pairs(v1::PairsBody {
             pairs: vec![
-                v1::FieldMapping { path: "caller".into(), source: Some(v1::Source { kind: Some(v1::source::Kind::Token("ani".into())) }) },
-                v1::FieldMapping { path: "who".into(), source: Some(v1::Source { kind: Some(v1::source::Kind::Token("ani_full_name".into())) }) },
+                v1::FieldMapping {
+                    path: "caller".into(),
+                    source: Some(v1::Source { kind: Some(v1::source::Kind::Token("ani".into())) }),
+                },
+                v1::FieldMapping {
+                    path: "who".into(),
+                    source: Some(v1::Source { kind: Some(v1::source::Kind::Token("ani_full_name".into())) }),
+                },
             ],
         })),
     });
     create(&hm, get).await;
 
-    hm.publish(&[event("x-1", "call.ended", "acme", "c-1", json!({"ani": "5551234", "ani_full_name": "A & B <c>"}))]).await;
+    hm.publish(&[event("x-1", "call.ended", "acme", "c-1", json!({"ani": "5551234", "ani_full_name": "A & B <c>"}))])
+        .await;
     let got = rx.wait_for(2, WAIT).await;
     let xml = got.iter().find(|r| r.uri == "/xml").expect("xml request");
     assert_eq!(xml.header("content-type").as_deref(), Some("application/xml"));
     let text = std::str::from_utf8(&xml.body).unwrap();
     let doc = roxmltree_like_parse(text);
-    assert_eq!(doc, vec![("phone".to_string(), "5551234".to_string()), ("name".to_string(), "A & B <c>".to_string())], "{text}");
+    assert_eq!(
+        doc,
+        vec![("phone".to_string(), "5551234".to_string()), ("name".to_string(), "A & B <c>".to_string())],
+        "{text}"
+    );
     assert!(text.contains(r#"source="hookmesh""#), "{text}");
 
     let get = got.iter().find(|r| r.uri.starts_with("/get")).expect("GET request");
@@ -193,4 +204,3 @@ async fn failing_receiver_is_retried_until_it_recovers() {
     assert_eq!(d.webhook_id, created.id);
     assert_eq!(d.attempts, 3);
 }
-

@@ -29,8 +29,14 @@ impl Cluster {
         let broker = TansuBroker::start();
         let redis = RedisServer::start();
         let args: Vec<String> = [
-            "--kafka", &broker.bootstrap(), "--redis", &redis.url(), "--partitions", "3",
-            "--kafka-session-timeout-ms", "6000",
+            "--kafka",
+            &broker.bootstrap(),
+            "--redis",
+            &redis.url(),
+            "--partitions",
+            "3",
+            "--kafka-session-timeout-ms",
+            "6000",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -41,7 +47,8 @@ impl Cluster {
         let ingest = Hookmesh::start_role("ingest", &a);
         let renderer = Hookmesh::start_role("renderer", &a);
         let dispatcher = Hookmesh::start_role("dispatcher", &a);
-        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+        let producer: FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
         Cluster { _broker: broker, _redis: redis, args, ingest, router, renderer, dispatcher, producer }
     }
 
@@ -91,8 +98,19 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         }),
         ..Default::default()
     };
-    w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], directions: vec!["inbound".into()], ..Default::default() });
-    let created = cluster.router.webhooks().await.create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false }).await.unwrap().into_inner();
+    w.trigger = Some(v1::Trigger {
+        event_types: vec!["call.ended".into()],
+        directions: vec!["inbound".into()],
+        ..Default::default()
+    });
+    let created = cluster
+        .router
+        .webhooks()
+        .await
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+        .await
+        .unwrap()
+        .into_inner();
     let secret = created.secret;
 
     // 1. Everything configured arrives, exactly as configured.
@@ -111,10 +129,23 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
     let mut ingest = cluster.ingest.ingest().await;
     let mut dlq = Vec::new();
     assert!(
-        wait_until_async(Duration::from_secs(30), || {
-            let mut ingest = ingest.clone();
-            async move { ingest.list_dead_letters(v1::ListDeadLettersRequest::default()).await.map(|r| r.into_inner().entries).unwrap_or_default() }
-        }, |entries: &Vec<v1::DeadLetter>| { dlq = entries.clone(); !entries.is_empty() })
+        wait_until_async(
+            Duration::from_secs(30),
+            || {
+                let mut ingest = ingest.clone();
+                async move {
+                    ingest
+                        .list_dead_letters(v1::ListDeadLettersRequest::default())
+                        .await
+                        .map(|r| r.into_inner().entries)
+                        .unwrap_or_default()
+                }
+            },
+            |entries: &Vec<v1::DeadLetter>| {
+                dlq = entries.clone();
+                !entries.is_empty()
+            }
+        )
         .await
     );
     assert_eq!(dlq[0].field, "occurred_at");

@@ -56,7 +56,9 @@ async fn readme_quick_start_works_as_written() {
                 .unwrap();
             let out = child.stdout.take().unwrap();
             let sink = printed.clone();
-            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| sink.lock().push(l)));
+            std::thread::spawn(move || {
+                BufReader::new(out).lines().map_while(Result::ok).for_each(|l| sink.lock().push(l))
+            });
             assert!(hookmesh_testkit::wait_for_port(receiver_port, Duration::from_secs(10)), "receiver listens");
             receiver = Some(child);
             continue;
@@ -72,12 +74,16 @@ async fn readme_quick_start_works_as_written() {
         assert!(out.status.success(), "`{cmd}` failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
         if cmd.starts_with("hookmesh simulate") {
             // The README promises five requests at the receiver.
-            let got = wait_until(Duration::from_secs(20), || printed.lock().iter().filter(|l| l.starts_with("POST /crm")).count() >= 5).await;
+            let got = wait_until(Duration::from_secs(20), || {
+                printed.lock().iter().filter(|l| l.starts_with("POST /crm")).count() >= 5
+            })
+            .await;
             assert!(got, "receiver printed: {:?}", printed.lock());
         }
         outputs.push((cmd, stdout));
     }
-    let (_, list) = outputs.iter().find(|(c, _)| c.starts_with("hookmesh ctl delivery list")).expect("the README lists deliveries");
+    let (_, list) =
+        outputs.iter().find(|(c, _)| c.starts_with("hookmesh ctl delivery list")).expect("the README lists deliveries");
     assert_eq!(list.matches(" success ").count(), 5, "{list}");
     let lines = printed.lock().clone();
     assert!(lines.iter().all(|l| l.contains("\"phone\":") && l.contains("webhook-id=msg_")), "{lines:?}");

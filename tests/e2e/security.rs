@@ -13,7 +13,15 @@ async fn webhook_to(hm: &Hookmesh, name: &str, url: &str) -> String {
         policy: Some(v1::DeliveryPolicy { retry_limit: Some(0), ..Default::default() }),
         ..Default::default()
     };
-    hm.webhooks().await.create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false }).await.unwrap().into_inner().webhook.unwrap().id
+    hm.webhooks()
+        .await
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .webhook
+        .unwrap()
+        .id
 }
 
 #[tokio::test]
@@ -40,7 +48,13 @@ async fn receivers_on_non_public_addresses_are_refused_unless_allow_listed() {
             || {
                 let mut d = deliveries.clone();
                 let id = id.clone();
-                async move { d.list_deliveries(v1::ListDeliveriesRequest { webhook_id: id, ..Default::default() }).await.unwrap().into_inner().deliveries }
+                async move {
+                    d.list_deliveries(v1::ListDeliveriesRequest { webhook_id: id, ..Default::default() })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .deliveries
+                }
             },
             |l: &Vec<v1::Delivery>| {
                 list = l.clone();
@@ -49,13 +63,18 @@ async fn receivers_on_non_public_addresses_are_refused_unless_allow_listed() {
         )
         .await;
         assert!(done, "{list:?}");
-        let detail = deliveries.get_delivery(v1::GetDeliveryRequest { id: list[0].id.clone() }).await.unwrap().into_inner();
+        let detail =
+            deliveries.get_delivery(v1::GetDeliveryRequest { id: list[0].id.clone() }).await.unwrap().into_inner();
         let attempt = &detail.attempts[0];
         assert_eq!(attempt.error_class, "blocked", "{attempt:?}");
         assert!(attempt.error.contains("not a public address"), "{}", attempt.error);
     }
     // Test-send goes through the same guard.
-    let test = deliveries.test_send(v1::TestSendRequest { webhook_id: ids[1].clone(), event: None }).await.unwrap().into_inner();
+    let test = deliveries
+        .test_send(v1::TestSendRequest { webhook_id: ids[1].clone(), event: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(test.attempt.unwrap().error_class, "blocked");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rx.count(), 0, "nothing reached the loopback receiver");
@@ -104,9 +123,13 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
     let ch = hm.channel().await;
 
     // No token, or a wrong one: refused.
-    let err = WebhookServiceClient::new(ch.clone()).list_webhooks(v1::ListWebhooksRequest::default()).await.unwrap_err();
+    let err =
+        WebhookServiceClient::new(ch.clone()).list_webhooks(v1::ListWebhooksRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    let err = WebhookServiceClient::with_interceptor(ch.clone(), bearer("guess")).list_webhooks(v1::ListWebhooksRequest::default()).await.unwrap_err();
+    let err = WebhookServiceClient::with_interceptor(ch.clone(), bearer("guess"))
+        .list_webhooks(v1::ListWebhooksRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
     // acme creates a webhook (tenant taken from its token) and gets a failed delivery.
@@ -118,14 +141,28 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
         policy: Some(v1::DeliveryPolicy { retry_limit: Some(0), ..Default::default() }),
         ..Default::default()
     };
-    let created = acme.create_webhook(v1::CreateWebhookRequest { webhook: Some(w.clone()), disabled: false }).await.unwrap().into_inner().webhook.unwrap();
+    let created = acme
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w.clone()), disabled: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .webhook
+        .unwrap();
     assert_eq!(created.tenant_id, "acme");
     let mut acme_ingest = IngestServiceClient::with_interceptor(ch.clone(), bearer("acme-token"));
     let published = acme_ingest
         .publish(v1::PublishRequest {
             events: vec![
-                v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(event("t-1", "call.ended", "acme", "c-1", json!({})).to_string())) },
-                v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(event("t-2", "call.ended", "other", "c-2", json!({})).to_string())) },
+                v1::PublishItem {
+                    payload: Some(v1::publish_item::Payload::Json(
+                        event("t-1", "call.ended", "acme", "c-1", json!({})).to_string(),
+                    )),
+                },
+                v1::PublishItem {
+                    payload: Some(v1::publish_item::Payload::Json(
+                        event("t-2", "call.ended", "other", "c-2", json!({})).to_string(),
+                    )),
+                },
             ],
         })
         .await
@@ -154,29 +191,61 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
     assert_eq!(nf(other.get_webhook(v1::GetWebhookRequest { id: created.id.clone() }).await), tonic::Code::NotFound);
     let mut changed = created.clone();
     changed.name = "hijacked".into();
-    assert_eq!(nf(other.update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed), expected_version: 0 }).await), tonic::Code::NotFound);
-    assert_eq!(nf(other.disable_webhook(v1::SetEnabledRequest { id: created.id.clone() }).await), tonic::Code::NotFound);
-    assert_eq!(nf(other.rotate_secret(v1::RotateSecretRequest { id: created.id.clone(), grace_secs: None }).await), tonic::Code::NotFound);
-    assert_eq!(nf(other.delete_webhook(v1::DeleteWebhookRequest { id: created.id.clone(), expected_version: 0 }).await), tonic::Code::NotFound);
+    assert_eq!(
+        nf(other.update_webhook(v1::UpdateWebhookRequest { webhook: Some(changed), expected_version: 0 }).await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        nf(other.disable_webhook(v1::SetEnabledRequest { id: created.id.clone() }).await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        nf(other.rotate_secret(v1::RotateSecretRequest { id: created.id.clone(), grace_secs: None }).await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        nf(other.delete_webhook(v1::DeleteWebhookRequest { id: created.id.clone(), expected_version: 0 }).await),
+        tonic::Code::NotFound
+    );
     let missing = nf(other.get_webhook(v1::GetWebhookRequest { id: "wh_does_not_exist".into() }).await);
     assert_eq!(missing, tonic::Code::NotFound, "same answer as for an id that does not exist");
     let mut spoof = w.clone();
     spoof.tenant_id = "acme".into();
     spoof.name = "spoof".into();
-    let err = other.create_webhook(v1::CreateWebhookRequest { webhook: Some(spoof), disabled: false }).await.unwrap_err();
+    let err =
+        other.create_webhook(v1::CreateWebhookRequest { webhook: Some(spoof), disabled: false }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
     let mut other_d = DeliveryServiceClient::with_interceptor(ch.clone(), bearer("other-token"));
-    assert!(other_d.list_deliveries(v1::ListDeliveriesRequest::default()).await.unwrap().into_inner().deliveries.is_empty());
-    assert_eq!(nf(other_d.get_delivery(v1::GetDeliveryRequest { id: delivery_id.clone() }).await), tonic::Code::NotFound);
-    assert_eq!(nf(other_d.resend(v1::ResendRequest { id: delivery_id.clone() }).await), tonic::Code::NotFound);
-    assert_eq!(nf(other_d.test_send(v1::TestSendRequest { webhook_id: created.id.clone(), event: None }).await), tonic::Code::NotFound);
+    assert!(other_d
+        .list_deliveries(v1::ListDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+        .is_empty());
     assert_eq!(
-        nf(other_d.recover(v1::RecoverRequest { webhook_id: created.id.clone(), since: "2020-01-01T00:00:00Z".into() }).await),
+        nf(other_d.get_delivery(v1::GetDeliveryRequest { id: delivery_id.clone() }).await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(nf(other_d.resend(v1::ResendRequest { id: delivery_id.clone() }).await), tonic::Code::NotFound);
+    assert_eq!(
+        nf(other_d.test_send(v1::TestSendRequest { webhook_id: created.id.clone(), event: None }).await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        nf(other_d
+            .recover(v1::RecoverRequest { webhook_id: created.id.clone(), since: "2020-01-01T00:00:00Z".into() })
+            .await),
         tonic::Code::NotFound
     );
     let mut other_r = RenderServiceClient::with_interceptor(ch.clone(), bearer("other-token"));
-    let preview = other_r.preview(v1::PreviewRequest { target: Some(v1::preview_request::Target::WebhookId(created.id.clone())), event: None }).await;
+    let preview = other_r
+        .preview(v1::PreviewRequest {
+            target: Some(v1::preview_request::Target::WebhookId(created.id.clone())),
+            event: None,
+        })
+        .await;
     assert_eq!(nf(preview), tonic::Code::NotFound);
     let mut other_i = IngestServiceClient::with_interceptor(ch.clone(), bearer("other-token"));
     let dlq = other_i.list_dead_letters(v1::ListDeadLettersRequest::default()).await.unwrap().into_inner();
@@ -184,9 +253,21 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
     assert_eq!(rx.count(), 1, "nothing was sent on other's behalf");
 
     // acme still can; the operator sees every tenant.
-    assert_eq!(acme.get_webhook(v1::GetWebhookRequest { id: created.id.clone() }).await.unwrap().into_inner().name, "CRM");
+    assert_eq!(
+        acme.get_webhook(v1::GetWebhookRequest { id: created.id.clone() }).await.unwrap().into_inner().name,
+        "CRM"
+    );
     let mut op = WebhookServiceClient::with_interceptor(ch.clone(), bearer("op-token"));
     assert_eq!(op.list_webhooks(v1::ListWebhooksRequest::default()).await.unwrap().into_inner().webhooks.len(), 1);
     let mut op_d = op_d;
-    assert_eq!(op_d.get_delivery(v1::GetDeliveryRequest { id: delivery_id }).await.unwrap().into_inner().delivery.unwrap().tenant_id, "acme");
+    assert_eq!(
+        op_d.get_delivery(v1::GetDeliveryRequest { id: delivery_id })
+            .await
+            .unwrap()
+            .into_inner()
+            .delivery
+            .unwrap()
+            .tenant_id,
+        "acme"
+    );
 }

@@ -99,7 +99,11 @@ impl Hookmesh {
     /// Runs `hookmesh ctl --addr <this> <args>`; answers (exit success, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(BIN).arg("ctl").arg("--addr").arg(self.url()).args(args).output().expect("ctl runs");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Publishes events given as JSON values; answers the response.
@@ -180,10 +184,22 @@ pub struct Receiver {
     state: Arc<Mutex<ReceiverState>>,
 }
 
-async fn record(State(state): State<Arc<Mutex<ReceiverState>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn record(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let (status, reply, delay) = {
         let mut s = state.lock();
-        s.received.push(Received { method: method.to_string(), uri: uri.to_string(), headers, body, at: Instant::now() });
+        s.received.push(Received {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            headers,
+            body,
+            at: Instant::now(),
+        });
         let status = if s.script.is_empty() { s.fallback } else { s.script.remove(0) };
         (status, s.body.clone(), s.delay)
     };

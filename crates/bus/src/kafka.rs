@@ -83,7 +83,8 @@ impl KafkaBus {
 
     fn partitions_of(&self, topic: &str) -> Result<usize> {
         let md = self.producer.client().fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(backend)?;
-        let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
+        let t =
+            md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
         if t.error().is_some() || t.partitions().is_empty() {
             return Err(BusError::UnknownTopic(topic.to_string()));
         }
@@ -115,11 +116,15 @@ impl KafkaBus {
 impl Bus for KafkaBus {
     async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.config.client().create().map_err(backend)?;
-        let mut topic = NewTopic::new(&spec.name, spec.partitions as i32, TopicReplication::Fixed(self.config.replication_factor));
+        let mut topic =
+            NewTopic::new(&spec.name, spec.partitions as i32, TopicReplication::Fixed(self.config.replication_factor));
         if spec.compacted {
             topic = topic.set("cleanup.policy", "compact");
         }
-        let results = admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await.map_err(backend)?;
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .await
+            .map_err(backend)?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -181,7 +186,13 @@ impl Bus for KafkaBus {
         self.blocking(move |b| {
             let n = b.partitions_of(&t)?;
             (0..n as i32)
-                .map(|p| b.producer.client().fetch_watermarks(&t, p, Duration::from_secs(10)).map(|(_, high)| high).map_err(backend))
+                .map(|p| {
+                    b.producer
+                        .client()
+                        .fetch_watermarks(&t, p, Duration::from_secs(10))
+                        .map(|(_, high)| high)
+                        .map_err(backend)
+                })
                 .collect()
         })
         .await
@@ -278,8 +289,10 @@ impl Consumer for KafkaConsumer {
 }
 
 fn owned(topic: &Arc<str>, m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
-    let headers =
-        m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default();
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+        .unwrap_or_default();
     Message {
         topic: topic.clone(),
         partition: m.partition(),

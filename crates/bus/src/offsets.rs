@@ -24,7 +24,8 @@ impl OffsetTracker {
 
     /// Records that `offset` of `partition` is now being worked on.
     pub fn start(&mut self, partition: i32, offset: i64) {
-        let p = self.partitions.entry(partition).or_insert(PartitionState { committed: offset - 1, ..Default::default() });
+        let p =
+            self.partitions.entry(partition).or_insert(PartitionState { committed: offset - 1, ..Default::default() });
         p.in_flight.insert(offset);
         p.highest = p.highest.max(offset);
     }

@@ -117,7 +117,8 @@ impl ConfigView {
                 Ok(Entry::Webhook { expected_version, mut webhook }) => {
                     let current = state.webhooks.get(id).map_or(0, |w| w.version);
                     if current == expected_version {
-                        let stale = self.cipher.as_ref().is_some_and(|c| webhook.secrets.iter().any(|s| c.is_stale(&s.secret)));
+                        let stale =
+                            self.cipher.as_ref().is_some_and(|c| webhook.secrets.iter().any(|s| c.is_stale(&s.secret)));
                         webhook.secrets.retain_mut(|s| match secrets::open(self.cipher.as_ref(), &s.secret) {
                             Ok(clear) => {
                                 s.secret = clear;
@@ -172,7 +173,12 @@ impl ConfigView {
     /// registry write this view has not applied yet (the config topic is read by every
     /// process at its own pace), so this waits up to `timeout` for it to arrive; it answers
     /// `None` at once for a webhook deleted since.
-    pub async fn webhook_at_least(&self, id: &str, min_version: u64, timeout: std::time::Duration) -> Option<Arc<Webhook>> {
+    pub async fn webhook_at_least(
+        &self,
+        id: &str,
+        min_version: u64,
+        timeout: std::time::Duration,
+    ) -> Option<Arc<Webhook>> {
         let mut changes = self.applied.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -59,7 +59,11 @@ pub fn new_master_key() -> String {
 impl SecretCipher {
     pub fn new(current_b64: &str, old_b64: &[String]) -> Result<SecretCipher, String> {
         let current = key("master_key", current_b64)?;
-        let old = old_b64.iter().enumerate().map(|(i, k)| key(&format!("master_keys_old[{i}]"), k)).collect::<Result<_, _>>()?;
+        let old = old_b64
+            .iter()
+            .enumerate()
+            .map(|(i, k)| key(&format!("master_keys_old[{i}]"), k))
+            .collect::<Result<_, _>>()?;
         Ok(SecretCipher { current, old })
     }
 
@@ -87,7 +91,10 @@ impl SecretCipher {
         if blob.len() < 12 {
             return Err("malformed encrypted secret".into());
         }
-        let clear = key.cipher.decrypt(Nonce::from_slice(&blob[..12]), &blob[12..]).map_err(|_| format!("secret does not decrypt under master key {id}"))?;
+        let clear = key
+            .cipher
+            .decrypt(Nonce::from_slice(&blob[..12]), &blob[12..])
+            .map_err(|_| format!("secret does not decrypt under master key {id}"))?;
         String::from_utf8(clear).map_err(|_| "decrypted secret is not UTF-8".to_string())
     }
 
@@ -101,7 +108,9 @@ impl SecretCipher {
 pub fn open(cipher: Option<&SecretCipher>, stored: &str) -> Result<String, String> {
     match cipher {
         Some(c) => c.decrypt(stored),
-        None if stored.starts_with(PREFIX) => Err("secret is encrypted but no master key is configured (HOOKMESH_MASTER_KEY)".into()),
+        None if stored.starts_with(PREFIX) => {
+            Err("secret is encrypted but no master key is configured (HOOKMESH_MASTER_KEY)".into())
+        }
         None => Ok(stored.to_string()),
     }
 }

@@ -32,7 +32,8 @@ impl Topics {
     /// Every topic with its partition count; the config topic is compacted with one partition
     /// so all services apply registry writes in one order.
     pub fn specs(&self, partitions: u32) -> Vec<TopicSpec> {
-        let spec = |name: &str, partitions: u32, compacted: bool| TopicSpec { name: name.to_string(), partitions, compacted };
+        let spec =
+            |name: &str, partitions: u32, compacted: bool| TopicSpec { name: name.to_string(), partitions, compacted };
         vec![
             spec(&self.raw, partitions, false),
             spec(&self.events, partitions, false),

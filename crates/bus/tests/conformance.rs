@@ -28,7 +28,8 @@ async fn recv(c: &mut Box<dyn Consumer>) -> hookmesh_bus::Message {
 /// Records of one key arrive in the order they were published.
 async fn keeps_order_per_key(bus: Arc<dyn Bus>) {
     let t = topic(bus.as_ref(), 3).await;
-    let records: Vec<Record> = (0..60).map(|i| Record::new(format!("call-{}", i % 5), format!("{}:{i}", i % 5))).collect();
+    let records: Vec<Record> =
+        (0..60).map(|i| Record::new(format!("call-{}", i % 5), format!("{}:{i}", i % 5))).collect();
     bus.publish_batch(&t, records).await.unwrap();
     let mut c = bus.subscribe(&t, &unique("g")).await.unwrap();
     let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
@@ -90,7 +91,10 @@ async fn readers_headers_and_tombstones(bus: Arc<dyn Bus>) {
     }
     let first = got.iter().find(|m| m.key == "webhook/a" && m.payload.is_some()).expect("first record");
     assert_eq!(first.header("hookmesh-reason"), Some(&b"why"[..]));
-    assert!(got.iter().any(|m| m.key == "webhook/a" && m.payload.is_none()), "tombstone arrives as a record without payload");
+    assert!(
+        got.iter().any(|m| m.key == "webhook/a" && m.payload.is_none()),
+        "tombstone arrives as a record without payload"
+    );
     let positions = r.positions();
     assert!(positions.iter().zip(&ends).all(|(p, e)| p >= e), "{positions:?} vs {ends:?}");
 }

@@ -213,7 +213,8 @@ pub fn operational_event(
     data.insert("webhook_name".into(), Value::String(webhook_name.to_string()));
     data.insert("url".into(), Value::String(url.to_string()));
     data.extend(details);
-    let id = format!("op_{}_{}_{}", event_type.as_str().trim_start_matches("webhook."), webhook_id, now.timestamp_micros());
+    let id =
+        format!("op_{}_{}_{}", event_type.as_str().trim_start_matches("webhook."), webhook_id, now.timestamp_micros());
     Event { id, event_type, occurred_at: now, tenant_id: tenant_id.to_string(), call_id: None, data }
 }
 
@@ -239,8 +240,8 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, EventError> {
             format!("is {} bytes, larger than the {} byte limit", bytes.len(), MAX_EVENT_BYTES),
         ));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| EventError::new("event", format!("is not valid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| EventError::new("event", format!("is not valid JSON: {e}")))?;
     event_from_value(value)
 }
 
@@ -432,13 +433,28 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (json!({"type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c"}), "id"),
-            (json!({"id":"e","type":"call.nope","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c"}), "type"),
-            (json!({"id":"e","type":"call.ended","occurred_at":"yesterday","tenant_id":"t","call_id":"c"}), "occurred_at"),
+            (
+                json!({"id":"e","type":"call.nope","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c"}),
+                "type",
+            ),
+            (
+                json!({"id":"e","type":"call.ended","occurred_at":"yesterday","tenant_id":"t","call_id":"c"}),
+                "occurred_at",
+            ),
             (json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","call_id":"c"}), "tenant_id"),
             (json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t"}), "call_id"),
-            (json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c","data":[]}), "data"),
-            (json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c","data":{"direction":"sideways"}}), "data.direction"),
-            (json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c","extra":1}), "extra"),
+            (
+                json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c","data":[]}),
+                "data",
+            ),
+            (
+                json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c","data":{"direction":"sideways"}}),
+                "data.direction",
+            ),
+            (
+                json!({"id":"e","type":"call.ended","occurred_at":"2026-01-01T00:00:00Z","tenant_id":"t","call_id":"c","extra":1}),
+                "extra",
+            ),
         ];
         for (v, field) in cases {
             let err = event_from_value(v).unwrap_err();

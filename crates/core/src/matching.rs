@@ -27,9 +27,10 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
     if !t.campaigns.is_empty() {
         let id = event.data_str("campaign_id");
         let name = event.data_str("campaign_name");
-        let hit = t.campaigns.iter().any(|c| {
-            id.as_deref() == Some(c.as_str()) || name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(c))
-        });
+        let hit = t
+            .campaigns
+            .iter()
+            .any(|c| id.as_deref() == Some(c.as_str()) || name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(c)));
         if !hit {
             return false;
         }
@@ -102,8 +103,10 @@ mod tests {
     use serde_json::json;
 
     fn event(data: Value) -> Event {
-        event_from_value(json!({"id":"e","type":"call.ended","occurred_at":0,"tenant_id":"acme","call_id":"c","data":data}))
-            .unwrap()
+        event_from_value(
+            json!({"id":"e","type":"call.ended","occurred_at":0,"tenant_id":"acme","call_id":"c","data":data}),
+        )
+        .unwrap()
     }
 
     fn webhook(trigger: Value) -> Webhook {
@@ -128,7 +131,10 @@ mod tests {
         assert!(matches(&webhook(json!({"ivr_options":["Sales"]})), &e));
         assert!(!matches(&webhook(json!({"ivr_options":["Service","2"]})), &e));
         assert!(matches(&webhook(json!({"conditions":[{"path":"tags.region","op":"eq","value":"south"}]})), &e));
-        assert!(matches(&webhook(json!({"conditions":[{"path":"tags.region","op":"in","value":["north","south"]}]})), &e));
+        assert!(matches(
+            &webhook(json!({"conditions":[{"path":"tags.region","op":"in","value":["north","south"]}]})),
+            &e
+        ));
         assert!(matches(&webhook(json!({"conditions":[{"path":"campaign_name","op":"prefix","value":"Sales"}]})), &e));
         assert!(!matches(&webhook(json!({"conditions":[{"path":"gclid","op":"exists"}]})), &e));
         assert!(matches(&webhook(json!({"conditions":[{"path":"gclid","op":"ne","value":"x"}]})), &e));

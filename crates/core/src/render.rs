@@ -36,17 +36,27 @@ impl CompiledWebhook {
             .query
             .iter()
             .enumerate()
-            .map(|(i, q)| Ok((q.name.clone(), InlineTemplate::compile(&q.value, &format!("request.query[{i}].value"))?)))
+            .map(|(i, q)| {
+                Ok((q.name.clone(), InlineTemplate::compile(&q.value, &format!("request.query[{i}].value"))?))
+            })
             .collect::<Result<Vec<_>, ValidationError>>()?;
         let headers = req
             .headers
             .iter()
             .enumerate()
-            .map(|(i, h)| Ok((h.name.clone(), InlineTemplate::compile(&h.value, &format!("request.headers[{i}].value"))?)))
+            .map(|(i, h)| {
+                Ok((h.name.clone(), InlineTemplate::compile(&h.value, &format!("request.headers[{i}].value"))?))
+            })
             .collect::<Result<Vec<_>, ValidationError>>()?;
         let (content_type, body) = match (template, &req.body) {
-            (Some(t), _) => (t.content_type, Some(CompiledTemplate::compile(&t.body, t.content_type).map_err(|e| e.under("template"))?)),
-            (None, Some(b)) => (req.content_type, Some(CompiledTemplate::compile(b, req.content_type).map_err(|e| e.under("request.body"))?)),
+            (Some(t), _) => (
+                t.content_type,
+                Some(CompiledTemplate::compile(&t.body, t.content_type).map_err(|e| e.under("template"))?),
+            ),
+            (None, Some(b)) => (
+                req.content_type,
+                Some(CompiledTemplate::compile(b, req.content_type).map_err(|e| e.under("request.body"))?),
+            ),
             (None, None) => (req.content_type, None),
         };
         let tz = parse_time_zone("request.time_zone", &req.time_zone)?;
@@ -57,7 +67,8 @@ impl CompiledWebhook {
     pub fn render(&self, job: &DeliveryJob) -> Result<RenderedRequest, RenderFailure> {
         let ctx = RenderContext { event: &job.event, tz: self.tz };
         let w = &self.webhook;
-        let mut url = url::Url::parse(&self.url.render(&ctx, Escape::UrlComponent)).map_err(|e| RenderFailure::Url(e.to_string()))?;
+        let mut url = url::Url::parse(&self.url.render(&ctx, Escape::UrlComponent))
+            .map_err(|e| RenderFailure::Url(e.to_string()))?;
         let mut pairs: Vec<(String, String)> =
             self.query.iter().map(|(k, v)| (k.clone(), v.render(&ctx, Escape::None))).collect();
         let method = w.request.method;

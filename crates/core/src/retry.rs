@@ -68,7 +68,10 @@ pub fn decide(
     let deadline = first_trigger_at + policy.total_timeout();
     let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     if due > deadline {
-        return Decision::GiveUp(format!("total timeout of {}s would pass before the next attempt", policy.total_timeout().as_secs()));
+        return Decision::GiveUp(format!(
+            "total timeout of {}s would pass before the next attempt",
+            policy.total_timeout().as_secs()
+        ));
     }
     Decision::Retry(delay)
 }
@@ -110,8 +113,14 @@ mod tests {
         assert_eq!(decide(&p, &failed(None), 1, t0, t0, 0.0), Decision::Retry(Duration::from_secs(2)));
         assert!(matches!(decide(&p, &failed(None), 2, t0, t0, 0.0), Decision::GiveUp(_)));
         let p = DeliveryPolicy { total_timeout_secs: Some(60), retry_schedule: vec![30, 30, 30], ..Default::default() };
-        assert!(matches!(decide(&p, &failed(None), 1, t0, t0 + chrono::Duration::seconds(20), 0.0), Decision::Retry(_)));
-        assert!(matches!(decide(&p, &failed(None), 2, t0, t0 + chrono::Duration::seconds(40), 0.0), Decision::GiveUp(_)));
+        assert!(matches!(
+            decide(&p, &failed(None), 1, t0, t0 + chrono::Duration::seconds(20), 0.0),
+            Decision::Retry(_)
+        ));
+        assert!(matches!(
+            decide(&p, &failed(None), 2, t0, t0 + chrono::Duration::seconds(40), 0.0),
+            Decision::GiveUp(_)
+        ));
     }
 
     #[test]

@@ -51,7 +51,12 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// The `webhook-signature` header value: one signature per key, space-separated.
-pub fn signature_header<'a>(keys: impl IntoIterator<Item = &'a [u8]>, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header<'a>(
+    keys: impl IntoIterator<Item = &'a [u8]>,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     keys.into_iter().map(|k| sign(k, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 

@@ -119,12 +119,7 @@ impl ContentType {
     /// Parses a short name or a MIME type (parameters such as `; charset=utf-8` ignored;
     /// `text/xml`, `text/json`, `+json`/`+xml` suffixes accepted), case-insensitive.
     pub fn parse(s: &str) -> Option<Self> {
-        let s = s
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let s = s.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match s.as_str() {
             "json" | "application/json" | "text/json" => Some(ContentType::Json),
             "xml" | "application/xml" | "text/xml" => Some(ContentType::Xml),
@@ -205,10 +200,9 @@ impl RenderContext<'_> {
         let value = tokens::token_value(self.event, def.map_or(name, |d| d.name))?;
         match def {
             Some(d) if matches!(d.ty, TokenType::Timestamp) => match parse_timestamp(&value) {
-                Ok(t) => Some(Value::String(
-                    t.with_timezone(&self.tz)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                )),
+                Ok(t) => {
+                    Some(Value::String(t.with_timezone(&self.tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+                }
                 Err(_) => Some(value),
             },
             _ => Some(value),
@@ -232,10 +226,7 @@ pub enum RenderError {
 /// Lists the leaf fields of an example document, each with the source it would get
 /// unmapped: the token it references (`"%ani%"`, `"{{ ani }}"`), else its example value as a
 /// constant. Errors name `example` (with line and column) or `format`.
-pub fn extract_fields(
-    format: ContentType,
-    example: &str,
-) -> Result<Vec<FieldMapping>, ValidationError> {
+pub fn extract_fields(format: ContentType, example: &str) -> Result<Vec<FieldMapping>, ValidationError> {
     check_size("example", example.len())?;
     let parsed = parse_example(format, example)?;
     Ok(parsed
@@ -243,17 +234,10 @@ pub fn extract_fields(
         .into_iter()
         .map(|leaf| {
             let source = match leaf.example.as_str().and_then(token_ref) {
-                Some(name) => Source::Token {
-                    token: tokens::lookup(name).map_or(name, |d| d.name).to_string(),
-                },
-                None => Source::Constant {
-                    value: leaf.example,
-                },
+                Some(name) => Source::Token { token: tokens::lookup(name).map_or(name, |d| d.name).to_string() },
+                None => Source::Constant { value: leaf.example },
             };
-            FieldMapping {
-                path: leaf.path,
-                source,
-            }
+            FieldMapping { path: leaf.path, source }
         })
         .collect())
 }
@@ -282,28 +266,17 @@ fn parse_example(format: ContentType, example: &str) -> Result<ParsedExample, Va
         ContentType::Json => {
             let raw: RawJson = serde_json::from_str(example).map_err(|e| {
                 let text = e.to_string();
-                let reason = text
-                    .rsplit_once(" at line ")
-                    .map_or(text.as_str(), |(r, _)| r);
+                let reason = text.rsplit_once(" at line ").map_or(text.as_str(), |(r, _)| r);
                 ValidationError::new(
                     "example",
-                    format!(
-                        "is not valid JSON: line {}, column {}: {reason}",
-                        e.line(),
-                        e.column()
-                    ),
+                    format!("is not valid JSON: line {}, column {}: {reason}", e.line(), e.column()),
                 )
             })?;
             let root = match raw {
                 RawJson::Obj(m) if m.is_empty() => JNode::Obj(Vec::new()),
                 RawJson::Arr(a) if a.is_empty() => JNode::Arr(Vec::new()),
                 raw @ (RawJson::Obj(_) | RawJson::Arr(_)) => build_json(raw, "", "", &mut leaves),
-                RawJson::Scalar(_) => {
-                    return Err(ValidationError::new(
-                        "example",
-                        "must be a JSON object or array",
-                    ))
-                }
+                RawJson::Scalar(_) => return Err(ValidationError::new("example", "must be a JSON object or array")),
             };
             Shape::Json(root)
         }
@@ -328,9 +301,7 @@ fn token_ref(s: &str) -> Option<&str> {
     let inner = if let Some(inner) = s.strip_prefix('%').and_then(|r| r.strip_suffix('%')) {
         inner
     } else {
-        s.strip_prefix("{{")
-            .and_then(|r| r.strip_suffix("}}"))?
-            .trim()
+        s.strip_prefix("{{").and_then(|r| r.strip_suffix("}}"))?.trim()
     };
     is_ident(inner).then_some(inner)
 }
@@ -397,20 +368,14 @@ impl<'de> Deserialize<'de> for RawJson {
             fn visit_none<E>(self) -> Result<RawJson, E> {
                 Ok(RawJson::Scalar(Value::Null))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<RawJson, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawJson, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element::<RawJson>()? {
                     items.push(item);
                 }
                 Ok(RawJson::Arr(items))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RawJson, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawJson, A::Error> {
                 let mut members: Vec<(String, RawJson)> = Vec::new();
                 let mut seen = HashSet::new();
                 while let Some(key) = map.next_key::<String>()? {
@@ -440,10 +405,7 @@ fn json_key_segment(parent: &str, key: &str) -> String {
     match (simple, parent.is_empty()) {
         (true, true) => key.to_string(),
         (true, false) => format!("{parent}.{key}"),
-        (false, _) => format!(
-            "{parent}[{}]",
-            serde_json::to_string(key).unwrap_or_default()
-        ),
+        (false, _) => format!("{parent}[{}]", serde_json::to_string(key).unwrap_or_default()),
     }
 }
 
@@ -472,11 +434,7 @@ fn build_json(raw: RawJson, path: &str, name: &str, leaves: &mut Vec<Leaf>) -> J
                 RawJson::Obj(_) => Value::Object(Map::new()),
                 RawJson::Arr(_) => Value::Array(Vec::new()),
             };
-            leaves.push(Leaf {
-                path: path.to_string(),
-                name: name.to_string(),
-                example,
-            });
+            leaves.push(Leaf { path: path.to_string(), name: name.to_string(), example });
             JNode::Leaf(leaves.len() - 1)
         }
     }
@@ -544,10 +502,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn xml_error(example: &str, offset: u64, reason: impl fmt::Display) -> ValidationError {
     let (line, col) = line_col(example, offset as usize);
-    ValidationError::new(
-        "example",
-        format!("is not valid XML: line {line}, column {col}: {reason}"),
-    )
+    ValidationError::new("example", format!("is not valid XML: line {line}, column {col}: {reason}"))
 }
 
 fn parse_xml(example: &str) -> Result<RawElem, ValidationError> {
@@ -562,11 +517,7 @@ fn parse_xml(example: &str) -> Result<RawElem, ValidationError> {
     let mut stack: Vec<RawElem> = Vec::new();
     let mut root: Option<RawElem> = None;
 
-    fn close(
-        el: RawElem,
-        stack: &mut [RawElem],
-        root: &mut Option<RawElem>,
-    ) -> Result<(), &'static str> {
+    fn close(el: RawElem, stack: &mut [RawElem], root: &mut Option<RawElem>) -> Result<(), &'static str> {
         if let Some(parent) = stack.last_mut() {
             parent.children.push(RawChild::Elem(el));
             Ok(())
@@ -602,16 +553,10 @@ fn parse_xml(example: &str) -> Result<RawElem, ValidationError> {
                     let attr = attr.map_err(|err| xml_error(example, pos, err))?;
                     let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
                     check_name(&key)?;
-                    let value = attr
-                        .decode_and_unescape_value(decoder)
-                        .map_err(|err| xml_error(example, pos, err))?;
+                    let value = attr.decode_and_unescape_value(decoder).map_err(|err| xml_error(example, pos, err))?;
                     attrs.push((key, value.into_owned()));
                 }
-                let el = RawElem {
-                    name,
-                    attrs,
-                    children: Vec::new(),
-                };
+                let el = RawElem { name, attrs, children: Vec::new() };
                 if matches!(event, XmlEvent::Start(_)) {
                     stack.push(el);
                 } else {
@@ -620,44 +565,29 @@ fn parse_xml(example: &str) -> Result<RawElem, ValidationError> {
                 None
             }
             XmlEvent::End(_) => {
-                let el = stack
-                    .pop()
-                    .ok_or_else(|| xml_error(example, pos, "unexpected end tag"))?;
+                let el = stack.pop().ok_or_else(|| xml_error(example, pos, "unexpected end tag"))?;
                 close(el, &mut stack, &mut root).map_err(|r| xml_error(example, pos, r))?;
                 None
             }
-            XmlEvent::Text(t) => Some(
-                t.xml10_content()
-                    .map_err(|err| xml_error(example, pos, err))?,
-            ),
+            XmlEvent::Text(t) => Some(t.xml10_content().map_err(|err| xml_error(example, pos, err))?),
             XmlEvent::CData(c) => Some(c.decode().map_err(|err| xml_error(example, pos, err))?),
             XmlEvent::GeneralRef(r) => {
                 let resolved = if r.is_char_ref() {
                     match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
-                        Ok(None) | Err(_) => {
-                            return Err(xml_error(example, pos, "invalid character reference"))
-                        }
+                        Ok(None) | Err(_) => return Err(xml_error(example, pos, "invalid character reference")),
                     }
                 } else {
                     let name = r.decode().map_err(|err| xml_error(example, pos, err))?;
                     match quick_xml::escape::resolve_predefined_entity(&name) {
                         Some(s) => s.to_string(),
-                        None => {
-                            return Err(xml_error(
-                                example,
-                                pos,
-                                format!("unknown entity `&{name};`"),
-                            ))
-                        }
+                        None => return Err(xml_error(example, pos, format!("unknown entity `&{name};`"))),
                     }
                 };
                 Some(Cow::Owned(resolved))
             }
             XmlEvent::Eof => break,
-            XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::DocType(_) => {
-                None
-            }
+            XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::DocType(_) => None,
         };
         if let Some(text) = text {
             if let Some(cur) = stack.last_mut() {
@@ -668,11 +598,7 @@ fn parse_xml(example: &str) -> Result<RawElem, ValidationError> {
         }
     }
     if let Some(open) = stack.last() {
-        return Err(xml_error(
-            example,
-            example.len() as u64,
-            format!("element <{}> is not closed", open.name),
-        ));
+        return Err(xml_error(example, example.len() as u64, format!("element <{}> is not closed", open.name)));
     }
     root.ok_or_else(|| xml_error(example, 0, "no root element"))
 }
@@ -683,15 +609,8 @@ fn build_xml(el: RawElem, path: String, leaves: &mut Vec<Leaf>) -> XElem {
         if name == "xmlns" || name.starts_with("xmlns:") {
             attrs.push(XAttr::Literal { name, value });
         } else {
-            leaves.push(Leaf {
-                path: format!("{path}/@{name}"),
-                name: name.clone(),
-                example: Value::String(value),
-            });
-            attrs.push(XAttr::Slot {
-                name,
-                slot: leaves.len() - 1,
-            });
+            leaves.push(Leaf { path: format!("{path}/@{name}"), name: name.clone(), example: Value::String(value) });
+            attrs.push(XAttr::Slot { name, slot: leaves.len() - 1 });
         }
     }
     let has_elements = el.children.iter().any(|c| matches!(c, RawChild::Elem(_)));
@@ -704,11 +623,7 @@ fn build_xml(el: RawElem, path: String, leaves: &mut Vec<Leaf>) -> XElem {
                 RawChild::Elem(_) => None,
             })
             .collect();
-        leaves.push(Leaf {
-            path,
-            name: el.name.clone(),
-            example: Value::String(text),
-        });
+        leaves.push(Leaf { path, name: el.name.clone(), example: Value::String(text) });
         XBody::Leaf(leaves.len() - 1)
     } else {
         let mut totals: HashMap<String, usize> = HashMap::new();
@@ -737,11 +652,7 @@ fn build_xml(el: RawElem, path: String, leaves: &mut Vec<Leaf>) -> XElem {
         }
         XBody::Children(children)
     };
-    XElem {
-        name: el.name,
-        attrs,
-        body,
-    }
+    XElem { name: el.name, attrs, body }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,23 +675,10 @@ struct Slot {
 
 #[derive(Debug, Clone)]
 enum Compiled {
-    Json {
-        root: JNode,
-        slots: Vec<Slot>,
-    },
-    Xml {
-        root: XElem,
-        slots: Vec<Slot>,
-    },
-    Pairs {
-        slots: Vec<Slot>,
-    },
-    Text {
-        env: Environment<'static>,
-        tokens: Vec<&'static str>,
-        uses_event: bool,
-        uses_data: bool,
-    },
+    Json { root: JNode, slots: Vec<Slot> },
+    Xml { root: XElem, slots: Vec<Slot> },
+    Pairs { slots: Vec<Slot> },
+    Text { env: Environment<'static>, tokens: Vec<&'static str>, uses_event: bool, uses_data: bool },
 }
 
 /// A body template parsed once at configuration time and shared read-only.
@@ -808,10 +706,7 @@ impl fmt::Debug for CompiledTemplate {
 
 fn check_size(field: &str, len: usize) -> Result<(), ValidationError> {
     if len > MAX_TEMPLATE_BYTES {
-        Err(ValidationError::new(
-            field,
-            format!("is {len} bytes, larger than the {MAX_TEMPLATE_BYTES} byte limit"),
-        ))
+        Err(ValidationError::new(field, format!("is {len} bytes, larger than the {MAX_TEMPLATE_BYTES} byte limit")))
     } else {
         Ok(())
     }
@@ -822,10 +717,7 @@ fn compile_source(source: &Source, field: &str) -> Result<Src, ValidationError> 
         Source::Token { token } => Src::Token(
             tokens::lookup(token)
                 .ok_or_else(|| {
-                    ValidationError::new(
-                        format!("{field}.source.token"),
-                        format!("unknown token `{}`", token.trim()),
-                    )
+                    ValidationError::new(format!("{field}.source.token"), format!("unknown token `{}`", token.trim()))
                 })?
                 .name,
         ),
@@ -837,23 +729,13 @@ fn compile_source(source: &Source, field: &str) -> Result<Src, ValidationError> 
 impl CompiledTemplate {
     /// Validates and compiles a body for a content type. Errors name the offending field
     /// relative to the body (`example`, `fields[2].path`, `pairs[1].source.token`, `source`).
-    pub fn compile(
-        body: &TemplateBody,
-        content_type: ContentType,
-    ) -> Result<Self, ValidationError> {
+    pub fn compile(body: &TemplateBody, content_type: ContentType) -> Result<Self, ValidationError> {
         let compiled = match body {
-            TemplateBody::Fields {
-                format,
-                example,
-                fields,
-            } => compile_fields(*format, example, fields, content_type)?,
+            TemplateBody::Fields { format, example, fields } => compile_fields(*format, example, fields, content_type)?,
             TemplateBody::Pairs { pairs } => compile_pairs(pairs, content_type)?,
             TemplateBody::Text { source } => compile_text(source, content_type)?,
         };
-        Ok(CompiledTemplate {
-            content_type,
-            compiled,
-        })
+        Ok(CompiledTemplate { content_type, compiled })
     }
 
     /// The content type the template was compiled for.
@@ -865,12 +747,9 @@ impl CompiledTemplate {
     /// most [`MAX_RENDERED_BYTES`] long.
     pub fn render(&self, ctx: &RenderContext) -> Result<String, RenderError> {
         let out = match &self.compiled {
-            Compiled::Text {
-                env,
-                tokens,
-                uses_event,
-                uses_data,
-            } => render_text(env, tokens, *uses_event, *uses_data, ctx)?,
+            Compiled::Text { env, tokens, uses_event, uses_data } => {
+                render_text(env, tokens, *uses_event, *uses_data, ctx)?
+            }
             Compiled::Json { root, slots } => {
                 let values = slot_values(slots, ctx);
                 match self.content_type {
@@ -894,10 +773,7 @@ impl CompiledTemplate {
                         w.finish()?
                     }
                     ContentType::Json => {
-                        let out = Out::Obj(vec![(
-                            Cow::Borrowed(root.name.as_str()),
-                            xelem_out(root, &values),
-                        )]);
+                        let out = Out::Obj(vec![(Cow::Borrowed(root.name.as_str()), xelem_out(root, &values))]);
                         to_json(&out)?
                     }
                     ContentType::Form => form_encode(&leaf_pairs(slots, &values)),
@@ -910,9 +786,7 @@ impl CompiledTemplate {
                         slots
                             .iter()
                             .zip(&values)
-                            .map(|(s, v)| {
-                                (Cow::Borrowed(s.path.as_str()), Out::Val(Cow::Borrowed(v)))
-                            })
+                            .map(|(s, v)| (Cow::Borrowed(s.path.as_str()), Out::Val(Cow::Borrowed(v))))
                             .collect(),
                     ))?,
                     ContentType::Xml => {
@@ -940,13 +814,9 @@ impl CompiledTemplate {
     pub fn render_pairs(&self, ctx: &RenderContext) -> Result<Vec<(String, String)>, RenderError> {
         let slots = match &self.compiled {
             Compiled::Text { .. } => {
-                return Err(RenderError::Template(
-                    "text templates cannot be sent as query parameters".to_string(),
-                ))
+                return Err(RenderError::Template("text templates cannot be sent as query parameters".to_string()))
             }
-            Compiled::Json { slots, .. }
-            | Compiled::Xml { slots, .. }
-            | Compiled::Pairs { slots } => slots,
+            Compiled::Json { slots, .. } | Compiled::Xml { slots, .. } | Compiled::Pairs { slots } => slots,
         };
         let values = slot_values(slots, ctx);
         let pairs = leaf_pairs(slots, &values);
@@ -961,9 +831,7 @@ impl CompiledTemplate {
     pub fn tokens_used(&self) -> Vec<String> {
         let set: BTreeSet<&str> = match &self.compiled {
             Compiled::Text { tokens, .. } => tokens.iter().copied().collect(),
-            Compiled::Json { slots, .. }
-            | Compiled::Xml { slots, .. }
-            | Compiled::Pairs { slots } => slots
+            Compiled::Json { slots, .. } | Compiled::Xml { slots, .. } | Compiled::Pairs { slots } => slots
                 .iter()
                 .filter_map(|s| match s.source {
                     Src::Token(t) => Some(t),
@@ -983,12 +851,7 @@ fn compile_fields(
 ) -> Result<Compiled, ValidationError> {
     check_size("example", example.len())?;
     let parsed = parse_example(format, example)?;
-    let index: HashMap<&str, usize> = parsed
-        .leaves
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.path.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = parsed.leaves.iter().enumerate().map(|(i, l)| (l.path.as_str(), i)).collect();
     let mut mapped: Vec<Option<Src>> = vec![None; parsed.leaves.len()];
     for (i, mapping) in fields.iter().enumerate() {
         let field = format!("fields[{i}]");
@@ -1014,21 +877,14 @@ fn compile_fields(
                 Some(name) => Src::Token(
                     tokens::lookup(name)
                         .ok_or_else(|| {
-                            ValidationError::new(
-                                "example",
-                                format!("unknown token `{name}` in field `{}`", leaf.path),
-                            )
+                            ValidationError::new("example", format!("unknown token `{name}` in field `{}`", leaf.path))
                         })?
                         .name,
                 ),
                 None => Src::Constant(leaf.example),
             },
         };
-        slots.push(Slot {
-            path: leaf.path,
-            name: leaf.name,
-            source,
-        });
+        slots.push(Slot { path: leaf.path, name: leaf.name, source });
     }
     Ok(match parsed.shape {
         Shape::Json(root) => {
@@ -1058,10 +914,7 @@ fn check_xml_names(node: &JNode) -> Result<(), ValidationError> {
     }
 }
 
-fn compile_pairs(
-    pairs: &[FieldMapping],
-    content_type: ContentType,
-) -> Result<Compiled, ValidationError> {
+fn compile_pairs(pairs: &[FieldMapping], content_type: ContentType) -> Result<Compiled, ValidationError> {
     let size = serde_json::to_string(pairs).map_or(0, |s| s.len());
     check_size("pairs", size)?;
     let mut seen = HashSet::new();
@@ -1070,16 +923,10 @@ fn compile_pairs(
         let field = format!("pairs[{i}]");
         let key = pair.path.trim();
         if key.is_empty() {
-            return Err(ValidationError::new(
-                format!("{field}.path"),
-                "must not be empty",
-            ));
+            return Err(ValidationError::new(format!("{field}.path"), "must not be empty"));
         }
         if !seen.insert(key) {
-            return Err(ValidationError::new(
-                format!("{field}.path"),
-                format!("duplicate key `{key}`"),
-            ));
+            return Err(ValidationError::new(format!("{field}.path"), format!("duplicate key `{key}`")));
         }
         if content_type == ContentType::Xml && !is_xml_name(key) {
             return Err(ValidationError::new(
@@ -1116,15 +963,12 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
         .map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
 
     let mut allowed: HashSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
-    for name in [
-        "event", "data", "loop", "caller", "varargs", "kwargs", "self", "super",
-    ] {
+    for name in ["event", "data", "loop", "caller", "varargs", "kwargs", "self", "super"] {
         allowed.insert(name.to_string());
     }
     let undeclared = {
-        let tmpl = env
-            .get_template(BODY_TEMPLATE_NAME)
-            .map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
+        let tmpl =
+            env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
         tmpl.undeclared_variables(false)
     };
     let mut used_tokens = Vec::new();
@@ -1136,8 +980,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
             unknown.push((find_var_line(&processed, name), name.clone()));
         }
     }
-    unknown
-        .sort_by(|a, b| (a.0.unwrap_or(usize::MAX), &a.1).cmp(&(b.0.unwrap_or(usize::MAX), &b.1)));
+    unknown.sort_by(|a, b| (a.0.unwrap_or(usize::MAX), &a.1).cmp(&(b.0.unwrap_or(usize::MAX), &b.1)));
     if let Some((line, name)) = unknown.into_iter().next() {
         let hint = match tokens::lookup(&name) {
             Some(def) => format!(" (did you mean `{}`?)", def.name),
@@ -1172,12 +1015,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
             return Err(ValidationError::new("source", jinja_message(&e)));
         }
     }
-    Ok(Compiled::Text {
-        env,
-        tokens: used_tokens,
-        uses_event,
-        uses_data,
-    })
+    Ok(Compiled::Text { env, tokens: used_tokens, uses_event, uses_data })
 }
 
 fn jinja_message(e: &minijinja::Error) -> String {
@@ -1421,8 +1259,7 @@ fn format_value(
 ) -> Result<(), minijinja::Error> {
     let escape = state.auto_escape();
     let absent = value.is_undefined() || value.is_none();
-    let write =
-        |out: &mut minijinja::Output, s: &str| out.write_str(s).map_err(minijinja::Error::from);
+    let write = |out: &mut minijinja::Output, s: &str| out.write_str(s).map_err(minijinja::Error::from);
     match escape {
         AutoEscape::Json if absent => write(out, "null"),
         AutoEscape::Html if value.is_safe() => write(out, value.as_str().unwrap_or_default()),
@@ -1432,8 +1269,7 @@ fn format_value(
                 write(out, value.as_str().unwrap_or_default())
             } else {
                 let text = jinja_text(value);
-                let encoded: String =
-                    url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+                let encoded: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
                 write(out, &encoded)
             }
         }
@@ -1456,8 +1292,7 @@ fn render_text(
     uses_data: bool,
     ctx: &RenderContext,
 ) -> Result<String, RenderError> {
-    render_text_inner(env, used, uses_event, uses_data, ctx)
-        .map_err(|e| RenderError::Template(jinja_message(&e)))
+    render_text_inner(env, used, uses_event, uses_data, ctx).map_err(|e| RenderError::Template(jinja_message(&e)))
 }
 
 fn render_text_inner(
@@ -1469,9 +1304,7 @@ fn render_text_inner(
 ) -> Result<String, minijinja::Error> {
     let mut vars: BTreeMap<&str, minijinja::Value> = BTreeMap::new();
     for &name in used {
-        let value = ctx
-            .token(name)
-            .map_or(minijinja::Value::from(()), minijinja::Value::from_serialize);
+        let value = ctx.token(name).map_or(minijinja::Value::from(()), minijinja::Value::from_serialize);
         vars.insert(name, value);
     }
     if uses_event {
@@ -1510,17 +1343,11 @@ fn value_text(v: &Value) -> Cow<'_, str> {
 }
 
 fn leaf_pairs(slots: &[Slot], values: &[Value]) -> Vec<(String, String)> {
-    slots
-        .iter()
-        .zip(values)
-        .map(|(s, v)| (s.path.clone(), value_text(v).into_owned()))
-        .collect()
+    slots.iter().zip(values).map(|(s, v)| (s.path.clone(), value_text(v).into_owned())).collect()
 }
 
 fn form_encode(pairs: &[(String, String)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
 /// An ordered JSON output tree.
@@ -1559,12 +1386,9 @@ fn to_json(out: &Out) -> Result<String, RenderError> {
 fn json_out<'a>(node: &'a JNode, values: &'a [Value]) -> Out<'a> {
     match node {
         JNode::Leaf(i) => Out::Val(Cow::Borrowed(&values[*i])),
-        JNode::Obj(members) => Out::Obj(
-            members
-                .iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), json_out(v, values)))
-                .collect(),
-        ),
+        JNode::Obj(members) => {
+            Out::Obj(members.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), json_out(v, values))).collect())
+        }
         JNode::Arr(items) => Out::Arr(items.iter().map(|v| json_out(v, values)).collect()),
     }
 }
@@ -1575,10 +1399,7 @@ fn xelem_out<'a>(el: &'a XElem, values: &'a [Value]) -> Out<'a> {
     let mut members: Vec<(Cow<'a, str>, Out<'a>)> = Vec::new();
     for attr in &el.attrs {
         if let XAttr::Slot { name, slot } = attr {
-            members.push((
-                Cow::Owned(format!("@{name}")),
-                Out::Val(Cow::Borrowed(&values[*slot])),
-            ));
+            members.push((Cow::Owned(format!("@{name}")), Out::Val(Cow::Borrowed(&values[*slot]))));
         }
     }
     match &el.body {
@@ -1598,10 +1419,7 @@ fn xelem_out<'a>(el: &'a XElem, values: &'a [Value]) -> Out<'a> {
                         if !groups.contains_key(e.name.as_str()) {
                             order.push(&e.name);
                         }
-                        groups
-                            .entry(&e.name)
-                            .or_default()
-                            .push(xelem_out(e, values));
+                        groups.entry(&e.name).or_default().push(xelem_out(e, values));
                     }
                     XChild::Text(t) => text.push_str(t.trim()),
                 }
@@ -1616,10 +1434,7 @@ fn xelem_out<'a>(el: &'a XElem, values: &'a [Value]) -> Out<'a> {
                 members.push((Cow::Borrowed(name), out));
             }
             if !text.is_empty() {
-                members.push((
-                    Cow::Borrowed("#text"),
-                    Out::Val(Cow::Owned(Value::String(text))),
-                ));
+                members.push((Cow::Borrowed("#text"), Out::Val(Cow::Owned(Value::String(text)))));
             }
         }
     }
@@ -1653,10 +1468,7 @@ fn xml_name(s: &str) -> Cow<'_, str> {
     if is_xml_name(s) {
         return Cow::Borrowed(s);
     }
-    let mut name: String = s
-        .chars()
-        .map(|c| if is_xml_name_char(c) { c } else { '_' })
-        .collect();
+    let mut name: String = s.chars().map(|c| if is_xml_name_char(c) { c } else { '_' }).collect();
     if !name.chars().next().is_some_and(is_xml_name_start) {
         name.insert(0, '_');
     }
@@ -1699,8 +1511,7 @@ fn xml_io(e: std::io::Error) -> RenderError {
 impl XmlOut {
     fn new() -> Result<Self, RenderError> {
         let mut w = quick_xml::Writer::new(Vec::new());
-        w.write_event(XmlEvent::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
-            .map_err(xml_io)?;
+        w.write_event(XmlEvent::Decl(BytesDecl::new("1.0", Some("UTF-8"), None))).map_err(xml_io)?;
         Ok(XmlOut { w })
     }
 
@@ -1720,41 +1531,26 @@ impl XmlOut {
     }
 
     fn start(&mut self, name: &str, attrs: &[(&str, Cow<'_, str>)]) -> Result<(), RenderError> {
-        self.w
-            .write_event(XmlEvent::Start(Self::start_tag(name, attrs)))
-            .map_err(xml_io)
+        self.w.write_event(XmlEvent::Start(Self::start_tag(name, attrs))).map_err(xml_io)
     }
 
     fn empty(&mut self, name: &str, attrs: &[(&str, Cow<'_, str>)]) -> Result<(), RenderError> {
-        self.w
-            .write_event(XmlEvent::Empty(Self::start_tag(name, attrs)))
-            .map_err(xml_io)
+        self.w.write_event(XmlEvent::Empty(Self::start_tag(name, attrs))).map_err(xml_io)
     }
 
     fn end(&mut self, name: &str) -> Result<(), RenderError> {
-        self.w
-            .write_event(XmlEvent::End(BytesEnd::new(name)))
-            .map_err(xml_io)
+        self.w.write_event(XmlEvent::End(BytesEnd::new(name))).map_err(xml_io)
     }
 
     fn text(&mut self, s: &str) -> Result<(), RenderError> {
         if s.is_empty() {
             return Ok(());
         }
-        self.w
-            .write_event(XmlEvent::Text(BytesText::from_escaped(xml_escape(
-                s, false,
-            ))))
-            .map_err(xml_io)
+        self.w.write_event(XmlEvent::Text(BytesText::from_escaped(xml_escape(s, false)))).map_err(xml_io)
     }
 
     /// `<name attrs>value</name>`; null → `<name/>`.
-    fn value_element(
-        &mut self,
-        name: &str,
-        attrs: &[(&str, Cow<'_, str>)],
-        v: &Value,
-    ) -> Result<(), RenderError> {
+    fn value_element(&mut self, name: &str, attrs: &[(&str, Cow<'_, str>)], v: &Value) -> Result<(), RenderError> {
         if v.is_null() {
             return self.empty(name, attrs);
         }
@@ -1800,12 +1596,7 @@ impl XmlOut {
         }
     }
 
-    fn jnode_element(
-        &mut self,
-        name: &str,
-        node: &JNode,
-        values: &[Value],
-    ) -> Result<(), RenderError> {
+    fn jnode_element(&mut self, name: &str, node: &JNode, values: &[Value]) -> Result<(), RenderError> {
         if let JNode::Leaf(i) = node {
             return self.value_element(&xml_name(name), &[], &values[*i]);
         }
@@ -1884,22 +1675,15 @@ impl InlineTemplate {
                     return Err(ValidationError::new(field, "unclosed `{{`"));
                 };
                 let inner = rest[2..close].trim();
-                let inner = inner
-                    .strip_prefix('%')
-                    .and_then(|s| s.strip_suffix('%'))
-                    .unwrap_or(inner);
+                let inner = inner.strip_prefix('%').and_then(|s| s.strip_suffix('%')).unwrap_or(inner);
                 if !is_ident(inner) {
                     return Err(ValidationError::new(
                         field,
-                        format!(
-                            "`{}` is not a token name (write `{{{{ token }}}}` or `%token%`)",
-                            &rest[..close + 2]
-                        ),
+                        format!("`{}` is not a token name (write `{{{{ token }}}}` or `%token%`)", &rest[..close + 2]),
                     ));
                 }
-                let def = tokens::lookup(inner).ok_or_else(|| {
-                    ValidationError::new(field, format!("unknown token `{inner}`"))
-                })?;
+                let def = tokens::lookup(inner)
+                    .ok_or_else(|| ValidationError::new(field, format!("unknown token `{inner}`")))?;
                 if !literal.is_empty() {
                     parts.push(Part::Literal(std::mem::take(&mut literal)));
                 }
@@ -1943,9 +1727,7 @@ impl InlineTemplate {
                     match escape {
                         Escape::None => out.push_str(&text),
                         Escape::UrlComponent => percent_encode_into(&text, &mut out),
-                        Escape::Header => {
-                            out.extend(text.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')))
-                        }
+                        Escape::Header => out.extend(text.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0'))),
                     }
                 }
             }
@@ -1990,8 +1772,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const HOSTILE: &str =
-        "He said \"hi\" </x> & <y attr='1'>\n\r\tline \"} ]}{{ ani }} %ani% \\ ✓ 日本 😀";
+    const HOSTILE: &str = "He said \"hi\" </x> & <y attr='1'>\n\r\tline \"} ]}{{ ani }} %ani% \\ ✓ 日本 😀";
 
     fn event_with(data: Value) -> Event {
         let mut e = tokens::sample_event();
@@ -2015,26 +1796,16 @@ mod tests {
         TemplateBody::Fields {
             format,
             example: example.to_string(),
-            fields: mappings
-                .iter()
-                .map(|(p, s)| FieldMapping {
-                    path: p.to_string(),
-                    source: s.clone(),
-                })
-                .collect(),
+            fields: mappings.iter().map(|(p, s)| FieldMapping { path: p.to_string(), source: s.clone() }).collect(),
         }
     }
 
     fn tok(name: &str) -> Source {
-        Source::Token {
-            token: name.to_string(),
-        }
+        Source::Token { token: name.to_string() }
     }
 
     fn text(source: &str) -> TemplateBody {
-        TemplateBody::Text {
-            source: source.to_string(),
-        }
+        TemplateBody::Text { source: source.to_string() }
     }
 
     fn compile(body: &TemplateBody, ct: ContentType) -> CompiledTemplate {
@@ -2046,9 +1817,7 @@ mod tests {
     }
 
     fn render(body: &TemplateBody, ct: ContentType, e: &Event) -> String {
-        compile(body, ct)
-            .render(&utc(e))
-            .unwrap_or_else(|err| panic!("render: {err}"))
+        compile(body, ct).render(&utc(e)).unwrap_or_else(|err| panic!("render: {err}"))
     }
 
     fn render_json(body: &TemplateBody, e: &Event) -> Value {
@@ -2064,10 +1833,7 @@ mod tests {
         let mut stack: Vec<(String, String, bool)> = Vec::new();
         let mut out = Vec::new();
         loop {
-            match reader
-                .read_event()
-                .unwrap_or_else(|e| panic!("invalid XML {xml}: {e}"))
-            {
+            match reader.read_event().unwrap_or_else(|e| panic!("invalid XML {xml}: {e}")) {
                 XmlEvent::Start(e) => {
                     let name = String::from_utf8(e.name().as_ref().to_vec()).unwrap();
                     let path = match stack.last_mut() {
@@ -2080,10 +1846,7 @@ mod tests {
                     for a in e.attributes() {
                         let a = a.unwrap();
                         let k = String::from_utf8(a.key.as_ref().to_vec()).unwrap();
-                        out.push((
-                            format!("{path}/@{k}"),
-                            a.unescape_value().unwrap().into_owned(),
-                        ));
+                        out.push((format!("{path}/@{k}"), a.unescape_value().unwrap().into_owned()));
                     }
                     stack.push((path, String::new(), false));
                 }
@@ -2099,10 +1862,7 @@ mod tests {
                     for a in e.attributes() {
                         let a = a.unwrap();
                         let k = String::from_utf8(a.key.as_ref().to_vec()).unwrap();
-                        out.push((
-                            format!("{path}/@{k}"),
-                            a.unescape_value().unwrap().into_owned(),
-                        ));
+                        out.push((format!("{path}/@{k}"), a.unescape_value().unwrap().into_owned()));
                     }
                     out.push((path, String::new()));
                 }
@@ -2132,43 +1892,25 @@ mod tests {
     }
 
     fn xml_get(values: &[(String, String)], path: &str) -> String {
-        values
-            .iter()
-            .find(|(p, _)| p == path)
-            .unwrap_or_else(|| panic!("no `{path}` in {values:?}"))
-            .1
-            .clone()
+        values.iter().find(|(p, _)| p == path).unwrap_or_else(|| panic!("no `{path}` in {values:?}")).1.clone()
     }
 
     fn form_values(body: &str) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(body.as_bytes())
-            .into_owned()
-            .collect()
+        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect()
     }
 
     // ---- content type and serde shapes ----------------------------------------------------
 
     #[test]
     fn content_type_names_and_mime() {
-        for ct in [
-            ContentType::Json,
-            ContentType::Xml,
-            ContentType::Form,
-            ContentType::Text,
-        ] {
+        for ct in [ContentType::Json, ContentType::Xml, ContentType::Form, ContentType::Text] {
             assert_eq!(ContentType::parse(ct.as_str()), Some(ct));
             assert_eq!(ContentType::parse(ct.mime()), Some(ct));
             assert_eq!(serde_json::to_value(ct).unwrap(), json!(ct.as_str()));
         }
         assert_eq!(ContentType::parse("text/xml"), Some(ContentType::Xml));
-        assert_eq!(
-            ContentType::parse("Application/JSON; charset=utf-8"),
-            Some(ContentType::Json)
-        );
-        assert_eq!(
-            ContentType::parse("application/soap+xml"),
-            Some(ContentType::Xml)
-        );
+        assert_eq!(ContentType::parse("Application/JSON; charset=utf-8"), Some(ContentType::Json));
+        assert_eq!(ContentType::parse("application/soap+xml"), Some(ContentType::Xml));
         assert_eq!(ContentType::parse("image/png"), None);
         assert_eq!(ContentType::default(), ContentType::Json);
         assert_eq!(ContentType::Text.mime(), "text/plain; charset=utf-8");
@@ -2179,11 +1921,7 @@ mod tests {
         let body = fields(
             ContentType::Json,
             "{\"a\":\"\"}",
-            &[
-                ("a", tok("ani")),
-                ("b", Source::Name),
-                ("c", Source::Constant { value: json!(1) }),
-            ],
+            &[("a", tok("ani")), ("b", Source::Name), ("c", Source::Constant { value: json!(1) })],
         );
         let v = serde_json::to_value(&body).unwrap();
         assert_eq!(
@@ -2195,13 +1933,9 @@ mod tests {
         );
         assert_eq!(serde_json::from_value::<TemplateBody>(v).unwrap(), body);
         let no_fields: TemplateBody =
-            serde_json::from_value(json!({"kind":"fields","format":"xml","example":"<a/>"}))
-                .unwrap();
+            serde_json::from_value(json!({"kind":"fields","format":"xml","example":"<a/>"})).unwrap();
         assert!(matches!(no_fields, TemplateBody::Fields { fields, .. } if fields.is_empty()));
-        assert_eq!(
-            serde_json::to_value(text("x")).unwrap(),
-            json!({"kind":"text","source":"x"})
-        );
+        assert_eq!(serde_json::to_value(text("x")).unwrap(), json!({"kind":"text","source":"x"}));
         assert_eq!(
             serde_json::to_value(TemplateBody::Pairs { pairs: vec![] }).unwrap(),
             json!({"kind":"pairs","pairs":[]})
@@ -2212,16 +1946,10 @@ mod tests {
 
     #[test]
     fn extracts_the_reference_example_in_order() {
-        let got = extract_fields(
-            ContentType::Json,
-            r#"{"Firstname":"","Lastname":"","email":""}"#,
-        )
-        .unwrap();
+        let got = extract_fields(ContentType::Json, r#"{"Firstname":"","Lastname":"","email":""}"#).unwrap();
         let paths: Vec<&str> = got.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["Firstname", "Lastname", "email"]);
-        assert!(got
-            .iter()
-            .all(|f| f.source == Source::Constant { value: json!("") }));
+        assert!(got.iter().all(|f| f.source == Source::Constant { value: json!("") }));
     }
 
     #[test]
@@ -2245,10 +1973,7 @@ mod tests {
             ("meta[\"a.b\"]", Source::Constant { value: json!(true) }),
             ("meta.z", Source::Constant { value: json!(null) }),
         ];
-        let got: Vec<(&str, Source)> = got
-            .iter()
-            .map(|f| (f.path.as_str(), f.source.clone()))
-            .collect();
+        let got: Vec<(&str, Source)> = got.iter().map(|f| (f.path.as_str(), f.source.clone())).collect();
         assert_eq!(got, expected);
     }
 
@@ -2266,10 +1991,7 @@ mod tests {
   <items><item>1</item><item>2</item></items>
 </lead>"#;
         let got = extract_fields(ContentType::Xml, example).unwrap();
-        let got: Vec<(&str, Source)> = got
-            .iter()
-            .map(|f| (f.path.as_str(), f.source.clone()))
-            .collect();
+        let got: Vec<(&str, Source)> = got.iter().map(|f| (f.path.as_str(), f.source.clone())).collect();
         let c = |v: &str| Source::Constant { value: json!(v) };
         assert_eq!(
             got,
@@ -2292,10 +2014,7 @@ mod tests {
         assert_eq!(err.field, "example");
         assert!(err.message.contains("line 2, column"), "{err}");
         let err = extract_fields(ContentType::Json, "{\"a\": 1, \"a\": 2}").unwrap_err();
-        assert!(
-            err.message.contains("duplicate key `a`") && err.message.contains("line 1"),
-            "{err}"
-        );
+        assert!(err.message.contains("duplicate key `a`") && err.message.contains("line 1"), "{err}");
         let err = extract_fields(ContentType::Json, "\"just a string\"").unwrap_err();
         assert_eq!(err.field, "example");
         let err = extract_fields(ContentType::Xml, "<a>\n  <b>\n</a>").unwrap_err();
@@ -2320,16 +2039,9 @@ mod tests {
         mapped[0].source = tok("%ani_first_name%");
         mapped[1].source = tok("ani_last_name");
         mapped[2].source = tok("%ani%");
-        let body = TemplateBody::Fields {
-            format: ContentType::Json,
-            example: example.into(),
-            fields: mapped,
-        };
+        let body = TemplateBody::Fields { format: ContentType::Json, example: example.into(), fields: mapped };
         let e = tokens::sample_event();
-        assert_eq!(
-            render(&body, ContentType::Json, &e),
-            r#"{"first":"Freddy","last":"Krueger","phone":"7776734736"}"#
-        );
+        assert_eq!(render(&body, ContentType::Json, &e), r#"{"first":"Freddy","last":"Krueger","phone":"7776734736"}"#);
         let t = compile(&body, ContentType::Json);
         assert_eq!(t.tokens_used(), ["ani", "ani_first_name", "ani_last_name"]);
     }
@@ -2342,10 +2054,7 @@ mod tests {
             &[("key", Source::Name)],
         );
         let v = render_json(&body, &tokens::sample_event());
-        assert_eq!(
-            v,
-            json!({"fixed":"yes","n":3,"caller":"7776734736","who":"","key":"key"})
-        );
+        assert_eq!(v, json!({"fixed":"yes","n":3,"caller":"7776734736","who":"","key":"key"}));
     }
 
     // ---- hostile values -------------------------------------------------------------------
@@ -2356,33 +2065,18 @@ mod tests {
         let body = fields(
             ContentType::Json,
             r#"{"a":{"first":"","last":""},"list":["%ani_first_name%"]}"#,
-            &[
-                ("a.first", tok("ani_first_name")),
-                ("a.last", tok("ani_last_name")),
-            ],
+            &[("a.first", tok("ani_first_name")), ("a.last", tok("ani_last_name"))],
         );
         let v = render_json(&body, &e);
-        assert_eq!(
-            v,
-            json!({"a":{"first":HOSTILE,"last":"\"}</last>&amp;"},"list":[HOSTILE]})
-        );
+        assert_eq!(v, json!({"a":{"first":HOSTILE,"last":"\"}</last>&amp;"},"list":[HOSTILE]}));
 
         let pairs = TemplateBody::Pairs {
             pairs: vec![
-                FieldMapping {
-                    path: "first".into(),
-                    source: tok("ani_first_name"),
-                },
-                FieldMapping {
-                    path: "we\"ird".into(),
-                    source: Source::Name,
-                },
+                FieldMapping { path: "first".into(), source: tok("ani_first_name") },
+                FieldMapping { path: "we\"ird".into(), source: Source::Name },
             ],
         };
-        assert_eq!(
-            render_json(&pairs, &e),
-            json!({"first": HOSTILE, "we\"ird": "we\"ird"})
-        );
+        assert_eq!(render_json(&pairs, &e), json!({"first": HOSTILE, "we\"ird": "we\"ird"}));
 
         let t = text(
             "{\"raw\": {{ ani_first_name }}, \"quoted\": \"%ani_first_name%\",\n \"both\": \"{{ ani_first_name }} / {{- ani_last_name }}\", \"n\": %dialed_time%, \"s\": \"%dialed_time%\", \"pct\": \"100% %ani%\"}",
@@ -2405,22 +2099,15 @@ mod tests {
             &[("lead/contact/first", tok("ani_first_name"))],
         );
         let xml = render(&body, ContentType::Xml, &e);
-        assert!(
-            xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"),
-            "{xml}"
-        );
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"), "{xml}");
         let v = xml_values(&xml);
         assert_eq!(xml_get(&v, "lead/@kind"), "x");
         assert_eq!(xml_get(&v, "lead/contact/@name"), expected_first);
         assert_eq!(xml_get(&v, "lead/contact/first"), expected_first);
         assert_eq!(xml_get(&v, "lead/contact/last"), "\"}</last>&amp;");
 
-        let pairs = TemplateBody::Pairs {
-            pairs: vec![FieldMapping {
-                path: "first".into(),
-                source: tok("ani_first_name"),
-            }],
-        };
+        let pairs =
+            TemplateBody::Pairs { pairs: vec![FieldMapping { path: "first".into(), source: tok("ani_first_name") }] };
         let v = xml_values(&render(&pairs, ContentType::Xml, &e));
         assert_eq!(xml_get(&v, "payload/first"), expected_first);
 
@@ -2441,29 +2128,16 @@ mod tests {
     #[test]
     fn hostile_values_stay_valid_form() {
         let e = hostile_event();
-        let body = fields(
-            ContentType::Json,
-            r#"{"a":{"first":"%ani_first_name%"},"n":"%dialed_time%"}"#,
-            &[],
-        );
+        let body = fields(ContentType::Json, r#"{"a":{"first":"%ani_first_name%"},"n":"%dialed_time%"}"#, &[]);
         let out = render(&body, ContentType::Form, &e);
         assert_eq!(
             form_values(&out),
-            vec![
-                ("a.first".to_string(), HOSTILE.to_string()),
-                ("n".to_string(), "36".to_string())
-            ]
+            vec![("a.first".to_string(), HOSTILE.to_string()), ("n".to_string(), "36".to_string())]
         );
         let pairs = TemplateBody::Pairs {
             pairs: vec![
-                FieldMapping {
-                    path: "first name".into(),
-                    source: tok("ani_first_name"),
-                },
-                FieldMapping {
-                    path: "tags".into(),
-                    source: tok("tags"),
-                },
+                FieldMapping { path: "first name".into(), source: tok("ani_first_name") },
+                FieldMapping { path: "tags".into(), source: tok("tags") },
             ],
         };
         let out = render(&pairs, ContentType::Form, &e);
@@ -2495,27 +2169,15 @@ mod tests {
         let body = fields(
             ContentType::Json,
             r#"{"dialed":"","repeat":"%repeat_caller%","city":"%ani_city%","c":0}"#,
-            &[
-                ("dialed", tok("dialed_time")),
-                ("c", Source::Constant { value: json!(2.5) }),
-            ],
+            &[("dialed", tok("dialed_time")), ("c", Source::Constant { value: json!(2.5) })],
         );
-        assert_eq!(
-            render_json(&body, &e),
-            json!({"dialed":36,"repeat":1,"city":null,"c":2.5})
-        );
+        assert_eq!(render_json(&body, &e), json!({"dialed":36,"repeat":1,"city":null,"c":2.5}));
         let xml = render(&body, ContentType::Xml, &e);
         let v = xml_values(&xml);
         assert_eq!(xml_get(&v, "payload/dialed"), "36");
         assert_eq!(xml_get(&v, "payload/city"), "");
-        assert_eq!(
-            render(&text("{{ ani_city }}|%ani_city%"), ContentType::Text, &e),
-            "|"
-        );
-        assert_eq!(
-            render_json(&text("[{{ ani_city }}, {{ dialed_time }}]"), &e),
-            json!([null, 36])
-        );
+        assert_eq!(render(&text("{{ ani_city }}|%ani_city%"), ContentType::Text, &e), "|");
+        assert_eq!(render_json(&text("[{{ ani_city }}, {{ dialed_time }}]"), &e), json!([null, 36]));
     }
 
     #[test]
@@ -2529,15 +2191,9 @@ mod tests {
             r#"{"tags":{},"ivr":[],"inline":"%tags%"}"#,
             &[("tags", tok("tags")), ("ivr", tok("prompt_responses"))],
         );
+        assert_eq!(render_json(&body, &e), json!({"tags": tags, "ivr": prompts, "inline": tags}));
         assert_eq!(
-            render_json(&body, &e),
-            json!({"tags": tags, "ivr": prompts, "inline": tags})
-        );
-        assert_eq!(
-            render_json(
-                &text(r#"{"t": {{ tags }}, "p": {{ prompt_responses }}}"#),
-                &e
-            ),
+            render_json(&text(r#"{"t": {{ tags }}, "p": {{ prompt_responses }}}"#), &e),
             json!({"t": tags, "p": prompts})
         );
 
@@ -2572,14 +2228,8 @@ mod tests {
         let text_out = render(&xbody, ContentType::Text, &e);
         assert!(text_out.starts_with("<?xml"), "{text_out}");
         let jbody = fields(ContentType::Json, r#"{"first":"%ani_first_name%"}"#, &[]);
-        assert_eq!(
-            render(&jbody, ContentType::Text, &e),
-            r#"{"first":"Freddy"}"#
-        );
-        let err = compile_err(
-            &fields(ContentType::Json, r#"{"first name":""}"#, &[]),
-            ContentType::Xml,
-        );
+        assert_eq!(render(&jbody, ContentType::Text, &e), r#"{"first":"Freddy"}"#);
+        let err = compile_err(&fields(ContentType::Json, r#"{"first name":""}"#, &[]), ContentType::Xml);
         assert_eq!(err.field, "example");
     }
 
@@ -2587,18 +2237,9 @@ mod tests {
     fn timestamps_render_in_the_webhook_time_zone() {
         let e = tokens::sample_event();
         let ny = RenderContext::new(&e, chrono_tz::America::New_York);
-        assert_eq!(
-            ny.token("call_start_time"),
-            Some(json!("2019-03-27T20:05:00.000-04:00"))
-        );
-        assert_eq!(
-            ny.token("%call_start_time%"),
-            Some(json!("2019-03-27T20:05:00.000-04:00"))
-        );
-        assert_eq!(
-            utc(&e).token("call_start_time"),
-            Some(json!("2019-03-28T00:05:00.000Z"))
-        );
+        assert_eq!(ny.token("call_start_time"), Some(json!("2019-03-27T20:05:00.000-04:00")));
+        assert_eq!(ny.token("%call_start_time%"), Some(json!("2019-03-27T20:05:00.000-04:00")));
+        assert_eq!(utc(&e).token("call_start_time"), Some(json!("2019-03-28T00:05:00.000Z")));
         let body = fields(ContentType::Json, r#"{"start":"%call_start_time%"}"#, &[]);
         assert_eq!(
             compile(&body, ContentType::Json).render(&ny).unwrap(),
@@ -2607,10 +2248,7 @@ mod tests {
         let t = compile(&text("{{ call_start_time }}"), ContentType::Text);
         assert_eq!(t.render(&ny).unwrap(), "2019-03-27T20:05:00.000-04:00");
         let inline = InlineTemplate::compile("x?t=%call_start_time%", "url").unwrap();
-        assert_eq!(
-            inline.render(&ny, Escape::UrlComponent),
-            "x?t=2019-03-27T20%3A05%3A00.000-04%3A00"
-        );
+        assert_eq!(inline.render(&ny, Escape::UrlComponent), "x?t=2019-03-27T20%3A05%3A00.000-04%3A00");
     }
 
     // ---- compile errors -------------------------------------------------------------------
@@ -2623,145 +2261,74 @@ mod tests {
                 fields(
                     ContentType::Json,
                     ex,
-                    &[
-                        ("a", Source::Name),
-                        ("b", Source::Name),
-                        ("c", Source::Name),
-                        ("d", tok("foo")),
-                    ],
+                    &[("a", Source::Name), ("b", Source::Name), ("c", Source::Name), ("d", tok("foo"))],
                 ),
                 "fields[3].source.token",
                 "unknown token `foo`",
             ),
             (
-                fields(
-                    ContentType::Json,
-                    ex,
-                    &[
-                        ("a", Source::Name),
-                        ("b", Source::Name),
-                        ("nope", Source::Name),
-                    ],
-                ),
+                fields(ContentType::Json, ex, &[("a", Source::Name), ("b", Source::Name), ("nope", Source::Name)]),
                 "fields[2].path",
                 "not a field",
             ),
             (
-                fields(
-                    ContentType::Json,
-                    ex,
-                    &[("a", Source::Name), ("a", Source::Name)],
-                ),
+                fields(ContentType::Json, ex, &[("a", Source::Name), ("a", Source::Name)]),
                 "fields[1].path",
                 "more than once",
             ),
-            (
-                fields(ContentType::Json, r#"{"a":"%nosuchtoken%"}"#, &[]),
-                "example",
-                "unknown token `nosuchtoken`",
-            ),
+            (fields(ContentType::Json, r#"{"a":"%nosuchtoken%"}"#, &[]), "example", "unknown token `nosuchtoken`"),
             (fields(ContentType::Json, "{", &[]), "example", "line 1"),
-            (
-                fields(ContentType::Text, "hello", &[]),
-                "format",
-                "json or xml",
-            ),
-            (
-                fields(ContentType::Form, "a=b", &[]),
-                "format",
-                "json or xml",
-            ),
+            (fields(ContentType::Text, "hello", &[]), "format", "json or xml"),
+            (fields(ContentType::Form, "a=b", &[]), "format", "json or xml"),
             (
                 TemplateBody::Pairs {
                     pairs: vec![
-                        FieldMapping {
-                            path: "a".into(),
-                            source: tok("ani"),
-                        },
-                        FieldMapping {
-                            path: "b".into(),
-                            source: tok("%bogus%"),
-                        },
+                        FieldMapping { path: "a".into(), source: tok("ani") },
+                        FieldMapping { path: "b".into(), source: tok("%bogus%") },
                     ],
                 },
                 "pairs[1].source.token",
                 "unknown token `%bogus%`",
             ),
             (
-                TemplateBody::Pairs {
-                    pairs: vec![FieldMapping {
-                        path: " ".into(),
-                        source: Source::Name,
-                    }],
-                },
+                TemplateBody::Pairs { pairs: vec![FieldMapping { path: " ".into(), source: Source::Name }] },
                 "pairs[0].path",
                 "empty",
             ),
             (
                 TemplateBody::Pairs {
                     pairs: vec![
-                        FieldMapping {
-                            path: "k".into(),
-                            source: Source::Name,
-                        },
-                        FieldMapping {
-                            path: "k".into(),
-                            source: Source::Name,
-                        },
+                        FieldMapping { path: "k".into(), source: Source::Name },
+                        FieldMapping { path: "k".into(), source: Source::Name },
                     ],
                 },
                 "pairs[1].path",
                 "duplicate",
             ),
-            (
-                text("ok\n{{ ani }}\n{% if ani %}unclosed"),
-                "source",
-                "line 3",
-            ),
-            (
-                text("line one\n{{ ani + }}"),
-                "source",
-                "line 2: syntax error",
-            ),
+            (text("ok\n{{ ani }}\n{% if ani %}unclosed"), "source", "line 3"),
+            (text("line one\n{{ ani + }}"), "source", "line 2: syntax error"),
         ];
         for (body, field, needle) in cases {
             let err = compile_err(&body, ContentType::Json);
             assert_eq!(err.field, field, "{err}");
-            assert!(
-                err.message.contains(needle),
-                "{err} should contain {needle}"
-            );
+            assert!(err.message.contains(needle), "{err} should contain {needle}");
         }
-        let pairs = TemplateBody::Pairs {
-            pairs: vec![FieldMapping {
-                path: "1bad".into(),
-                source: Source::Name,
-            }],
-        };
+        let pairs = TemplateBody::Pairs { pairs: vec![FieldMapping { path: "1bad".into(), source: Source::Name }] };
         assert_eq!(compile_err(&pairs, ContentType::Xml).field, "pairs[0].path");
         assert!(CompiledTemplate::compile(&pairs, ContentType::Json).is_ok());
     }
 
     #[test]
     fn unknown_variables_in_text_templates_are_refused_with_their_line() {
-        let err = compile_err(
-            &text("{\n  \"a\": {{ ani }},\n  \"b\": {{ mystery }}\n}"),
-            ContentType::Json,
-        );
+        let err = compile_err(&text("{\n  \"a\": {{ ani }},\n  \"b\": {{ mystery }}\n}"), ContentType::Json);
         assert_eq!(err.field, "source");
         assert_eq!(err.message, "line 3: unknown token `mystery`");
-        let err = compile_err(
-            &text("{% for x in nope %}{{ x }}{% endfor %}"),
-            ContentType::Text,
-        );
+        let err = compile_err(&text("{% for x in nope %}{{ x }}{% endfor %}"), ContentType::Text);
         assert_eq!(err.message, "line 1: unknown token `nope`");
         let err = compile_err(&text("a\n{{ ani | nosuchfilter }}"), ContentType::Text);
         assert_eq!(
             (err.field.as_str(), err.message.as_str()),
-            (
-                "source",
-                "line 2: unknown filter: filter nosuchfilter is unknown"
-            )
+            ("source", "line 2: unknown filter: filter nosuchfilter is unknown")
         );
         let err = compile_err(&text("{% include 'other' %}"), ContentType::Text);
         assert_eq!(err.field, "source");
@@ -2781,69 +2348,34 @@ mod tests {
     #[test]
     fn percent_tokens_in_text_templates() {
         let e = tokens::sample_event();
-        let out = render(
-            &text("Call from %ani% (50% off, %notatoken%, %%) {{ '%ani%' }}"),
-            ContentType::Text,
-            &e,
-        );
+        let out = render(&text("Call from %ani% (50% off, %notatoken%, %%) {{ '%ani%' }}"), ContentType::Text, &e);
         assert_eq!(out, "Call from 7776734736 (50% off, %notatoken%, %%) %ani%");
-        let out = render(
-            &text("{% raw %}%ani% {{ ani }}{% endraw %} %ani%"),
-            ContentType::Text,
-            &e,
-        );
+        let out = render(&text("{% raw %}%ani% {{ ani }}{% endraw %} %ani%"), ContentType::Text, &e);
         assert_eq!(out, "%ani% {{ ani }} 7776734736");
         // Chainable undefined: missing data paths render empty instead of failing.
-        assert_eq!(
-            render(&text("[{{ data.nope.deeper }}]"), ContentType::Text, &e),
-            "[]"
-        );
+        assert_eq!(render(&text("[{{ data.nope.deeper }}]"), ContentType::Text, &e), "[]");
     }
 
     #[test]
     fn size_limits() {
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_TEMPLATE_BYTES));
-        assert_eq!(
-            compile_err(&fields(ContentType::Json, &big, &[]), ContentType::Json).field,
-            "example"
-        );
-        assert_eq!(
-            extract_fields(ContentType::Json, &big).unwrap_err().field,
-            "example"
-        );
-        assert_eq!(
-            compile_err(
-                &text(&"x".repeat(MAX_TEMPLATE_BYTES + 1)),
-                ContentType::Text
-            )
-            .field,
-            "source"
-        );
-        let err = InlineTemplate::compile(&"x".repeat(MAX_TEMPLATE_BYTES + 1), "request.url")
-            .unwrap_err();
+        assert_eq!(compile_err(&fields(ContentType::Json, &big, &[]), ContentType::Json).field, "example");
+        assert_eq!(extract_fields(ContentType::Json, &big).unwrap_err().field, "example");
+        assert_eq!(compile_err(&text(&"x".repeat(MAX_TEMPLATE_BYTES + 1)), ContentType::Text).field, "source");
+        let err = InlineTemplate::compile(&"x".repeat(MAX_TEMPLATE_BYTES + 1), "request.url").unwrap_err();
         assert_eq!(err.field, "request.url");
 
         let e = tokens::sample_event();
         let t = compile(
-            &text(&format!(
-                "{{% for i in range(20000) %}}{}{{% endfor %}}",
-                "y".repeat(80)
-            )),
+            &text(&format!("{{% for i in range(20000) %}}{}{{% endfor %}}", "y".repeat(80))),
             ContentType::Text,
         );
-        assert!(
-            matches!(t.render(&utc(&e)), Err(RenderError::TooLarge(n)) if n > MAX_RENDERED_BYTES)
-        );
+        assert!(matches!(t.render(&utc(&e)), Err(RenderError::TooLarge(n)) if n > MAX_RENDERED_BYTES));
         let e = event_with(json!({"ani_first_name": "z".repeat(MAX_RENDERED_BYTES)}));
         let body = fields(ContentType::Json, r#"{"a":"%ani_first_name%"}"#, &[]);
-        let err = compile(&body, ContentType::Json)
-            .render(&utc(&e))
-            .unwrap_err();
+        let err = compile(&body, ContentType::Json).render(&utc(&e)).unwrap_err();
         assert!(err.to_string().contains("byte limit"), "{err}");
-        assert!(matches!(
-            compile(&body, ContentType::Json).render_pairs(&utc(&e)),
-            Err(RenderError::TooLarge(_))
-        ));
+        assert!(matches!(compile(&body, ContentType::Json).render_pairs(&utc(&e)), Err(RenderError::TooLarge(_))));
     }
 
     // ---- query pairs ----------------------------------------------------------------------
@@ -2856,9 +2388,7 @@ mod tests {
             r#"{"contact":{"phone":"%ani%"},"n":"%dialed_time%","t":{}}"#,
             &[("t", tok("tags"))],
         );
-        let pairs = compile(&body, ContentType::Json)
-            .render_pairs(&utc(&e))
-            .unwrap();
+        let pairs = compile(&body, ContentType::Json).render_pairs(&utc(&e)).unwrap();
         assert_eq!(
             pairs,
             vec![
@@ -2867,25 +2397,13 @@ mod tests {
                 ("t".to_string(), r#"{"region":"south"}"#.to_string())
             ]
         );
-        let p = TemplateBody::Pairs {
-            pairs: vec![FieldMapping {
-                path: "caller".into(),
-                source: tok("ani"),
-            }],
-        };
+        let p = TemplateBody::Pairs { pairs: vec![FieldMapping { path: "caller".into(), source: tok("ani") }] };
         assert_eq!(
-            compile(&p, ContentType::Json)
-                .render_pairs(&utc(&e))
-                .unwrap(),
+            compile(&p, ContentType::Json).render_pairs(&utc(&e)).unwrap(),
             vec![("caller".to_string(), "7776734736".to_string())]
         );
-        let err = compile(&text("{{ ani }}"), ContentType::Json)
-            .render_pairs(&utc(&e))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "template: text templates cannot be sent as query parameters"
-        );
+        let err = compile(&text("{{ ani }}"), ContentType::Json).render_pairs(&utc(&e)).unwrap_err();
+        assert_eq!(err.to_string(), "template: text templates cannot be sent as query parameters");
     }
 
     // ---- inline templates -----------------------------------------------------------------
@@ -2908,45 +2426,20 @@ mod tests {
                 e.call_id.clone().unwrap()
             )
         );
-        let header =
-            InlineTemplate::compile("Bearer {{ ani_first_name }}", "request.headers.x").unwrap();
-        assert_eq!(
-            header.render(&ctx, Escape::Header),
-            "Bearer A b/c?d=e&fX-Evil: 1"
-        );
-        assert_eq!(
-            header.render(&ctx, Escape::None),
-            "Bearer A b/c?d=e&f\r\nX-Evil: 1\0"
-        );
+        let header = InlineTemplate::compile("Bearer {{ ani_first_name }}", "request.headers.x").unwrap();
+        assert_eq!(header.render(&ctx, Escape::Header), "Bearer A b/c?d=e&fX-Evil: 1");
+        assert_eq!(header.render(&ctx, Escape::None), "Bearer A b/c?d=e&f\r\nX-Evil: 1\0");
         let tags = InlineTemplate::compile("{{tags}}", "f").unwrap();
         assert_eq!(tags.render(&ctx, Escape::None), r#"{"region":"south"}"#);
         let mut e2 = e.clone();
         e2.data.remove("ani");
-        assert_eq!(
-            InlineTemplate::compile("a=%ani%;", "f")
-                .unwrap()
-                .render(&utc(&e2), Escape::None),
-            "a=;"
-        );
-        assert!(InlineTemplate::compile("https://x/static?a=1%20", "f")
-            .unwrap()
-            .is_static());
+        assert_eq!(InlineTemplate::compile("a=%ani%;", "f").unwrap().render(&utc(&e2), Escape::None), "a=;");
+        assert!(InlineTemplate::compile("https://x/static?a=1%20", "f").unwrap().is_static());
 
         let err = InlineTemplate::compile("https://x/{{ nope }}", "request.url").unwrap_err();
-        assert_eq!(
-            (err.field.as_str(), err.message.as_str()),
-            ("request.url", "unknown token `nope`")
-        );
-        assert_eq!(
-            InlineTemplate::compile("{{ ani | upper }}", "h")
-                .unwrap_err()
-                .field,
-            "h"
-        );
-        assert_eq!(
-            InlineTemplate::compile("{{ ani", "h").unwrap_err().message,
-            "unclosed `{{`"
-        );
+        assert_eq!((err.field.as_str(), err.message.as_str()), ("request.url", "unknown token `nope`"));
+        assert_eq!(InlineTemplate::compile("{{ ani | upper }}", "h").unwrap_err().field, "h");
+        assert_eq!(InlineTemplate::compile("{{ ani", "h").unwrap_err().message, "unclosed `{{`");
     }
 
     #[test]

@@ -162,8 +162,7 @@ impl TokenDef {
     /// The example parsed as JSON (the raw text as a string if it were not valid JSON,
     /// which the catalog's tests rule out).
     pub fn example_value(&self) -> Value {
-        serde_json::from_str(self.example)
-            .unwrap_or_else(|_| Value::String(self.example.to_string()))
+        serde_json::from_str(self.example).unwrap_or_else(|_| Value::String(self.example.to_string()))
     }
 
     /// Whether the token is resolved from the event envelope rather than from `data`.
@@ -173,14 +172,7 @@ impl TokenDef {
 }
 
 /// Envelope tokens: resolved from the event's own fields, never stored under `data`.
-const EVENT_LEVEL: &[&str] = &[
-    "event_id",
-    "event_type",
-    "occurred_at",
-    "tenant_id",
-    "callid",
-    "call_id",
-];
+const EVENT_LEVEL: &[&str] = &["event_id", "event_type", "occurred_at", "tenant_id", "callid", "call_id"];
 
 fn is_event_level(name: &str) -> bool {
     EVENT_LEVEL.contains(&name)
@@ -193,13 +185,7 @@ const fn t(
     description: &'static str,
     example: &'static str,
 ) -> TokenDef {
-    TokenDef {
-        name,
-        category,
-        ty,
-        description,
-        example,
-    }
+    TokenDef { name, category, ty, description, example }
 }
 
 use TokenCategory as C;
@@ -623,15 +609,7 @@ pub fn lookup(name: &str) -> Option<&'static TokenDef> {
 pub fn by_category() -> Vec<(TokenCategory, Vec<&'static TokenDef>)> {
     TokenCategory::ALL
         .iter()
-        .map(|&c| {
-            (
-                c,
-                CATALOG
-                    .iter()
-                    .filter(|d| d.category == c)
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|&c| (c, CATALOG.iter().filter(|d| d.category == c).collect::<Vec<_>>()))
         .filter(|(_, defs)| !defs.is_empty())
         .collect()
 }
@@ -642,12 +620,7 @@ pub fn typed_data_fields() -> impl Iterator<Item = (&'static str, TokenType)> {
     CATALOG
         .iter()
         .filter(|d| !d.is_event_level())
-        .filter(|d| {
-            matches!(
-                d.ty,
-                TokenType::Timestamp | TokenType::Integer | TokenType::Number
-            )
-        })
+        .filter(|d| matches!(d.ty, TokenType::Timestamp | TokenType::Integer | TokenType::Number))
         .map(|d| (d.name, d.ty))
 }
 
@@ -661,11 +634,7 @@ pub fn token_value(event: &Event, name: &str) -> Option<Value> {
     match name {
         "event_id" => Some(Value::String(event.id.clone())),
         "event_type" => Some(Value::String(event.event_type.as_str().to_string())),
-        "occurred_at" => Some(Value::String(
-            event
-                .occurred_at
-                .to_rfc3339_opts(SecondsFormat::Millis, true),
-        )),
+        "occurred_at" => Some(Value::String(event.occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true))),
         "tenant_id" => Some(Value::String(event.tenant_id.clone())),
         "callid" | "call_id" => match &event.call_id {
             Some(id) => Some(Value::String(id.clone())),
@@ -694,10 +663,7 @@ pub fn sample_event() -> Event {
         id: "evt_sample".to_string(),
         event_type: EventType::CallEnded,
         // The call_end_time example: the moment the sample call hung up.
-        occurred_at: Utc
-            .with_ymd_and_hms(2019, 3, 28, 0, 5, 30)
-            .single()
-            .unwrap_or_default(),
+        occurred_at: Utc.with_ymd_and_hms(2019, 3, 28, 0, 5, 30).single().unwrap_or_default(),
         tenant_id: "sample".to_string(),
         call_id: Some(call_id),
         data,
@@ -839,14 +805,9 @@ mod tests {
     fn every_reference_token_is_present_with_its_category() {
         assert_eq!(REFERENCE_004.len(), 77);
         for name in REFERENCE_004 {
-            let def =
-                lookup(name).unwrap_or_else(|| panic!("token `{name}` missing from the catalog"));
+            let def = lookup(name).unwrap_or_else(|| panic!("token `{name}` missing from the catalog"));
             assert_eq!(def.name, *name);
-            assert_eq!(
-                def.category,
-                reference_category(name),
-                "category of `{name}`"
-            );
+            assert_eq!(def.category, reference_category(name), "category of `{name}`");
         }
     }
 
@@ -903,8 +864,7 @@ mod tests {
             ("call_id", Some(TokenCategory::Event)),
         ];
         for (name, category) in extras {
-            let def =
-                lookup(name).unwrap_or_else(|| panic!("token `{name}` missing from the catalog"));
+            let def = lookup(name).unwrap_or_else(|| panic!("token `{name}` missing from the catalog"));
             if let Some(c) = category {
                 assert_eq!(def.category, c, "category of `{name}`");
             }
@@ -951,18 +911,11 @@ mod tests {
             assert!(seen.insert(def.name), "duplicate token `{}`", def.name);
             assert!(
                 !def.name.is_empty()
-                    && def
-                        .name
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    && def.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "token name `{}` is not snake_case",
                 def.name
             );
-            assert!(
-                !def.description.is_empty(),
-                "`{}` has no description",
-                def.name
-            );
+            assert!(!def.description.is_empty(), "`{}` has no description", def.name);
         }
         assert_eq!(index().len(), catalog().len());
     }
@@ -978,21 +931,14 @@ mod tests {
                 if let Some(prev) = current {
                     finished.insert(prev);
                 }
-                assert!(
-                    !finished.contains(&def.category),
-                    "`{}` is out of its category group",
-                    def.name
-                );
+                assert!(!finished.contains(&def.category), "`{}` is out of its category group", def.name);
                 current = Some(def.category);
             }
         }
         let groups = by_category();
         assert_eq!(groups.len(), TokenCategory::ALL.len());
         assert!(groups.windows(2).all(|w| order(w[0].0) < order(w[1].0)));
-        assert_eq!(
-            groups.iter().map(|(_, d)| d.len()).sum::<usize>(),
-            catalog().len()
-        );
+        assert_eq!(groups.iter().map(|(_, d)| d.len()).sum::<usize>(), catalog().len());
         for (c, defs) in &groups {
             assert!(defs.iter().all(|d| d.category == *c));
         }
@@ -1005,12 +951,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("example of `{}` is not JSON: {e}", def.name));
             let ok = match def.ty {
                 TokenType::String => v.is_string(),
-                TokenType::Phone => v.as_str().is_some_and(|s| {
-                    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '+')
-                }),
-                TokenType::Url => v
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://")),
+                TokenType::Phone => {
+                    v.as_str().is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '+'))
+                }
+                TokenType::Url => v.as_str().is_some_and(|s| s.starts_with("http://") || s.starts_with("https://")),
                 TokenType::Timestamp => v.as_str().is_some_and(|s| {
                     chrono::DateTime::parse_from_rfc3339(s).is_ok()
                         // Already in the form ingest normalises to.
@@ -1024,11 +968,7 @@ mod tests {
                 TokenType::Object => v.is_object(),
                 TokenType::Array => v.is_array(),
             };
-            assert!(
-                ok,
-                "example {} of `{}` is not a {}",
-                def.example, def.name, def.ty
-            );
+            assert!(ok, "example {} of `{}` is not a {}", def.example, def.name, def.ty);
             assert_eq!(def.example_value(), v);
         }
         // 0/1 flags
@@ -1038,11 +978,7 @@ mod tests {
         let pr = lookup("prompt_responses").unwrap().example_value();
         let item = &pr.as_array().unwrap()[0];
         for key in ["question", "question_link", "response"] {
-            assert_eq!(
-                item[key],
-                lookup(key).unwrap().example_value(),
-                "prompt_responses[0].{key}"
-            );
+            assert_eq!(item[key], lookup(key).unwrap().example_value(), "prompt_responses[0].{key}");
         }
     }
 
@@ -1052,10 +988,7 @@ mod tests {
         assert_eq!(lookup("%ani%").unwrap().name, "ani");
         assert_eq!(lookup(" %ANI% ").unwrap().name, "ani");
         assert_eq!(lookup("{{ callid }}").unwrap().name, "callid");
-        assert_eq!(
-            lookup("Call_Start_Time").unwrap().category,
-            TokenCategory::CallBegin
-        );
+        assert_eq!(lookup("Call_Start_Time").unwrap().category, TokenCategory::CallBegin);
         assert!(lookup("nope").is_none());
         assert!(lookup("%%").is_none());
         assert!(lookup("").is_none());
@@ -1067,20 +1000,12 @@ mod tests {
         assert_eq!(fields.get("call_start_time"), Some(&TokenType::Timestamp));
         assert_eq!(fields.get("ring_count"), Some(&TokenType::Integer));
         assert_eq!(fields.get("visitor_lat"), Some(&TokenType::Number));
-        assert!(
-            !fields.contains_key("occurred_at"),
-            "envelope tokens are not in data"
-        );
+        assert!(!fields.contains_key("occurred_at"), "envelope tokens are not in data");
         assert!(!fields.contains_key("ani"));
         let expected = catalog()
             .iter()
             .filter(|d| !d.is_event_level())
-            .filter(|d| {
-                matches!(
-                    d.ty,
-                    TokenType::Timestamp | TokenType::Integer | TokenType::Number
-                )
-            })
+            .filter(|d| matches!(d.ty, TokenType::Timestamp | TokenType::Integer | TokenType::Number))
             .count();
         assert_eq!(fields.len(), expected);
     }
@@ -1091,39 +1016,18 @@ mod tests {
         assert_eq!(sample.id, "evt_sample");
         assert_eq!(sample.tenant_id, "sample");
         assert_eq!(sample.event_type, EventType::CallEnded);
-        assert_eq!(
-            sample.call_id.as_deref(),
-            Some("093cc03c.e6a4.6ac6.978f.740b10afeaca")
-        );
+        assert_eq!(sample.call_id.as_deref(), Some("093cc03c.e6a4.6ac6.978f.740b10afeaca"));
         let value = serde_json::to_value(&sample).unwrap();
         let parsed = crate::event::event_from_value(value).expect("sample event validates");
-        assert_eq!(
-            parsed, sample,
-            "ingest normalisation leaves the sample unchanged"
-        );
+        assert_eq!(parsed, sample, "ingest normalisation leaves the sample unchanged");
         for def in catalog() {
             if def.is_event_level() {
-                assert!(
-                    !sample.data.contains_key(def.name),
-                    "`{}` belongs to the envelope",
-                    def.name
-                );
+                assert!(!sample.data.contains_key(def.name), "`{}` belongs to the envelope", def.name);
             } else {
-                assert_eq!(
-                    sample.data.get(def.name),
-                    Some(&def.example_value()),
-                    "sample data `{}`",
-                    def.name
-                );
+                assert_eq!(sample.data.get(def.name), Some(&def.example_value()), "sample data `{}`", def.name);
             }
-            let v = token_value(&sample, def.name)
-                .unwrap_or_else(|| panic!("`{}` resolves on the sample", def.name));
-            assert_eq!(
-                v,
-                def.example_value(),
-                "sample value of `{}` matches its example",
-                def.name
-            );
+            let v = token_value(&sample, def.name).unwrap_or_else(|| panic!("`{}` resolves on the sample", def.name));
+            assert_eq!(v, def.example_value(), "sample value of `{}` matches its example", def.name);
         }
     }
 
@@ -1140,23 +1044,13 @@ mod tests {
         assert_eq!(token_value(&event, "%callid%"), Some(json!("c-42")));
         assert_eq!(token_value(&event, "event_id"), Some(json!("e-1")));
         assert_eq!(token_value(&event, "event_type"), Some(json!("call.ended")));
-        assert_eq!(
-            token_value(&event, "occurred_at"),
-            Some(json!("2026-01-01T10:00:00.000Z"))
-        );
+        assert_eq!(token_value(&event, "occurred_at"), Some(json!("2026-01-01T10:00:00.000Z")));
         assert_eq!(token_value(&event, "tenant_id"), Some(json!("acme")));
         assert_eq!(token_value(&event, "ani"), Some(json!("7776734736")));
         assert_eq!(token_value(&event, "ring_count"), Some(json!(4)));
-        assert_eq!(
-            token_value(&event, "tags"),
-            Some(json!({"region": "south"}))
-        );
+        assert_eq!(token_value(&event, "tags"), Some(json!({"region": "south"})));
         assert_eq!(token_value(&event, "gclid"), None, "null resolves to None");
-        assert_eq!(
-            token_value(&event, "keyword"),
-            None,
-            "absent resolves to None"
-        );
+        assert_eq!(token_value(&event, "keyword"), None, "absent resolves to None");
 
         let campaign = crate::event::event_from_value(json!({
             "id": "e-2", "type": "campaign.paused", "occurred_at": 0, "tenant_id": "acme",

@@ -202,8 +202,8 @@ impl SuccessCondition {
     /// Checks the response-body condition; `Err` says why it failed.
     pub fn body_ok(&self, body: &[u8]) -> Result<(), String> {
         let Some(path) = &self.response_path else { return Ok(()) };
-        let doc: Value = serde_json::from_slice(body)
-            .map_err(|_| format!("response body is not JSON, expected `{path}`"))?;
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|_| format!("response body is not JSON, expected `{path}`"))?;
         let mut cur = &doc;
         for seg in path.split('.') {
             cur = match cur {
@@ -400,7 +400,8 @@ pub fn check_url(field: &str, raw: &str) -> Result<url::Url, ValidationError> {
     }
     // Tokens are checked by InlineTemplate; replace them by a placeholder to parse the rest.
     let probe = raw.replace("{{", "x").replace("}}", "x").replace('%', "x");
-    let url = url::Url::parse(&probe).map_err(|e| ValidationError::new(field, format!("`{raw}` is not a URL ({e})")))?;
+    let url =
+        url::Url::parse(&probe).map_err(|e| ValidationError::new(field, format!("`{raw}` is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ValidationError::new(field, format!("scheme `{}` is not http or https", url.scheme())));
     }

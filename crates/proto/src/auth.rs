@@ -71,8 +71,12 @@ impl Authenticator {
         let mut by_hash = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             let e = e.as_ref().trim();
-            let (hash, who) = e.split_once('=').ok_or_else(|| format!("tokens[{i}]: expected `sha256:<hex>=operator|tenant:<id>`"))?;
-            let hex = hash.strip_prefix("sha256:").ok_or_else(|| format!("tokens[{i}]: the hash must start with `sha256:`"))?;
+            let (hash, who) = e
+                .split_once('=')
+                .ok_or_else(|| format!("tokens[{i}]: expected `sha256:<hex>=operator|tenant:<id>`"))?;
+            let hex = hash
+                .strip_prefix("sha256:")
+                .ok_or_else(|| format!("tokens[{i}]: the hash must start with `sha256:`"))?;
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("tokens[{i}]: `{hash}` is not a SHA-256 hex digest (use `hookmesh token hash`)"));
             }
@@ -97,14 +101,20 @@ impl Authenticator {
         if !self.is_enabled() {
             return Ok(Principal::Operator);
         }
-        let token = header
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| Status::unauthenticated("authorization: a bearer token is required (ctl --token or HOOKMESH_TOKEN)"))?;
-        self.by_hash.get(&hash_token(token.trim())).cloned().ok_or_else(|| Status::unauthenticated("authorization: unknown token"))
+        let token =
+            header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).ok_or_else(|| {
+                Status::unauthenticated("authorization: a bearer token is required (ctl --token or HOOKMESH_TOKEN)")
+            })?;
+        self.by_hash
+            .get(&hash_token(token.trim()))
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("authorization: unknown token"))
     }
 
     /// The tonic interceptor: puts the [`Principal`] into the request's extensions.
-    pub fn interceptor(&self) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
+    pub fn interceptor(
+        &self,
+    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
         let auth = self.clone();
         move |mut req: Request<()>| {
             let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);

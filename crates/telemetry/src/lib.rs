@@ -20,9 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// Structured logs to stderr; `RUST_LOG` (or `HOOKMESH_LOG`) filters, default `info`.
 /// `json = true` writes one JSON object per line.
 pub fn init_logging(json: bool) {
-    let filter = std::env::var("HOOKMESH_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
+    let filter =
+        std::env::var("HOOKMESH_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_string());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr);

@@ -83,9 +83,17 @@ impl Metrics {
         registry.register("jobs_routed", "Delivery jobs produced by the router", m.jobs_routed.clone());
         registry.register("render_errors", "Jobs whose request could not be rendered", m.render_errors.clone());
         registry.register("delivery_attempts", "HTTP attempts by outcome and status class", m.attempts.clone());
-        registry.register("deliveries_completed", "Deliveries that reached a final status", m.deliveries_completed.clone());
+        registry.register(
+            "deliveries_completed",
+            "Deliveries that reached a final status",
+            m.deliveries_completed.clone(),
+        );
         registry.register("retries_scheduled", "Retries put on the schedule", m.retries_scheduled.clone());
-        registry.register("delivery_latency_seconds", "First trigger to successful delivery", m.delivery_latency.clone());
+        registry.register(
+            "delivery_latency_seconds",
+            "First trigger to successful delivery",
+            m.delivery_latency.clone(),
+        );
         registry.register("response_time_seconds", "Receiver response time per attempt", m.response_time.clone());
         registry.register("requests_in_flight", "HTTP requests currently in flight", m.in_flight.clone());
         registry.register(

@@ -31,7 +31,8 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 
 /// Finds an executable on PATH or in `~/.cargo/bin`.
 pub fn find_binary(name: &str) -> Option<std::path::PathBuf> {
-    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<std::path::PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(std::path::PathBuf::from(home).join(".cargo/bin"));
     }

@@ -11,7 +11,8 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free port; panics with a clear message when it is missing.
     pub fn start() -> RedisServer {
-        let bin = crate::find_binary("redis-server").expect("redis-server is not installed: apt-get install redis-server");
+        let bin =
+            crate::find_binary("redis-server").expect("redis-server is not installed: apt-get install redis-server");
         let port = crate::free_port();
         let child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

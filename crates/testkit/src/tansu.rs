@@ -19,11 +19,24 @@ impl TansuBroker {
         // HOOKMESH_TEST_TANSU_LOG=/path keeps the broker's log there (for debugging tests).
         let log = std::env::var("HOOKMESH_TEST_TANSU_LOG").ok();
         let output = || match &log {
-            Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).map(Stdio::from).unwrap_or(Stdio::null()),
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
             None => Stdio::null(),
         };
         let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .stdout(output())
             .stderr(output())

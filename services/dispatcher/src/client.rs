@@ -1,12 +1,14 @@
 //! Sending one attempt: the shared HTTP client (connection reuse, no redirects, per-attempt
 //! timeout), Standard Webhooks signing at send time, and classification of the outcome.
 
+use crate::ssrf::{AddressPolicy, Blocked, GuardedResolver};
 use chrono::Utc;
-use hookmesh_core::delivery::{truncate_body, Attempt, AttemptTrigger, ErrorClass, RenderedRequest, MAX_STORED_RESPONSE_BYTES};
+use hookmesh_core::delivery::{
+    truncate_body, Attempt, AttemptTrigger, ErrorClass, RenderedRequest, MAX_STORED_RESPONSE_BYTES,
+};
 use hookmesh_core::retry::{parse_retry_after, AttemptResult};
 use hookmesh_core::signing;
 use hookmesh_core::webhook::Method;
-use crate::ssrf::{AddressPolicy, Blocked, GuardedResolver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,7 +84,8 @@ pub async fn send(
     headers.push(("webhook-id".into(), req.delivery_id.clone()));
     headers.push(("webhook-timestamp".into(), timestamp.to_string()));
     if !keys.is_empty() {
-        let sig = signing::signature_header(keys.iter().map(Vec::as_slice), &req.delivery_id, timestamp, req.body.as_bytes());
+        let sig =
+            signing::signature_header(keys.iter().map(Vec::as_slice), &req.delivery_id, timestamp, req.body.as_bytes());
         headers.push(("webhook-signature".into(), sig));
     }
     let mut builder = client.request(method(req.method), &req.url).timeout(req.policy.timeout());

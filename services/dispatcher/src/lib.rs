@@ -16,30 +16,30 @@ pub mod service;
 pub mod ssrf;
 
 use bytes::Bytes;
+use chrono::DateTime;
 use chrono::Utc;
 use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::stage::{run_consumer, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
-use chrono::DateTime;
 use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
 use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, RenderedRequest};
 use hookmesh_core::event::{operational_event, EventType};
 use hookmesh_core::health::HealthSample;
+use hookmesh_core::retry::{decide, Decision};
+use hookmesh_core::signing::secret_key;
 use hookmesh_core::webhook::Ordering;
+use hookmesh_core::webhook::Webhook;
 use hookmesh_store::DeliveryQuery;
+use hookmesh_store::{Store, StoreError};
+use hookmesh_telemetry::metrics;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use tokio::sync::OwnedSemaphorePermit;
-use hookmesh_core::retry::{decide, Decision};
-use hookmesh_core::signing::secret_key;
-use hookmesh_core::webhook::Webhook;
-use hookmesh_store::{Store, StoreError};
-use hookmesh_telemetry::metrics;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -138,7 +138,13 @@ pub fn signing_keys(webhook: &Webhook) -> Vec<Vec<u8>> {
 }
 
 impl Dispatcher {
-    pub fn new(bus: Arc<dyn Bus>, store: Arc<dyn Store>, topics: Topics, registry: Arc<ConfigView>, config: DispatcherConfig) -> Self {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn Store>,
+        topics: Topics,
+        registry: Arc<ConfigView>,
+        config: DispatcherConfig,
+    ) -> Self {
         Dispatcher {
             bus,
             store,
@@ -153,7 +159,11 @@ impl Dispatcher {
     /// Handles a request from `hookmesh.requests`. `order` is released once the delivery is
     /// recorded (and queued in its call's lane), so later records of the same key may start
     /// while this one's HTTP attempt is in flight.
-    pub async fn deliver_new(&self, request: RenderedRequest, order: Option<&OrderRelease>) -> Result<(), DispatchError> {
+    pub async fn deliver_new(
+        &self,
+        request: RenderedRequest,
+        order: Option<&OrderRelease>,
+    ) -> Result<(), DispatchError> {
         if let Some(existing) = self.store.get_delivery(&request.delivery_id).await? {
             if existing.status != DeliveryStatus::Pending || existing.next_attempt_at.is_some() {
                 tracing::debug!(delivery = %existing.id, "already handled; redelivered request skipped");
@@ -193,7 +203,12 @@ impl Dispatcher {
         let stop_reason = match &webhook {
             None => Some("the webhook was deleted".to_string()),
             Some(w) if !w.enabled => Some("the webhook is disabled".to_string()),
-            Some(_) if now > d.created_at + chrono::Duration::from_std(d.request.policy.total_timeout()).unwrap_or(chrono::Duration::MAX) => {
+            Some(_)
+                if now
+                    > d.created_at
+                        + chrono::Duration::from_std(d.request.policy.total_timeout())
+                            .unwrap_or(chrono::Duration::MAX) =>
+            {
                 Some("the total timeout passed before the attempt could start".to_string())
             }
             Some(_) => None,
@@ -209,7 +224,8 @@ impl Dispatcher {
         };
         let keys = signing_keys(&webhook);
         metrics().in_flight.inc();
-        let (attempt, result) = client::send(&self.client, &self.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
+        let (attempt, result) =
+            client::send(&self.client, &self.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
         drop(permit);
         self.endpoint(&webhook).observe(attempt.duration_ms);
@@ -229,7 +245,8 @@ impl Dispatcher {
         if attempt.error_class != Some(hookmesh_core::delivery::ErrorClass::Blocked) {
             self.update_breaker(&webhook, attempt.succeeded()).await?;
         }
-        let decision = decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
+        let decision =
+            decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
         match decision {
             Decision::Delivered => {
                 self.store.cancel_retry(&d.id).await?;
@@ -364,10 +381,18 @@ impl Dispatcher {
             Transition::Closed => {
                 tracing::info!(webhook = %webhook.id, "circuit closed; pulling waiting retries forward");
                 let pulled = self.pull_forward(&webhook.id).await?;
-                self.emit(EventType::WebhookEndpointRecovered, webhook, json!({"circuit": "closed", "retries_pulled_forward": pulled})).await;
+                self.emit(
+                    EventType::WebhookEndpointRecovered,
+                    webhook,
+                    json!({"circuit": "closed", "retries_pulled_forward": pulled}),
+                )
+                .await;
             }
             Transition::Disable => {
-                let reason = format!("failing without a success for {} days", self.config.breaker.disable_after.as_secs() / 86_400);
+                let reason = format!(
+                    "failing without a success for {} days",
+                    self.config.breaker.disable_after.as_secs() / 86_400
+                );
                 self.disable_webhook(webhook, &reason).await;
             }
         }
@@ -404,13 +429,23 @@ impl Dispatcher {
     /// subscribe a webhook to it. Best effort: a failure is logged, never retried into a loop.
     async fn emit(&self, event_type: EventType, webhook: &Webhook, details: serde_json::Value) {
         let serde_json::Value::Object(details) = details else { return };
-        let event = operational_event(event_type, &webhook.tenant_id, &webhook.id, &webhook.name, &webhook.request.url, details, Utc::now());
+        let event = operational_event(
+            event_type,
+            &webhook.tenant_id,
+            &webhook.id,
+            &webhook.name,
+            &webhook.request.url,
+            details,
+            Utc::now(),
+        );
         let payload = serde_json::to_vec(&event).expect("events serialise");
         let record = Record::new(event.partition_key().to_string(), Bytes::from(payload))
             .with_header(hookmesh_bus::trace::TRACEPARENT, hookmesh_bus::trace::new_traceparent().into_bytes());
         match self.bus.publish(&self.topics.events, record).await {
             Ok(_) => metrics().operational_event(event_type.as_str()),
-            Err(e) => tracing::warn!(webhook = %webhook.id, event = %event_type, error = %e, "operational event not published"),
+            Err(e) => {
+                tracing::warn!(webhook = %webhook.id, event = %event_type, error = %e, "operational event not published")
+            }
         }
     }
 
@@ -428,7 +463,9 @@ impl Dispatcher {
             "delivery_id": d.id, "webhook_id": d.webhook_id, "tenant_id": d.tenant_id,
             "event_id": d.event_id, "attempt": attempt,
         });
-        if let Err(e) = self.bus.publish(&self.topics.attempts, Record::new(d.id.clone(), Bytes::from(entry.to_string()))).await {
+        if let Err(e) =
+            self.bus.publish(&self.topics.attempts, Record::new(d.id.clone(), Bytes::from(entry.to_string()))).await
+        {
             tracing::warn!(error = %e, delivery = %d.id, "attempt history publish failed");
         }
         Ok(())
@@ -494,7 +531,8 @@ impl Dispatcher {
             }
         }
         // Drain: finish attempts in flight; unfinished claims come back after their lease.
-        let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     }
 
     async fn run_retry(&self, id: &str) -> Result<(), DispatchError> {
@@ -517,7 +555,8 @@ pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationTo
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
     // Ordered by key (webhook/call) only until each delivery is recorded and queued in its
     // call's lane: see `deliver_new`.
-    let options = LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: true, ..Default::default() };
+    let options =
+        LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: true, ..Default::default() };
     let d = dispatcher.clone();
     run_consumer("dispatcher", consumer, options, shutdown, move |msg, order| {
         let d = d.clone();

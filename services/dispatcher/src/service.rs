@@ -74,7 +74,15 @@ impl DeliveryApi {
             return Err(Status::failed_precondition(format!("delivery `{}` never rendered; nothing to resend", d.id)));
         }
         let keys = self.dispatcher.registry.webhook(&d.webhook_id).map(|w| signing_keys(&w)).unwrap_or_default();
-        let (attempt, _) = client::send(&self.dispatcher.client, &self.dispatcher.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
+        let (attempt, _) = client::send(
+            &self.dispatcher.client,
+            &self.dispatcher.config.address_policy,
+            &d.request,
+            &keys,
+            d.attempts + 1,
+            trigger,
+        )
+        .await;
         let previous_error = d.last_error.clone();
         self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(internal)?;
         if attempt.succeeded() {
@@ -108,7 +116,10 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         };
         let event_type = match r.event_type.as_str() {
             "" => None,
-            s => Some(EventType::parse(s).ok_or_else(|| Status::invalid_argument(format!("event_type: unknown event type `{s}`")))?),
+            s => Some(
+                EventType::parse(s)
+                    .ok_or_else(|| Status::invalid_argument(format!("event_type: unknown event type `{s}`")))?,
+            ),
         };
         let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
         let query = DeliveryQuery {
@@ -129,10 +140,16 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         } else {
             String::new()
         };
-        Ok(Response::new(v1::ListDeliveriesResponse { deliveries: list.iter().map(convert::delivery_to_proto).collect(), next }))
+        Ok(Response::new(v1::ListDeliveriesResponse {
+            deliveries: list.iter().map(convert::delivery_to_proto).collect(),
+            next,
+        }))
     }
 
-    async fn get_delivery(&self, request: Request<v1::GetDeliveryRequest>) -> Result<Response<v1::GetDeliveryResponse>, Status> {
+    async fn get_delivery(
+        &self,
+        request: Request<v1::GetDeliveryRequest>,
+    ) -> Result<Response<v1::GetDeliveryResponse>, Status> {
         let p = Principal::of(&request);
         let d = self.delivery(&p, &request.into_inner().id).await?;
         let attempts = self.dispatcher.store.attempts(&d.id).await.map_err(store_err)?;
@@ -160,14 +177,27 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
             None => sample_event(),
         };
         let template = match &webhook.request.template_id {
-            Some(tid) => Some(registry.template(tid).ok_or_else(|| Status::failed_precondition(format!("template `{tid}` not found")))?),
+            Some(tid) => Some(
+                registry
+                    .template(tid)
+                    .ok_or_else(|| Status::failed_precondition(format!("template `{tid}` not found")))?,
+            ),
             None => None,
         };
-        let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref()).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref())
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let mut job = DeliveryJob::new(&webhook.id, webhook.version, event, Utc::now());
         job.delivery_id = format!("test_{}", uuid::Uuid::new_v4().simple());
         let rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let (attempt, _) = client::send(&self.dispatcher.client, &self.dispatcher.config.address_policy, &rendered, &signing_keys(&webhook), 1, AttemptTrigger::Test).await;
+        let (attempt, _) = client::send(
+            &self.dispatcher.client,
+            &self.dispatcher.config.address_policy,
+            &rendered,
+            &signing_keys(&webhook),
+            1,
+            AttemptTrigger::Test,
+        )
+        .await;
         Ok(Response::new(v1::TestSendResponse {
             request: Some(convert::rendered_to_proto(&rendered)),
             success: attempt.succeeded(),

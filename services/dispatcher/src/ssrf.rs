@@ -26,7 +26,9 @@ impl Network {
         let addr: IpAddr = ip.parse().map_err(|_| format!("`{s}` is not an IP network (e.g. 10.0.0.0/8)"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?,
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?
+            }
             None => max,
         };
         Ok(Network { addr, prefix })
@@ -152,11 +154,14 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (ok, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| policy.allows(a.ip()));
+            let (ok, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                addrs.into_iter().partition(|a| policy.allows(a.ip()));
             if ok.is_empty() {
                 let list: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
-                return Err(Box::new(Blocked(format!("{host} resolves to {} (not a public address)", list.join(", "))))
-                    as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(Blocked(format!("{host} resolves to {} (not a public address)", list.join(", "))))
+                        as Box<dyn std::error::Error + Send + Sync>,
+                );
             }
             Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
         })
@@ -174,9 +179,29 @@ mod tests {
     #[test]
     fn every_non_global_class_is_refused() {
         for s in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1",
-            "255.255.255.255", "240.0.0.1", "192.0.2.1", "198.18.0.1", "::1", "::", "fc00::1", "fd12::1", "fe80::1",
-            "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "2001:db8::1", "2002:7f00:1::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "2001:db8::1",
+            "2002:7f00:1::1",
         ] {
             assert!(!is_global(ip(s)), "{s} must be refused");
         }
@@ -187,7 +212,10 @@ mod tests {
 
     #[test]
     fn allow_lists_networks() {
-        let p = AddressPolicy { allow: vec![Network::parse("127.0.0.0/8").unwrap(), Network::parse("fd00::/8").unwrap()], require_https: false };
+        let p = AddressPolicy {
+            allow: vec![Network::parse("127.0.0.0/8").unwrap(), Network::parse("fd00::/8").unwrap()],
+            require_https: false,
+        };
         assert!(p.allows(ip("127.0.0.1")) && p.allows(ip("::ffff:127.0.0.1")) && p.allows(ip("fd00::5")));
         assert!(!p.allows(ip("10.0.0.1")));
         assert!(Network::parse("10.0.0.0/33").is_err() && Network::parse("nope").is_err());

@@ -145,16 +145,24 @@ impl SettingsArgs {
     pub fn resolve(&self, grpc_port: u16, admin_port: u16) -> anyhow::Result<Settings> {
         let file: FileSettings = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("config: {} is not a valid hookmesh TOML file", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config: {} is not a valid hookmesh TOML file", path.display()))?
             }
             None => FileSettings::default(),
         };
         let s = Settings {
             kafka: self.kafka.clone().or(file.kafka).filter(|k| !k.is_empty()),
             redis: self.redis.clone().or(file.redis).filter(|r| !r.is_empty()),
-            grpc_addr: self.grpc_addr.or(file.grpc_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], grpc_port))),
-            admin_addr: self.admin_addr.or(file.admin_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], admin_port))),
+            grpc_addr: self
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], grpc_port))),
+            admin_addr: self
+                .admin_addr
+                .or(file.admin_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], admin_port))),
             topic_prefix: self.topic_prefix.clone().or(file.topic_prefix).unwrap_or_else(|| "hookmesh".into()),
             partitions: self.partitions.or(file.partitions).unwrap_or(6),
             replication_factor: self.replication_factor.or(file.replication_factor).unwrap_or(1),
@@ -178,13 +186,23 @@ impl SettingsArgs {
                 require_https: self.require_https.or(file.require_https).unwrap_or(false),
             },
             auth: hookmesh_proto::auth::Authenticator::from_entries(
-                &self.tokens.clone().or(file.tokens).unwrap_or_default().into_iter().filter(|t| !t.trim().is_empty()).collect::<Vec<_>>(),
+                &self
+                    .tokens
+                    .clone()
+                    .or(file.tokens)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| !t.trim().is_empty())
+                    .collect::<Vec<_>>(),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?,
             cipher: match self.master_key.clone().or(file.master_key).filter(|k| !k.is_empty()) {
                 Some(k) => Some(
-                    hookmesh_bus::secrets::SecretCipher::new(&k, &self.master_keys_old.clone().or(file.master_keys_old).unwrap_or_default())
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    hookmesh_bus::secrets::SecretCipher::new(
+                        &k,
+                        &self.master_keys_old.clone().or(file.master_keys_old).unwrap_or_default(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
                 ),
                 None => None,
             },
@@ -195,7 +213,8 @@ impl SettingsArgs {
         if s.replication_factor < 1 {
             bail!("replication_factor: must be at least 1");
         }
-        if s.topic_prefix.is_empty() || !s.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if s.topic_prefix.is_empty() || !s.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             bail!("topic_prefix: `{}` may only contain letters, digits, `.`, `_` and `-`", s.topic_prefix);
         }
         if s.max_in_flight == 0 {
@@ -231,7 +250,8 @@ mod tests {
         std::fs::write(&file, "partitons = 12\n").unwrap();
         let err = format!("{:#}", SettingsArgs { config: Some(file), ..Default::default() }.resolve(1, 2).unwrap_err());
         assert!(err.contains("partitons"), "unknown keys are named: {err}");
-        let err = SettingsArgs { redis: Some("localhost:6379".into()), ..Default::default() }.resolve(1, 2).unwrap_err();
+        let err =
+            SettingsArgs { redis: Some("localhost:6379".into()), ..Default::default() }.resolve(1, 2).unwrap_err();
         assert!(err.to_string().starts_with("redis:"), "{err}");
     }
 }

@@ -1409,11 +1409,7 @@ async fn webhook_cmd(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
             print_enabled(ctx, &w)
         }
         WebhookCmd::RotateSecret { id, grace_secs } => {
-            let resp = ctx
-                .webhooks()
-                .rotate_secret(v1::RotateSecretRequest { id, grace_secs })
-                .await
-                .answer(ctx)?;
+            let resp = ctx.webhooks().rotate_secret(v1::RotateSecretRequest { id, grace_secs }).await.answer(ctx)?;
             print_webhook_with_secret(ctx, resp.webhook, &resp.secret)
         }
     }
@@ -1734,7 +1730,8 @@ fn rendered_json(r: &v1::RenderedRequest) -> Value {
 
 fn rendered_text(r: &v1::RenderedRequest) -> String {
     // A template preview has no request line.
-    let mut text = if r.method.is_empty() && r.url.is_empty() { String::new() } else { format!("{} {}\n", r.method, r.url) };
+    let mut text =
+        if r.method.is_empty() && r.url.is_empty() { String::new() } else { format!("{} {}\n", r.method, r.url) };
     for h in &r.headers {
         text.push_str(&format!("{}: {}\n", h.name, h.value));
     }

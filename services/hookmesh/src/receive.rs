@@ -44,7 +44,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let id = header(&headers, "webhook-id");
     let signature = match (&r.key, headers.get("webhook-signature")) {
         (_, None) => "unsigned",
@@ -74,11 +80,20 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         Some(s) => Some(signing::secret_key(s).with_context(|| "secret: not a whsec_ secret")?),
         None => None,
     };
-    let status = StatusCode::from_u16(args.status).with_context(|| format!("status: {} is not an HTTP status", args.status))?;
+    let status =
+        StatusCode::from_u16(args.status).with_context(|| format!("status: {} is not an HTTP status", args.status))?;
     let done = CancellationToken::new();
-    let state = Arc::new(Receiver { key, status, seen: AtomicU64::new(0), count: args.count, max_body: args.max_body, done: done.clone() });
+    let state = Arc::new(Receiver {
+        key,
+        status,
+        seen: AtomicU64::new(0),
+        count: args.count,
+        max_body: args.max_body,
+        done: done.clone(),
+    });
     let app = axum::Router::new().fallback(receive).with_state(state);
-    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("addr: cannot bind {}", args.addr))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("addr: cannot bind {}", args.addr))?;
     eprintln!("hookmesh receive listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -78,10 +78,8 @@ async fn build_bus(s: &Settings, standalone: bool, role: &str) -> anyhow::Result
 }
 
 async fn build_store(s: &Settings, standalone: bool, role: &str) -> anyhow::Result<Arc<dyn Store>> {
-    let retention = Retention {
-        max_age: Duration::from_secs(s.retention_days * 24 * 3600),
-        per_webhook: s.retention_per_webhook,
-    };
+    let retention =
+        Retention { max_age: Duration::from_secs(s.retention_days * 24 * 3600), per_webhook: s.retention_per_webhook };
     match &s.redis {
         Some(url) => Ok(Arc::new(
             hookmesh_store::RedisStore::connect(url, &s.redis_prefix, retention)
@@ -113,8 +111,9 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     if s.cipher.is_none() {
         tracing::warn!("no master key (HOOKMESH_MASTER_KEY): signing secrets are stored in clear in the config topic");
     }
-    let registry =
-        ConfigView::start(bus.clone(), &topics.config, s.cipher.clone(), shutdown.clone()).await.context("reading the config registry")?;
+    let registry = ConfigView::start(bus.clone(), &topics.config, s.cipher.clone(), shutdown.clone())
+        .await
+        .context("reading the config registry")?;
     if roles.contains(&Role::Router) {
         registry.reencrypt_stale().await.context("re-encrypting secrets under the current master key")?;
     }
@@ -125,7 +124,9 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         .context("gRPC reflection")?;
     let mut grpc = tonic::transport::Server::builder().add_routes(tonic::service::Routes::new(reflection));
     if !s.auth.is_enabled() {
-        tracing::warn!("no API tokens configured (HOOKMESH_TOKENS): the management API is open to anyone who reaches it");
+        tracing::warn!(
+            "no API tokens configured (HOOKMESH_TOKENS): the management API is open to anyone who reaches it"
+        );
     }
     let intercept = s.auth.interceptor();
     let mut stages = tokio::task::JoinSet::new();
@@ -150,7 +151,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         let api = || hookmesh_router::registry::RegistryApi { registry: registry.clone() };
         grpc = grpc
             .add_service(v1::webhook_service_server::WebhookServiceServer::with_interceptor(api(), intercept.clone()))
-            .add_service(v1::template_service_server::TemplateServiceServer::with_interceptor(api(), intercept.clone()));
+            .add_service(v1::template_service_server::TemplateServiceServer::with_interceptor(
+                api(),
+                intercept.clone(),
+            ));
     }
     if roles.contains(&Role::Renderer) {
         let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
@@ -166,8 +170,13 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             address_policy: Arc::new(s.address_policy.clone()),
             ..Default::default()
         };
-        let dispatcher =
-            Dispatcher::new(bus.clone(), store.clone().expect("dispatcher has a store"), topics.clone(), registry.clone(), config);
+        let dispatcher = Dispatcher::new(
+            bus.clone(),
+            store.clone().expect("dispatcher has a store"),
+            topics.clone(),
+            registry.clone(),
+            config,
+        );
         let api = Arc::new(dispatcher.clone());
         stages.spawn(hookmesh_dispatcher::run(dispatcher, group(Role::Dispatcher), shutdown.clone()));
         grpc = grpc.add_service(v1::delivery_service_server::DeliveryServiceServer::with_interceptor(
@@ -176,13 +185,16 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         ));
     }
 
-    let listener = tokio::net::TcpListener::bind(s.grpc_addr).await.with_context(|| format!("grpc_addr: cannot bind {}", s.grpc_addr))?;
+    let listener = tokio::net::TcpListener::bind(s.grpc_addr)
+        .await
+        .with_context(|| format!("grpc_addr: cannot bind {}", s.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
     let grpc_shutdown = shutdown.clone();
-    let server = tokio::spawn(grpc.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        async move { grpc_shutdown.cancelled().await },
-    ));
+    let server = tokio::spawn(
+        grpc.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            grpc_shutdown.cancelled().await
+        }),
+    );
 
     readiness.set_ready(true);
     let backends = match (&s.kafka, &s.redis) {

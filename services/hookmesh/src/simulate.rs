@@ -90,11 +90,19 @@ pub fn call_events(args: &SimulateArgs, n: u64, rng: &mut impl Rng) -> Vec<serde
     let all = [
         ("call.started", start, with(json!({}))),
         ("call.answered", answered, with(json!({"answered_by": "ivr", "ring_count": ring}))),
-        ("call.dtmf", answered + ChronoDuration::seconds(5), with(json!({"ivr_option": option, "ivr_label": label,
-            "prompt_responses": [{"question": "department", "response": option}]}))),
-        ("call.ended", end, with(json!({"ivr_option": option, "ivr_label": label, "call_end_time": ts(end),
+        (
+            "call.dtmf",
+            answered + ChronoDuration::seconds(5),
+            with(json!({"ivr_option": option, "ivr_label": label,
+            "prompt_responses": [{"question": "department", "response": option}]})),
+        ),
+        (
+            "call.ended",
+            end,
+            with(json!({"ivr_option": option, "ivr_label": label, "call_end_time": ts(end),
             "dialed_time": ring * 3 + talk, "answered_time": talk, "dialstatus": "ANSWER",
-            "rec_audiourl": format!("https://audio.example.com/{call_id}.mp3")}))),
+            "rec_audiourl": format!("https://audio.example.com/{call_id}.mp3")})),
+        ),
     ];
     all.into_iter()
         .filter(|(t, _, _)| args.events.is_empty() || args.events.iter().any(|e| e == t))
@@ -124,7 +132,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let token = args.token.clone();
     let mut client = IngestServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
         if let Some(t) = &token {
-            let value = format!("Bearer {t}").parse().map_err(|_| tonic::Status::invalid_argument("token is not ASCII"))?;
+            let value =
+                format!("Bearer {t}").parse().map_err(|_| tonic::Status::invalid_argument("token is not ASCII"))?;
             req.metadata_mut().insert("authorization", value);
         }
         Ok(req)
@@ -184,7 +193,11 @@ fn progress(t: &Totals, started: Instant, target: u64) {
     );
 }
 
-async fn flush<T>(client: &mut IngestServiceClient<T>, pending: &mut Vec<serde_json::Value>, totals: &mut Totals) -> anyhow::Result<()>
+async fn flush<T>(
+    client: &mut IngestServiceClient<T>,
+    pending: &mut Vec<serde_json::Value>,
+    totals: &mut Totals,
+) -> anyhow::Result<()>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
     T::Error: Into<tonic::codegen::StdError>,
@@ -194,7 +207,8 @@ where
     if pending.is_empty() {
         return Ok(());
     }
-    let events = pending.drain(..).map(|v| v1::PublishItem { payload: Some(Payload::Json(v.to_string())) }).collect::<Vec<_>>();
+    let events =
+        pending.drain(..).map(|v| v1::PublishItem { payload: Some(Payload::Json(v.to_string())) }).collect::<Vec<_>>();
     let n = events.len() as u64;
     let resp = client
         .publish(v1::PublishRequest { events })

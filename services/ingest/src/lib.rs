@@ -59,7 +59,12 @@ impl Ingest {
     }
 
     /// [`Ingest::accept`] continuing the caller's trace (`traceparent` of the input record).
-    pub async fn accept_traced(&self, bytes: &[u8], source: &str, traceparent: Option<&[u8]>) -> Result<Outcome, BusError> {
+    pub async fn accept_traced(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        traceparent: Option<&[u8]>,
+    ) -> Result<Outcome, BusError> {
         match parse_event(bytes) {
             Ok(event) => self.forward(event, traceparent).await,
             Err(e) => {
@@ -72,7 +77,8 @@ impl Ingest {
     /// Forwards an already validated event.
     pub async fn forward(&self, event: Event, traceparent: Option<&[u8]>) -> Result<Outcome, BusError> {
         let dedup_key = format!("dedup:{}:{}", event.tenant_id, event.id);
-        let fresh = self.store.mark_seen(&dedup_key, self.dedup_ttl).await.map_err(|e| BusError::Backend(e.to_string()))?;
+        let fresh =
+            self.store.mark_seen(&dedup_key, self.dedup_ttl).await.map_err(|e| BusError::Backend(e.to_string()))?;
         if !fresh {
             metrics().event("duplicate");
             return Ok(Outcome::Duplicate(event.id));
@@ -98,7 +104,10 @@ impl Ingest {
             .with_header(HEADER_REASON, error.reason.as_bytes())
             .with_header(HEADER_FIELD, error.field.as_bytes())
             .with_header(HEADER_SOURCE, source.as_bytes())
-            .with_header(HEADER_RECEIVED_AT, chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into_bytes())
+            .with_header(
+                HEADER_RECEIVED_AT,
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into_bytes(),
+            )
             .with_header(HEADER_TENANT, tenant.into_bytes());
         self.bus.publish(&self.topics.dlq, record).await?;
         metrics().event("rejected");

@@ -43,7 +43,10 @@ impl v1::ingest_service_server::IngestService for IngestApi {
         let principal = Principal::of(&request);
         let items = request.into_inner().events;
         if items.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("events: at most {MAX_BATCH} events per call, got {}", items.len())));
+            return Err(Status::invalid_argument(format!(
+                "events: at most {MAX_BATCH} events per call, got {}",
+                items.len()
+            )));
         }
         let mut resp = v1::PublishResponse::default();
         for (index, item) in items.into_iter().enumerate() {

@@ -40,7 +40,8 @@ impl v1::render_service_server::RenderService for RenderApi {
                     .template(&id)
                     .filter(|t| p.can_see(&t.tenant_id))
                     .ok_or_else(|| Status::not_found(format!("template `{id}` not found")))?;
-                let compiled = CompiledTemplate::compile(&t.body, t.content_type).map_err(|e| Status::failed_precondition(e.to_string()))?;
+                let compiled = CompiledTemplate::compile(&t.body, t.content_type)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
                 let body = compiled
                     .render(&RenderContext { event: &event, tz: chrono_tz::UTC })
                     .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -52,12 +53,11 @@ impl v1::render_service_server::RenderService for RenderApi {
                 };
                 return Ok(Response::new(v1::PreviewResponse { request: Some(request) }));
             }
-            Some(Target::WebhookId(id)) => {
-                self.registry
-                    .webhook(&id)
-                    .filter(|w| p.can_see(&w.tenant_id))
-                    .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))?
-            }
+            Some(Target::WebhookId(id)) => self
+                .registry
+                .webhook(&id)
+                .filter(|w| p.can_see(&w.tenant_id))
+                .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))?,
             Some(Target::Webhook(w)) => {
                 let mut w = convert::webhook_from_proto(w, now).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 w.tenant_id = p.owner(&w.tenant_id)?;
@@ -77,7 +77,8 @@ impl v1::render_service_server::RenderService for RenderApi {
             ),
             None => None,
         };
-        let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let job = DeliveryJob::new(&webhook.id, webhook.version, event, now);
         let rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(v1::PreviewResponse { request: Some(convert::rendered_to_proto(&rendered)) }))

@@ -182,7 +182,10 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         }))
     }
 
-    async fn update_webhook(&self, request: Request<v1::UpdateWebhookRequest>) -> Result<Response<v1::Webhook>, Status> {
+    async fn update_webhook(
+        &self,
+        request: Request<v1::UpdateWebhookRequest>,
+    ) -> Result<Response<v1::Webhook>, Status> {
         let p = Principal::of(&request);
         let req = request.into_inner();
         let wire = req.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
@@ -257,7 +260,10 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
 
 #[tonic::async_trait]
 impl v1::template_service_server::TemplateService for RegistryApi {
-    async fn create_template(&self, request: Request<v1::CreateTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+    async fn create_template(
+        &self,
+        request: Request<v1::CreateTemplateRequest>,
+    ) -> Result<Response<v1::Template>, Status> {
         let p = Principal::of(&request);
         let wire = request.into_inner().template.ok_or_else(|| Status::invalid_argument("template: is required"))?;
         let now = Utc::now();
@@ -301,7 +307,10 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         }))
     }
 
-    async fn update_template(&self, request: Request<v1::UpdateTemplateRequest>) -> Result<Response<v1::Template>, Status> {
+    async fn update_template(
+        &self,
+        request: Request<v1::UpdateTemplateRequest>,
+    ) -> Result<Response<v1::Template>, Status> {
         let p = Principal::of(&request);
         let req = request.into_inner();
         let wire = req.template.ok_or_else(|| Status::invalid_argument("template: is required"))?;
@@ -336,7 +345,13 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         let req = request.into_inner();
         let current = self.template(&p, &req.id)?;
         check_version(req.expected_version, current.version)?;
-        if let Some(w) = self.registry.snapshot().webhooks.values().find(|w| w.request.template_id.as_deref() == Some(req.id.as_str())) {
+        if let Some(w) = self
+            .registry
+            .snapshot()
+            .webhooks
+            .values()
+            .find(|w| w.request.template_id.as_deref() == Some(req.id.as_str()))
+        {
             return Err(Status::failed_precondition(format!("template `{}` is used by webhook `{}`", req.id, w.id)));
         }
         self.registry.delete_template(&req.id).await.map_err(|e| Status::unavailable(e.to_string()))?;
@@ -351,7 +366,9 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         let format = ContentType::parse(&req.format)
             .ok_or_else(|| Status::invalid_argument(format!("format: `{}` is not json or xml", req.format)))?;
         let fields = extract_fields(format, &req.example).map_err(invalid)?;
-        Ok(Response::new(v1::ExtractFieldsResponse { fields: fields.iter().map(convert::field_mapping_to_proto).collect() }))
+        Ok(Response::new(v1::ExtractFieldsResponse {
+            fields: fields.iter().map(convert::field_mapping_to_proto).collect(),
+        }))
     }
 
     async fn list_tokens(&self, _: Request<v1::ListTokensRequest>) -> Result<Response<v1::ListTokensResponse>, Status> {
