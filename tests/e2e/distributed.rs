@@ -37,6 +37,8 @@ impl Cluster {
             "3",
             "--kafka-session-timeout-ms",
             "6000",
+            "--master-key",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -179,5 +181,28 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         let id = r.header("webhook-id").unwrap();
         assert_eq!(ids.entry(r.uri.clone()).or_insert_with(|| id.clone()), &id, "stable webhook-id for {}", r.uri);
     }
-    let _ = (&cluster.renderer, &cluster.ingest);
+
+    // 3. The signing secret never appears in any process's log, nor in clear in the config topic.
+    for (name, p) in [
+        ("ingest", &cluster.ingest),
+        ("router", &cluster.router),
+        ("renderer", &cluster.renderer),
+        ("dispatcher", &cluster.dispatcher),
+    ] {
+        assert!(!p.log_text().contains(&secret[6..]), "{name} logged the secret");
+    }
+    let reader: rdkafka::consumer::StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster._broker.bootstrap())
+        .set("group.id", "secret-check")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    use rdkafka::consumer::Consumer;
+    use rdkafka::Message;
+    reader.subscribe(&["hookmesh.config"]).unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(30), reader.recv()).await.expect("config record").unwrap();
+    let text = String::from_utf8_lossy(record.payload().unwrap()).into_owned();
+    assert!(text.contains("enc:v1:"), "secrets are encrypted at rest: {text}");
+    assert!(!text.contains("whsec_"), "no clear secret in the config topic: {text}");
 }

@@ -24,6 +24,12 @@
 //!           "sha256:<hex>=tenant:acme"]  # bearer tokens, hashed (`hookmesh token new`)
 //! master_key = "<base64 32 bytes>"       # HOOKMESH_MASTER_KEY: encrypts signing secrets at rest
 //! master_keys_old = []                   # HOOKMESH_MASTER_KEYS_OLD: retired keys, read-only
+//! endpoint_concurrency = 64              # HOOKMESH_ENDPOINT_CONCURRENCY: requests in flight per
+//!                                        # endpoint per dispatcher (webhook max_concurrency wins)
+//! breaker_failures = 5                   # HOOKMESH_BREAKER_FAILURES: consecutive failures that open
+//! breaker_open_secs = 30                 # HOOKMESH_BREAKER_OPEN_SECS: open before a half-open probe
+//! breaker_disable_after_secs = 432000    # HOOKMESH_BREAKER_DISABLE_AFTER_SECS: failing this long
+//!                                        # without a success disables the webhook (5 days)
 //! ```
 
 use anyhow::{bail, Context};
@@ -94,6 +100,18 @@ pub struct SettingsArgs {
     /// Retired master keys still accepted for reading during a rotation (comma-separated).
     #[arg(long, env = "HOOKMESH_MASTER_KEYS_OLD", value_delimiter = ',', hide_env_values = true)]
     pub master_keys_old: Option<Vec<String>>,
+    /// Requests in flight per endpoint per dispatcher, unless the webhook sets max_concurrency.
+    #[arg(long, env = "HOOKMESH_ENDPOINT_CONCURRENCY")]
+    pub endpoint_concurrency: Option<u32>,
+    /// Consecutive failures that open an endpoint's circuit.
+    #[arg(long, env = "HOOKMESH_BREAKER_FAILURES")]
+    pub breaker_failures: Option<u32>,
+    /// Seconds an open circuit waits before a half-open probe.
+    #[arg(long, env = "HOOKMESH_BREAKER_OPEN_SECS")]
+    pub breaker_open_secs: Option<f64>,
+    /// Seconds of failing without a success after which the webhook is disabled.
+    #[arg(long, env = "HOOKMESH_BREAKER_DISABLE_AFTER_SECS")]
+    pub breaker_disable_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -117,6 +135,10 @@ struct FileSettings {
     tokens: Option<Vec<String>>,
     master_key: Option<String>,
     master_keys_old: Option<Vec<String>>,
+    endpoint_concurrency: Option<u32>,
+    breaker_failures: Option<u32>,
+    breaker_open_secs: Option<f64>,
+    breaker_disable_after_secs: Option<u64>,
 }
 
 /// Resolved settings.
@@ -138,6 +160,8 @@ pub struct Settings {
     pub address_policy: hookmesh_dispatcher::ssrf::AddressPolicy,
     pub auth: hookmesh_proto::auth::Authenticator,
     pub cipher: Option<hookmesh_bus::secrets::SecretCipher>,
+    pub endpoint_concurrency: u32,
+    pub breaker: hookmesh_core::breaker::BreakerPolicy,
 }
 
 impl SettingsArgs {
@@ -206,7 +230,31 @@ impl SettingsArgs {
                 ),
                 None => None,
             },
+            endpoint_concurrency: self.endpoint_concurrency.or(file.endpoint_concurrency).unwrap_or(64),
+            breaker: {
+                let d = hookmesh_core::breaker::BreakerPolicy::default();
+                hookmesh_core::breaker::BreakerPolicy {
+                    failure_threshold: self.breaker_failures.or(file.breaker_failures).unwrap_or(d.failure_threshold),
+                    open_for: self
+                        .breaker_open_secs
+                        .or(file.breaker_open_secs)
+                        .map(std::time::Duration::from_secs_f64)
+                        .unwrap_or(d.open_for),
+                    probe_timeout: d.probe_timeout,
+                    disable_after: self
+                        .breaker_disable_after_secs
+                        .or(file.breaker_disable_after_secs)
+                        .map(std::time::Duration::from_secs)
+                        .unwrap_or(d.disable_after),
+                }
+            },
         };
+        if s.endpoint_concurrency == 0 {
+            bail!("endpoint_concurrency: must be at least 1");
+        }
+        if s.breaker.failure_threshold == 0 {
+            bail!("breaker_failures: must be at least 1");
+        }
         if s.partitions == 0 || s.partitions > 1000 {
             bail!("partitions: must be between 1 and 1000, got {}", s.partitions);
         }

@@ -168,6 +168,8 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         let config = DispatcherConfig {
             max_in_flight: s.max_in_flight,
             address_policy: Arc::new(s.address_policy.clone()),
+            endpoint_concurrency: s.endpoint_concurrency,
+            breaker: s.breaker,
             ..Default::default()
         };
         let dispatcher = Dispatcher::new(
