@@ -49,7 +49,7 @@ async fn reflection_lists_every_service_and_admin_port_answers() {
     let get = |path: &str| {
         let url = format!("http://{}{path}", hm.admin);
         async move {
-            let resp = reqwest_get(&url).await;
+            let resp = http_get(&url).await;
             resp
         }
     };
@@ -59,19 +59,6 @@ async fn reflection_lists_every_service_and_admin_port_answers() {
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("hookmesh_events_ingested_total{outcome=\"rejected\"} 1"), "{metrics}");
-}
-
-/// A tiny HTTP GET over a raw socket (keeps the test free of another HTTP client).
-async fn reqwest_get(url: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let u = url::Url::parse(url).unwrap();
-    let mut s = tokio::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).await.unwrap();
-    s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", u.path()).as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test]

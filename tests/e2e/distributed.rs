@@ -182,7 +182,31 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         assert_eq!(ids.entry(r.uri.clone()).or_insert_with(|| id.clone()), &id, "stable webhook-id for {}", r.uri);
     }
 
-    // 3. The signing secret never appears in any process's log, nor in clear in the config topic.
+    // 3. Every process's /metrics shows what it did, with bounded labels.
+    let metric = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+    };
+    let scrape = |p: &Hookmesh| {
+        let url = format!("http://{}/metrics", p.admin);
+        async move { http_get(&url).await.1 }
+    };
+    let ingest_m = scrape(&cluster.ingest).await;
+    assert!(metric(&ingest_m, "hookmesh_events_ingested_total{outcome=\"accepted\"}") >= 440.0, "{ingest_m}");
+    assert!(metric(&ingest_m, "hookmesh_events_ingested_total{outcome=\"rejected\"}") >= 1.0);
+    assert!(ingest_m.contains("hookmesh_consumer_lag{topic=\"calls.raw\",partition=\"0\"}"), "{ingest_m}");
+    let router_m = scrape(&cluster.router).await;
+    assert!(metric(&router_m, "hookmesh_jobs_routed_total") >= 110.0, "{router_m}");
+    let dispatcher_m = scrape(&cluster.dispatcher).await;
+    assert!(
+        metric(&dispatcher_m, "hookmesh_delivery_attempts_total{outcome=\"success\",class=\"2xx\"}") >= 1.0,
+        "{dispatcher_m}"
+    );
+    assert!(dispatcher_m.contains("hookmesh_delivery_latency_seconds_bucket"), "{dispatcher_m}");
+    assert!(!dispatcher_m.contains("/crm/"), "no URLs in metric labels");
+
+    // 4. The signing secret never appears in any process's log, nor in clear in the config topic.
     for (name, p) in [
         ("ingest", &cluster.ingest),
         ("router", &cluster.router),

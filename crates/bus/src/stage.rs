@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct LoopOptions {
     /// Records handled at once (over all partitions).
     pub max_in_flight: usize,
@@ -26,11 +26,14 @@ pub struct LoopOptions {
     pub ordered_by_key: bool,
     /// How long shutdown waits for in-flight handlers.
     pub drain: Duration,
+    /// When set, the loop publishes its consumer lag (end offsets − position + in flight) as
+    /// `hookmesh_consumer_lag` every few seconds.
+    pub lag_from: Option<(Arc<dyn crate::Bus>, String)>,
 }
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions { max_in_flight: 256, ordered_by_key: true, drain: Duration::from_secs(10) }
+        LoopOptions { max_in_flight: 256, ordered_by_key: true, drain: Duration::from_secs(10), lag_from: None }
     }
 }
 
@@ -66,10 +69,26 @@ pub async fn run_consumer<H, Fut>(
     let mut chains: HashMap<String, (u64, tokio::sync::watch::Receiver<bool>)> = HashMap::new();
     let mut seq: u64 = 0;
     let mut seen_partitions = std::collections::HashSet::new();
+    let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = lag_tick.tick(), if options.lag_from.is_some() => {
+                if let Some((bus, topic)) = &options.lag_from {
+                    if let Ok(ends) = bus.end_offsets(topic).await {
+                        let positions = consumer.positions();
+                        for (p, end) in ends.iter().enumerate() {
+                            let pos = positions.get(p).copied().unwrap_or(0);
+                            let lag = (end - pos).max(0) + tracker.in_flight_on(p as i32) as i64;
+                            hookmesh_telemetry::metrics()
+                                .consumer_lag
+                                .get_or_create(&hookmesh_telemetry::metrics::PartitionLabels { topic: topic.clone(), partition: p as i32 })
+                                .set(lag);
+                        }
+                    }
+                }
+            }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 finish(&mut tracker, &mut chains, consumer.as_ref(), name, done);
             }

@@ -74,6 +74,8 @@ use std::fmt;
 /// Largest accepted template (example document, text source or serialised pair list).
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// Largest rendered body (or sum of query pairs).
+/// Instructions one text-template render may execute (minijinja fuel).
+pub const TEMPLATE_FUEL: u64 = 200_000;
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 const BODY_TEMPLATE_NAME: &str = "body";
@@ -958,6 +960,9 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
     env.set_auto_escape_callback(move |_| escape);
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     env.set_formatter(format_value);
+    // A template is a customer's input: bound the work one render may do, so a loop like
+    // `range(100000)` inside `range(100000)` fails with an error instead of stalling a stage.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_filter(JSON_IN_STRING_FILTER, json_in_string);
     env.add_template_owned(BODY_TEMPLATE_NAME, processed.clone())
         .map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
@@ -1011,6 +1016,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
                 | K::UnknownMethod
                 | K::TemplateNotFound
                 | K::BadInclude
+                | K::OutOfFuel
         ) {
             return Err(ValidationError::new("source", jinja_message(&e)));
         }
@@ -2447,6 +2453,17 @@ mod tests {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<CompiledTemplate>();
         assert_send_sync::<InlineTemplate>();
+    }
+
+    #[test]
+    fn fuzz_regression_runaway_loops_are_refused() {
+        let body = TemplateBody::Text {
+            source: "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}".into(),
+        };
+        let started = std::time::Instant::now();
+        let err = CompiledTemplate::compile(&body, ContentType::Text).unwrap_err();
+        assert_eq!(err.field, "source", "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

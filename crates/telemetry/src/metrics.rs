@@ -13,6 +13,9 @@
 //! | `hookmesh_requests_in_flight` | gauge | |
 //! | `hookmesh_deliveries_deferred_total` | counter | |
 //! | `hookmesh_operational_events_total` | counter | `event_type` = webhook.attempt_exhausted, … |
+//! | `hookmesh_consumer_lag` | gauge | `topic`, `partition`: records not yet handled by this process |
+//! | `hookmesh_retry_backlog` | gauge | retries scheduled (claimed or not) |
+//! | `hookmesh_circuits` | gauge | `state` = open, half_open: endpoints this dispatcher saw in that state |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,11 +54,25 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub deferred: Counter,
     pub operational_events: Family<EventLabel, Counter>,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    pub retry_backlog: Gauge,
+    pub circuits: Family<CircuitLabel, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabel {
+    pub state: &'static str,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -77,6 +94,9 @@ impl Metrics {
             in_flight: Gauge::default(),
             deferred: Counter::default(),
             operational_events: Family::default(),
+            consumer_lag: Family::default(),
+            retry_backlog: Gauge::default(),
+            circuits: Family::default(),
             registry: Registry::default(),
         };
         registry.register("events_ingested", "Events received by ingest, by outcome", m.events_ingested.clone());
@@ -102,6 +122,17 @@ impl Metrics {
             m.deferred.clone(),
         );
         registry.register("operational_events", "Operational webhook.* events emitted", m.operational_events.clone());
+        registry.register(
+            "consumer_lag",
+            "Records not yet handled by this process, per topic and partition",
+            m.consumer_lag.clone(),
+        );
+        registry.register("retry_backlog", "Retries scheduled (claimed or not)", m.retry_backlog.clone());
+        registry.register(
+            "circuits",
+            "Endpoints whose circuit this dispatcher last saw open or half-open",
+            m.circuits.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -373,12 +373,20 @@ impl Dispatcher {
         match transition {
             Transition::None => {}
             Transition::Opened => {
+                metrics().circuits.get_or_create(&hookmesh_telemetry::metrics::CircuitLabel { state: "open" }).inc();
                 tracing::warn!(webhook = %webhook.id, failures = breaker.consecutive_failures, "circuit opened");
                 let details = json!({"circuit": "open", "consecutive_failures": breaker.consecutive_failures,
                     "failing_since": breaker.failing_since});
                 self.emit(EventType::WebhookEndpointFailing, webhook, details).await;
             }
             Transition::Closed => {
+                {
+                    let open =
+                        metrics().circuits.get_or_create(&hookmesh_telemetry::metrics::CircuitLabel { state: "open" });
+                    if open.get() > 0 {
+                        open.dec();
+                    }
+                }
                 tracing::info!(webhook = %webhook.id, "circuit closed; pulling waiting retries forward");
                 let pulled = self.pull_forward(&webhook.id).await?;
                 self.emit(
@@ -504,8 +512,15 @@ impl Dispatcher {
     pub async fn run_retries(self: Arc<Self>, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
+        let mut rounds: u64 = 0;
         loop {
             while tasks.try_join_next().is_some() {}
+            rounds += 1;
+            if rounds % 50 == 1 {
+                if let Ok(n) = self.store.retry_backlog().await {
+                    metrics().retry_backlog.set(n as i64);
+                }
+            }
             let free = permits.available_permits().min(256);
             if free > 0 {
                 match self.store.claim_due(Utc::now(), free, self.config.retry_lease).await {
@@ -555,8 +570,12 @@ pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationTo
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
     // Ordered by key (webhook/call) only until each delivery is recorded and queued in its
     // call's lane: see `deliver_new`.
-    let options =
-        LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: true, ..Default::default() };
+    let options = LoopOptions {
+        max_in_flight: dispatcher.config.max_in_flight,
+        ordered_by_key: true,
+        lag_from: Some((dispatcher.bus.clone(), dispatcher.topics.requests.clone())),
+        ..Default::default()
+    };
     let d = dispatcher.clone();
     run_consumer("dispatcher", consumer, options, shutdown, move |msg, order| {
         let d = d.clone();

@@ -121,23 +121,29 @@ impl Ingest {
 pub async fn run(ingest: Ingest, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let consumer = ingest.bus.subscribe(&ingest.topics.raw, &group).await?;
     let ingest = Arc::new(ingest);
-    run_consumer("ingest", consumer, LoopOptions::default(), shutdown, move |msg, _order| {
-        let ingest = ingest.clone();
-        async move {
-            let bytes = msg.payload.clone().unwrap_or_default();
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)).await {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ingest: forwarding failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+    run_consumer(
+        "ingest",
+        consumer,
+        LoopOptions { lag_from: Some((ingest.bus.clone(), ingest.topics.raw.clone())), ..Default::default() },
+        shutdown,
+        move |msg, _order| {
+            let ingest = ingest.clone();
+            async move {
+                let bytes = msg.payload.clone().unwrap_or_default();
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    match ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)).await {
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ingest: forwarding failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

@@ -114,17 +114,23 @@ impl Renderer {
 pub async fn run(renderer: Renderer, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let consumer = renderer.bus.subscribe(&renderer.topics.jobs, &group).await?;
     let renderer = Arc::new(renderer);
-    run_consumer("renderer", consumer, LoopOptions::default(), shutdown, move |msg, _order| {
-        let renderer = renderer.clone();
-        async move {
-            let mut backoff = Duration::from_millis(50);
-            while let Err(e) = renderer.handle(&msg).await {
-                tracing::warn!(error = %e, "renderer: producing the request failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+    run_consumer(
+        "renderer",
+        consumer,
+        LoopOptions { lag_from: Some((renderer.bus.clone(), renderer.topics.jobs.clone())), ..Default::default() },
+        shutdown,
+        move |msg, _order| {
+            let renderer = renderer.clone();
+            async move {
+                let mut backoff = Duration::from_millis(50);
+                while let Err(e) = renderer.handle(&msg).await {
+                    tracing::warn!(error = %e, "renderer: producing the request failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

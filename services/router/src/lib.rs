@@ -83,17 +83,23 @@ impl Router {
 pub async fn run(router: Router, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let consumer = router.bus.subscribe(&router.topics.events, &group).await?;
     let router = Arc::new(router);
-    run_consumer("router", consumer, LoopOptions::default(), shutdown, move |msg, _order| {
-        let router = router.clone();
-        async move {
-            let mut backoff = Duration::from_millis(50);
-            while let Err(e) = router.handle(&msg).await {
-                tracing::warn!(error = %e, "router: producing jobs failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+    run_consumer(
+        "router",
+        consumer,
+        LoopOptions { lag_from: Some((router.bus.clone(), router.topics.events.clone())), ..Default::default() },
+        shutdown,
+        move |msg, _order| {
+            let router = router.clone();
+            async move {
+                let mut backoff = Duration::from_millis(50);
+                while let Err(e) = router.handle(&msg).await {
+                    tracing::warn!(error = %e, "router: producing jobs failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }
