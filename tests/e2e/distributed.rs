@@ -63,8 +63,18 @@ impl Cluster {
         for e in events {
             let key = e["call_id"].as_str().unwrap_or_default().to_string();
             let payload = e.to_string();
+            // A switch that traces its calls sends its trace context along.
+            let trace = format!(
+                "00-{:032x}-00000000000000aa-01",
+                0xca11_0000u128 + key.len() as u128 + (key.as_bytes().iter().map(|b| *b as u128).sum::<u128>() << 32)
+            );
+            let headers = rdkafka::message::OwnedHeaders::new()
+                .insert(rdkafka::message::Header { key: "traceparent", value: Some(trace.as_bytes()) });
             self.producer
-                .send(FutureRecord::to("calls.raw").key(&key).payload(&payload), Duration::from_secs(10))
+                .send(
+                    FutureRecord::to("calls.raw").key(&key).payload(&payload).headers(headers),
+                    Duration::from_secs(10),
+                )
                 .await
                 .expect("calls.raw accepts the record");
         }
@@ -121,6 +131,15 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
     let got = rx.wait_for(10, Duration::from_secs(90)).await;
     for r in &got {
         verify_signature(&secret, r).expect("signed");
+        // One trace from the switch to the receiver: the receiver's traceparent continues the
+        // trace the switch started for this call.
+        let key = r.uri.trim_start_matches("/crm/");
+        let expected = format!(
+            "{:032x}",
+            0xca11_0000u128 + key.len() as u128 + (key.as_bytes().iter().map(|b| *b as u128).sum::<u128>() << 32)
+        );
+        let tp = r.header("traceparent").expect("traceparent sent to the receiver");
+        assert_eq!(tp.split('-').nth(1), Some(expected.as_str()), "{tp}");
         let body = r.json();
         let i: usize = r.uri.trim_start_matches("/crm/call-").parse().unwrap();
         assert_eq!(i % 2, 0, "only inbound calls: {}", r.uri);

@@ -82,6 +82,9 @@ pub struct RenderedRequest {
     /// Set when rendering failed: the delivery is logged as an error with this reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub render_error: Option<String>,
+    /// W3C trace context of the event's trace; sent to the receiver as `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl RenderedRequest {

@@ -111,6 +111,7 @@ impl CompiledWebhook {
             success: w.success.clone(),
             policy: w.policy.clone(),
             render_error: None,
+            traceparent: None,
         })
     }
 
@@ -138,6 +139,7 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
         success: w.success.clone(),
         policy: w.policy.clone(),
         render_error: Some(reason),
+        traceparent: None,
     }
 }
 

@@ -871,6 +871,7 @@ mod tests {
             success: SuccessCondition::default(),
             policy: DeliveryPolicy::default(),
             render_error: None,
+            traceparent: None,
         };
         let r = rendered_to_proto(&req);
         assert_eq!((r.method.as_str(), r.headers[0].name.as_str(), r.body.as_str()), ("POST", "content-type", "{}"));

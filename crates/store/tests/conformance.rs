@@ -123,6 +123,7 @@ fn delivery(id: &str, tenant: &str, webhook: &str, at: DateTime<Utc>) -> Deliver
         success: SuccessCondition::default(),
         policy: DeliveryPolicy::default(),
         render_error: None,
+        traceparent: None,
     };
     Delivery::new(request, at)
 }

@@ -83,6 +83,10 @@ pub async fn send(
     let mut headers = req.headers.clone();
     headers.push(("webhook-id".into(), req.delivery_id.clone()));
     headers.push(("webhook-timestamp".into(), timestamp.to_string()));
+    // The event's trace continues at the receiver: same trace id, a span id for this attempt.
+    if let Some(tp) = &req.traceparent {
+        headers.push(("traceparent".into(), hookmesh_bus::trace::child_of(Some(tp.as_bytes()))));
+    }
     if !keys.is_empty() {
         let sig =
             signing::signature_header(keys.iter().map(Vec::as_slice), &req.delivery_id, timestamp, req.body.as_bytes());

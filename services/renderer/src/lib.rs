@@ -98,13 +98,14 @@ impl Renderer {
                 return Ok(());
             }
         };
-        let Some(request) = self.render(&job).await else {
+        let Some(mut request) = self.render(&job).await else {
             tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
             return Ok(());
         };
+        let traceparent = trace::child_of(msg.header(TRACEPARENT));
+        request.traceparent = Some(traceparent.clone());
         let bytes = serde_json::to_vec(&request).expect("requests serialise");
-        let record = Record::new(request.key(), Bytes::from(bytes))
-            .with_header(TRACEPARENT, trace::child_of(msg.header(TRACEPARENT)).into_bytes());
+        let record = Record::new(request.key(), Bytes::from(bytes)).with_header(TRACEPARENT, traceparent.into_bytes());
         self.bus.publish(&self.topics.requests, record).await?;
         Ok(())
     }
