@@ -1,7 +1,7 @@
 # hookmesh — common tasks. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build release clean fuzz
+.PHONY: help run test lint fmt build release clean fuzz helm
 
 help:
 	@echo "make run      run hookmesh standalone (embedded backends) on 127.0.0.1:7600 (gRPC) / :7601 (admin)"
@@ -9,6 +9,7 @@ help:
 	@echo "make lint     rustfmt check and clippy with warnings as errors"
 	@echo "make release  build the release binary (target/release/hookmesh)"
 	@echo "make fuzz     run every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
+	@echo "make helm     lint, render and schema-check the Helm chart helm/hookmesh (Python venv in .ci/.venv)"
 
 run:
 	$(CARGO) run --release -p hookmesh -- standalone
@@ -45,3 +46,9 @@ fuzz:
 		$(FUZZ_ENV) $(CARGO) fuzz run $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 || exit 1; \
 	done
+
+# Helm chart check: helm lint + helm template (Helm's Go SDK through the helm-python-sdk
+# package, no helm binary), Kubernetes schema validation and assertions on the rendered
+# manifests. Creates .ci/.venv and installs tests/helm/requirements.txt on first use.
+helm:
+	bash tests/helm/run.sh

@@ -78,7 +78,9 @@ pub async fn run_consumer<H, Fut>(
                 if let Some((bus, topic)) = &options.lag_from {
                     if let Ok(ends) = bus.end_offsets(topic).await {
                         let positions = consumer.positions();
-                        for (p, end) in ends.iter().enumerate() {
+                        // Only partitions this process has consumed: in a group, the others
+                        // belong to other members, whose lag is theirs to report.
+                        for (p, end) in ends.iter().enumerate().filter(|(p, _)| seen_partitions.contains(&(*p as i32))) {
                             let pos = positions.get(p).copied().unwrap_or(0);
                             let lag = (end - pos).max(0) + tracker.in_flight_on(p as i32) as i64;
                             hookmesh_telemetry::metrics()
