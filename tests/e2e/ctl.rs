@@ -792,7 +792,6 @@ async fn ctl_deliveries_list_get_resend_recover_test_send_and_dlq() {
 }
 
 #[tokio::test]
-#[ignore = "EndpointHealth is unimplemented on the server: `hookmesh ctl health` answers `error: unimplemented: endpoint health is not implemented yet (tracked in issue 4)`"]
 async fn ctl_health_shows_the_endpoint_success_rate() {
     let hm = Hookmesh::start();
     let rx = Receiver::start().await;

@@ -4,8 +4,10 @@
 mod support;
 
 mod api;
+mod control;
 mod ctl;
 mod delivery;
 mod distributed;
 mod readme;
 mod security;
+mod tracing;

@@ -4,6 +4,9 @@
 //! (no URLs, no call ids).
 
 pub mod metrics;
+pub mod otel;
+
+pub use opentelemetry::trace::SpanKind;
 
 pub use metrics::metrics;
 
@@ -71,4 +74,11 @@ async fn ready(State(r): State<Readiness>) -> impl IntoResponse {
 
 async fn prometheus() -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], metrics().encode())
+}
+
+/// The trace id of a `traceparent` value.
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (_, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32).then(|| id.to_string())
 }

@@ -83,9 +83,10 @@ pub async fn send(
     let mut headers = req.headers.clone();
     headers.push(("webhook-id".into(), req.delivery_id.clone()));
     headers.push(("webhook-timestamp".into(), timestamp.to_string()));
-    // The event's trace continues at the receiver: same trace id, a span id for this attempt.
+    // The event's trace continues at the receiver (the caller puts the attempt's own span
+    // context here).
     if let Some(tp) = &req.traceparent {
-        headers.push(("traceparent".into(), hookmesh_bus::trace::child_of(Some(tp.as_bytes()))));
+        headers.push(("traceparent".into(), tp.clone()));
     }
     if !keys.is_empty() {
         let sig =

@@ -32,7 +32,7 @@ use hookmesh_core::webhook::Ordering;
 use hookmesh_core::webhook::Webhook;
 use hookmesh_store::DeliveryQuery;
 use hookmesh_store::{Store, StoreError};
-use hookmesh_telemetry::metrics;
+use hookmesh_telemetry::{metrics, otel, SpanKind};
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::HashMap;
@@ -223,10 +223,28 @@ impl Dispatcher {
             Gate::Wait(wait) => return self.defer(d, wait).await,
         };
         let keys = signing_keys(&webhook);
+        let span = otel::stage_span(
+            "webhook.attempt",
+            SpanKind::Client,
+            d.request.traceparent.as_deref().map(str::as_bytes),
+            hookmesh_bus::trace::child_of,
+        );
+        span.set_attribute("webhook.id", d.webhook_id.clone());
+        span.set_attribute("delivery.id", d.id.clone());
+        span.set_attribute("attempt", i64::from(d.attempts + 1));
+        let mut request = d.request.clone();
+        request.traceparent = d.request.traceparent.as_ref().map(|_| span.traceparent());
         metrics().in_flight.inc();
         let (attempt, result) =
-            client::send(&self.client, &self.config.address_policy, &d.request, &keys, d.attempts + 1, trigger).await;
+            client::send(&self.client, &self.config.address_policy, &request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
+        if let Some(status) = attempt.response_status {
+            span.set_attribute("http.response.status_code", i64::from(status));
+        }
+        if let Some(e) = &attempt.error {
+            span.fail(e.clone());
+        }
+        drop(span);
         drop(permit);
         self.endpoint(&webhook).observe(attempt.duration_ms);
         self.record_attempt(&mut d, &attempt).await?;

@@ -95,6 +95,11 @@ async fn build_store(s: &Settings, standalone: bool, role: &str) -> anyhow::Resu
 pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()> {
     let standalone = roles.len() == 4;
     hookmesh_telemetry::init_logging(s.log_json);
+    let tracer_provider =
+        hookmesh_telemetry::otel::init_from_env(label).context("OTEL_EXPORTER_OTLP_ENDPOINT: tracing setup")?;
+    if tracer_provider.is_some() {
+        tracing::info!("exporting traces over OTLP");
+    }
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();
     let (admin_addr, admin) = hookmesh_telemetry::serve_admin(s.admin_addr, readiness.clone(), shutdown.clone())
@@ -224,6 +229,9 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }
     }
     let _ = admin.await;
+    if let Some(p) = tracer_provider {
+        let _ = p.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -20,7 +20,7 @@ use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Record};
 use hookmesh_core::event::{parse_event, Event, EventError};
 use hookmesh_store::Store;
-use hookmesh_telemetry::metrics;
+use hookmesh_telemetry::{metrics, otel, SpanKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -84,8 +84,11 @@ impl Ingest {
             return Ok(Outcome::Duplicate(event.id));
         }
         let payload = serde_json::to_vec(&event).expect("events serialise");
+        let span = otel::stage_span("ingest.event", SpanKind::Consumer, traceparent, trace::child_of);
+        span.set_attribute("event.type", event.event_type.as_str());
+        span.set_attribute("tenant.id", event.tenant_id.clone());
         let record = Record::new(event.partition_key().to_string(), Bytes::from(payload))
-            .with_header(TRACEPARENT, trace::child_of(traceparent).into_bytes());
+            .with_header(TRACEPARENT, span.traceparent().into_bytes());
         if let Err(e) = self.bus.publish(&self.topics.events, record).await {
             let _ = self.store.forget_seen(&dedup_key).await;
             return Err(e);

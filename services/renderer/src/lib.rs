@@ -18,7 +18,7 @@ use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::{DeliveryJob, RenderedRequest};
 use hookmesh_core::render::{failed_request, CompiledWebhook};
 use hookmesh_core::webhook::Webhook;
-use hookmesh_telemetry::metrics;
+use hookmesh_telemetry::{metrics, otel, SpanKind};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,7 +102,12 @@ impl Renderer {
             tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
             return Ok(());
         };
-        let traceparent = trace::child_of(msg.header(TRACEPARENT));
+        let span = otel::stage_span("renderer.render", SpanKind::Consumer, msg.header(TRACEPARENT), trace::child_of);
+        span.set_attribute("webhook.id", request.webhook_id.clone());
+        if let Some(e) = &request.render_error {
+            span.fail(e.clone());
+        }
+        let traceparent = span.traceparent();
         request.traceparent = Some(traceparent.clone());
         let bytes = serde_json::to_vec(&request).expect("requests serialise");
         let record = Record::new(request.key(), Bytes::from(bytes)).with_header(TRACEPARENT, traceparent.into_bytes());

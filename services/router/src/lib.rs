@@ -18,7 +18,7 @@ use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::DeliveryJob;
 use hookmesh_core::event::Event;
 use hookmesh_core::matching::matches;
-use hookmesh_telemetry::metrics;
+use hookmesh_telemetry::{metrics, otel, SpanKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -64,12 +64,15 @@ impl Router {
         };
         let jobs = self.route(&event);
         let n = jobs.len();
+        let span = otel::stage_span("router.route", SpanKind::Consumer, msg.header(TRACEPARENT), trace::child_of);
+        span.set_attribute("event.type", event.event_type.as_str());
+        span.set_attribute("jobs", n as i64);
         if n > 0 {
             let records = jobs
                 .iter()
                 .map(|j| {
                     Record::new(j.key(), Bytes::from(serde_json::to_vec(j).expect("jobs serialise")))
-                        .with_header(TRACEPARENT, trace::child_of(msg.header(TRACEPARENT)).into_bytes())
+                        .with_header(TRACEPARENT, span.traceparent().into_bytes())
                 })
                 .collect();
             self.bus.publish_batch(&self.topics.jobs, records).await?;

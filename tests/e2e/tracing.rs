@@ -1,0 +1,105 @@
+//! One trace per event: the trace id opened at ingest is the trace id of the router's,
+//! renderer's and dispatcher's spans for the same event, down to the HTTP attempt, and the
+//! receiver gets the attempt's span as its `traceparent`. The four stages run in-process on the
+//! memory backends with an in-memory span exporter.
+
+use axum::http::HeaderMap;
+use hookmesh_bus::registry::ConfigView;
+use hookmesh_bus::topics::Topics;
+use hookmesh_bus::{Bus, MemoryBus};
+use hookmesh_dispatcher::ssrf::{AddressPolicy, Network};
+use hookmesh_dispatcher::{Dispatcher, DispatcherConfig};
+use hookmesh_ingest::Ingest;
+use hookmesh_renderer::Renderer;
+use hookmesh_router::Router;
+use hookmesh_store::{MemoryStore, Store};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_follows_an_event_from_ingest_to_the_receiver() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    hookmesh_telemetry::otel::install(provider.clone());
+
+    // A receiver that keeps the traceparent it was sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().push(headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string());
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let topics = Topics::new("hookmesh");
+    for spec in topics.specs(2) {
+        bus.ensure_topic(&spec).await.unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let registry = ConfigView::start(bus.clone(), &topics.config, None, shutdown.clone()).await.unwrap();
+    let webhook: hookmesh_core::webhook::Webhook = serde_json::from_value(serde_json::json!({
+        "id": "wh-trace", "tenant_id": "acme", "name": "CRM", "version": 1,
+        "request": {"url": format!("http://{addr}/crm")},
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    registry.put_webhook(webhook, 0).await.unwrap();
+
+    let ingest =
+        Ingest { bus: bus.clone(), store: store.clone(), topics: topics.clone(), dedup_ttl: Duration::from_secs(60) };
+    let policy = AddressPolicy { allow: vec![Network::parse("127.0.0.0/8").unwrap()], require_https: false };
+    let config = DispatcherConfig { address_policy: Arc::new(policy), ..Default::default() };
+    let dispatcher = Dispatcher::new(bus.clone(), store, topics.clone(), registry.clone(), config);
+    let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
+    let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
+    tokio::spawn(hookmesh_router::run(router, "r".into(), shutdown.clone()));
+    tokio::spawn(hookmesh_renderer::run(renderer, "n".into(), shutdown.clone()));
+    tokio::spawn(hookmesh_dispatcher::run(dispatcher, "d".into(), shutdown.clone()));
+
+    let event =
+        br#"{"id":"e-1","type":"call.ended","occurred_at":"2026-11-23T10:00:00Z","tenant_id":"acme","call_id":"c-1"}"#;
+    ingest.accept(event, "grpc").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.lock().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the receiver got nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The attempt span ends right after the response; wait for it to be exported.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let spans = loop {
+        let spans = exporter.get_finished_spans().unwrap();
+        if spans.iter().any(|s| s.name == "webhook.attempt") || tokio::time::Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let span =
+        |name: &str| spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no `{name}` span in {spans:#?}"));
+    let ingest_span = span("ingest.event");
+    let trace_id = ingest_span.span_context.trace_id();
+    for name in ["router.route", "renderer.render", "webhook.attempt"] {
+        assert_eq!(span(name).span_context.trace_id(), trace_id, "{name} belongs to the event's trace");
+    }
+    // Each stage's span is the child of the one before it.
+    assert_eq!(span("router.route").parent_span_id, ingest_span.span_context.span_id());
+    assert_eq!(span("renderer.render").parent_span_id, span("router.route").span_context.span_id());
+    let attempt = span("webhook.attempt");
+    assert_eq!(attempt.parent_span_id, span("renderer.render").span_context.span_id());
+    // The receiver continues the same trace, as a child of the attempt.
+    let tp = seen.lock()[0].clone();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.get(1).copied(), Some(trace_id.to_string().as_str()), "{tp}");
+    assert_eq!(parts.get(2).copied(), Some(attempt.span_context.span_id().to_string().as_str()), "{tp}");
+    shutdown.cancel();
+    let _ = provider.shutdown();
+}
