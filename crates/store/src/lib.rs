@@ -113,6 +113,14 @@ pub trait Store: Send + Sync + 'static {
     /// The circuit breaker of `endpoint` (closed when never stored).
     async fn get_breaker(&self, endpoint: &str) -> Result<Breaker>;
     async fn put_breaker(&self, endpoint: &str, breaker: &Breaker) -> Result<()>;
+    /// Applies `change` to the breaker of `endpoint` atomically: concurrent updates from other
+    /// dispatchers are never lost (`change` may run more than once, on fresh state). Answers
+    /// the state before and after.
+    async fn update_breaker(
+        &self,
+        endpoint: &str,
+        change: &(dyn for<'b> Fn(&'b mut Breaker) + Send + Sync),
+    ) -> Result<(Breaker, Breaker)>;
 
     /// Per-call ordering lanes: appends `id` to `lane` (if not already in it) and answers
     /// whether it is at the head, i.e. may be sent now.

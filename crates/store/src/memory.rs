@@ -242,6 +242,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn update_breaker(
+        &self,
+        endpoint: &str,
+        change: &(dyn for<'b> Fn(&'b mut Breaker) + Send + Sync),
+    ) -> Result<(Breaker, Breaker)> {
+        let mut breakers = self.breakers.lock();
+        let before = breakers.get(endpoint).cloned().unwrap_or_default();
+        let mut after = before.clone();
+        change(&mut after);
+        if after == Breaker::default() {
+            breakers.remove(endpoint);
+        } else {
+            breakers.insert(endpoint.to_string(), after.clone());
+        }
+        Ok((before, after))
+    }
+
     async fn lane_push(&self, lane: &str, id: &str) -> Result<bool> {
         let mut lanes = self.lanes.lock();
         let q = lanes.entry(lane.to_string()).or_default();

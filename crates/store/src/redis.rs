@@ -182,6 +182,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 "#;
 
+/// Breaker compare-and-set: KEYS[1] the breaker; ARGV 1 the value read ("" = absent),
+/// 2 the new value ("" = delete), 3 its TTL in seconds; answers 1 when swapped.
+const BREAKER_CAS_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return 1
+"#;
+
 /// Per-call lane push: KEYS[1] the lane list, ARGV[1] the delivery id; answers 1 at the head.
 const LANE_PUSH_SCRIPT: &str = r#"
 if not redis.call('LPOS', KEYS[1], ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[1]) end
@@ -243,6 +252,7 @@ pub struct RedisStore {
     rate_script: Script,
     health_script: Script,
     lane_push_script: Script,
+    breaker_cas_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -270,6 +280,7 @@ impl RedisStore {
             rate_script: Script::new(RATE_SCRIPT),
             health_script: Script::new(HEALTH_SCRIPT),
             lane_push_script: Script::new(LANE_PUSH_SCRIPT),
+            breaker_cas_script: Script::new(BREAKER_CAS_SCRIPT),
         })
     }
 
@@ -630,6 +641,47 @@ impl Store for RedisStore {
                 .await
                 .map_err(backend("put_breaker"))
         }
+    }
+
+    async fn update_breaker(
+        &self,
+        endpoint: &str,
+        change: &(dyn for<'b> Fn(&'b mut Breaker) + Send + Sync),
+    ) -> Result<(Breaker, Breaker)> {
+        let key = self.keys.breaker(endpoint);
+        let mut conn = self.conn.clone();
+        for _ in 0..50 {
+            let raw: Option<String> =
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await.map_err(backend("update_breaker"))?;
+            let before: Breaker = match &raw {
+                Some(j) => serde_json::from_str(j).map_err(|e| StoreError::Corrupt(format!("breaker: {e}")))?,
+                None => Breaker::default(),
+            };
+            let mut after = before.clone();
+            change(&mut after);
+            if after == before {
+                return Ok((before, after));
+            }
+            let new = if after == Breaker::default() {
+                String::new()
+            } else {
+                serde_json::to_string(&after).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            };
+            // Compare-and-set: only if nobody changed it since we read it.
+            let swapped: i64 = self
+                .breaker_cas_script
+                .key(&key)
+                .arg(raw.unwrap_or_default())
+                .arg(new)
+                .arg(7 * 24 * 3600)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend("update_breaker"))?;
+            if swapped == 1 {
+                return Ok((before, after));
+            }
+        }
+        Err(StoreError::Backend(format!("breaker of `{endpoint}` kept changing under 50 updates")))
     }
 
     async fn lane_push(&self, lane: &str, id: &str) -> Result<bool> {

@@ -88,6 +88,7 @@ conformance! {
     lanes_are_independent_and_repushed_ids_go_last;
     concurrent_lane_pushes_elect_one_head;
     breaker_round_trips_and_defaults_to_closed;
+    concurrent_breaker_updates_are_never_lost;
     health_samples_come_back_oldest_first;
     health_forgets_samples_older_than_the_window;
     identical_health_samples_are_distinct_attempts;
@@ -1063,4 +1064,53 @@ mod redis_layout {
         let keys: Vec<String> = raw.keys("hm:*").await.unwrap();
         assert_eq!(keys, Vec::<String>::new());
     }
+}
+
+/// 20 dispatchers recording a failure at once: every failure counts (the circuit opens on
+/// time), and of 20 deliveries asking to go when the open period ends, exactly one probes.
+async fn concurrent_breaker_updates_are_never_lost(store: Arc<dyn Store>) {
+    use hookmesh_core::breaker::{Admission, BreakerPolicy, CircuitState};
+    let policy = BreakerPolicy { failure_threshold: 20, open_for: Duration::from_secs(1), ..BreakerPolicy::default() };
+    let now = chrono::Utc::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .update_breaker("ep-cas", &move |b| {
+                        b.record(false, now, &policy);
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let b = store.get_breaker("ep-cas").await.unwrap();
+    assert_eq!(b.consecutive_failures, 20);
+    assert_eq!(b.state, CircuitState::Open);
+    let later = now + chrono::Duration::seconds(2);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (before, _) = store
+                    .update_breaker("ep-cas", &move |b| {
+                        b.admit(later, &policy);
+                    })
+                    .await
+                    .unwrap();
+                before.clone().admit(later, &policy)
+            })
+        })
+        .collect();
+    let mut probes = 0;
+    for t in tasks {
+        if t.await.unwrap() == Admission::Probe {
+            probes += 1;
+        }
+    }
+    assert_eq!(probes, 1, "exactly one half-open probe");
 }

@@ -340,10 +340,16 @@ impl Dispatcher {
 
     /// Circuit breaker, then rate limit, then this process's concurrency for the endpoint.
     async fn gate(&self, webhook: &Webhook, d: &mut Delivery, now: DateTime<Utc>) -> Result<Gate, DispatchError> {
-        let mut breaker = self.store.get_breaker(&webhook.id).await?;
-        match breaker.admit(now, &self.config.breaker) {
-            Admission::Go => {}
-            Admission::Probe => self.store.put_breaker(&webhook.id, &breaker).await?,
+        // Atomic in the store, so of many deliveries due at once exactly one becomes the probe.
+        let policy = self.config.breaker;
+        let (before, _) = self
+            .store
+            .update_breaker(&webhook.id, &move |b| {
+                b.admit(now, &policy);
+            })
+            .await?;
+        match before.clone().admit(now, &policy) {
+            Admission::Go | Admission::Probe => {}
             Admission::Wait(w) => return Ok(Gate::Wait(w)),
         }
         if let Some(rl) = &webhook.policy.rate_limit {
@@ -382,12 +388,16 @@ impl Dispatcher {
     }
 
     async fn update_breaker(&self, webhook: &Webhook, success: bool) -> Result<(), DispatchError> {
-        let mut breaker = self.store.get_breaker(&webhook.id).await?;
-        let before = breaker.clone();
-        let transition = breaker.record(success, Utc::now(), &self.config.breaker);
-        if breaker != before {
-            self.store.put_breaker(&webhook.id, &breaker).await?;
-        }
+        // Atomic in the store, so failures finishing together are all counted.
+        let policy = self.config.breaker;
+        let now = Utc::now();
+        let (before, breaker) = self
+            .store
+            .update_breaker(&webhook.id, &move |b| {
+                b.record(success, now, &policy);
+            })
+            .await?;
+        let transition = before.clone().record(success, now, &policy);
         match transition {
             Transition::None => {}
             Transition::Opened => {
