@@ -6,15 +6,6 @@ use hookmesh_proto::v1;
 use serde_json::json;
 use std::time::Duration;
 
-fn webhook(tenant: &str, name: &str, url: &str) -> v1::Webhook {
-    v1::Webhook {
-        tenant_id: tenant.into(),
-        name: name.into(),
-        request: Some(v1::Request { url: url.into(), ..Default::default() }),
-        ..Default::default()
-    }
-}
-
 async fn create(hm: &Hookmesh, w: v1::Webhook) -> Result<(v1::Webhook, String), tonic::Status> {
     let resp = hm
         .webhooks()

@@ -7,15 +7,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn webhook(tenant: &str, name: &str, url: &str) -> v1::Webhook {
-    v1::Webhook {
-        tenant_id: tenant.into(),
-        name: name.into(),
-        request: Some(v1::Request { url: url.into(), ..Default::default() }),
-        ..Default::default()
-    }
-}
-
 async fn create(hm: &Hookmesh, w: v1::Webhook) -> (v1::Webhook, String) {
     let resp = hm
         .webhooks()

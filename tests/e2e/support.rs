@@ -329,3 +329,13 @@ pub async fn http_get(url: &str) -> (u16, String) {
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A webhook definition with only what the API requires.
+pub fn webhook(tenant: &str, name: &str, url: &str) -> v1::Webhook {
+    v1::Webhook {
+        tenant_id: tenant.into(),
+        name: name.into(),
+        request: Some(v1::Request { url: url.into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
