@@ -831,12 +831,11 @@ async fn per_call_ordering(backend: Backend) {
         // No event of the call arrives before every earlier one succeeded.
         for (i, h) in mine.iter().enumerate() {
             let r = rank(&h.event_type());
-            for earlier in 0..r {
+            for (earlier, name) in order.iter().enumerate().take(r) {
                 assert!(
                     mine[..i].iter().any(|p| p.status == 200 && rank(&p.event_type()) == earlier),
-                    "{c}: {} arrived before {} succeeded",
+                    "{c}: {} arrived before {name} succeeded",
                     h.event_type(),
-                    order[earlier]
                 );
             }
         }
