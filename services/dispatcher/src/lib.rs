@@ -43,6 +43,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// How long a delivery queues for a busy endpoint's concurrency before it is deferred.
+const PERMIT_WAIT: Duration = Duration::from_millis(250);
+
 /// How long a request waits for this process's registry view to catch up with the renderer's.
 pub const REGISTRY_WAIT: Duration = Duration::from_secs(30);
 
@@ -367,9 +370,15 @@ impl Dispatcher {
             }
         }
         let endpoint = self.endpoint(webhook);
-        match endpoint.permits.clone().try_acquire_owned() {
-            Ok(p) => Ok(Gate::Go(Some(p))),
-            Err(_) => Ok(Gate::Wait(endpoint.busy_wait())),
+        if let Ok(p) = endpoint.permits.clone().try_acquire_owned() {
+            return Ok(Gate::Go(Some(p)));
+        }
+        // A busy but fast endpoint frees a permit within moments: queue for it briefly rather
+        // than going through the retry schedule. A slow one does not, and the delivery is
+        // deferred, so it holds a slot of the consume loop for at most this long.
+        match tokio::time::timeout(PERMIT_WAIT, endpoint.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Gate::Go(Some(p))),
+            _ => Ok(Gate::Wait(endpoint.busy_wait())),
         }
     }
 
