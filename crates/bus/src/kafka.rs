@@ -103,6 +103,9 @@ impl KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "500")
             .set("auto.offset.reset", "earliest")
+            // Each stage is one hop of an event's latency: don't let the broker hold a fetch
+            // for librdkafka's default half second when records trickle in.
+            .set("fetch.wait.max.ms", "10")
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (self.config.session_timeout_ms / 3).max(100).to_string())
             // The rebalance timeout: a member that died without leaving holds up a rebalance at
