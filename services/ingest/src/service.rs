@@ -48,53 +48,77 @@ impl v1::ingest_service_server::IngestService for IngestApi {
                 items.len()
             )));
         }
-        let mut resp = v1::PublishResponse::default();
+        // Parse once; refuse other tenants' events up front (a permission problem, not bad
+        // input: it does not go to the DLQ).
+        let mut results: Vec<v1::PublishResult> = Vec::with_capacity(items.len());
+        let mut chains: Vec<(String, Vec<(usize, Vec<u8>)>)> = Vec::new();
+        let mut chain_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (index, item) in items.into_iter().enumerate() {
             let bytes = match item.payload {
                 Some(Payload::Json(s)) => s.into_bytes(),
                 Some(Payload::Event(e)) => proto_event_json(&e),
                 None => b"{}".to_vec(),
             };
-            let mut r = v1::PublishResult { index: index as u32, ..Default::default() };
-            // A tenant token publishes for its own tenant only; refused without reaching the DLQ
-            // (it is a permission problem, not bad input).
+            let parsed = serde_json::from_slice::<Value>(&bytes).ok();
+            let field =
+                |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_string);
+            results.push(v1::PublishResult {
+                index: index as u32,
+                event_id: field("id").unwrap_or_default(),
+                ..Default::default()
+            });
             if let Principal::Tenant(own) = &principal {
-                let tenant = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("tenant_id").and_then(Value::as_str).map(str::to_string));
-                if tenant.as_deref() != Some(own.as_str()) {
-                    r.field = "tenant_id".into();
-                    r.reason = "this token publishes for its own tenant only".into();
-                    resp.rejected += 1;
-                    resp.results.push(r);
+                if field("tenant_id").as_deref() != Some(own.as_str()) {
+                    results[index].field = "tenant_id".into();
+                    results[index].reason = "this token publishes for its own tenant only".into();
                     continue;
                 }
             }
-            let outcome = self.ingest.accept(&bytes, "grpc").await.map_err(|e| Status::unavailable(e.to_string()))?;
-            match outcome {
+            // Events of one call stay in order; different calls are accepted concurrently.
+            let key = field("call_id").or_else(|| field("id")).unwrap_or_else(|| format!("#{index}"));
+            let slot = *chain_of.entry(key.clone()).or_insert_with(|| {
+                chains.push((key, Vec::new()));
+                chains.len() - 1
+            });
+            chains[slot].1.push((index, bytes));
+        }
+        let ingest = &self.ingest;
+        let outcomes = futures::future::join_all(chains.into_iter().map(|(_, chain)| async move {
+            let mut out = Vec::with_capacity(chain.len());
+            for (index, bytes) in chain {
+                out.push((index, ingest.accept(&bytes, "grpc").await));
+            }
+            out
+        }))
+        .await;
+        for (index, outcome) in outcomes.into_iter().flatten() {
+            let r = &mut results[index];
+            match outcome.map_err(|e| Status::unavailable(e.to_string()))? {
                 Outcome::Accepted(id) => {
                     r.accepted = true;
                     r.event_id = id;
-                    resp.accepted += 1;
                 }
                 Outcome::Duplicate(id) => {
                     r.duplicate = true;
                     r.event_id = id;
-                    resp.duplicates += 1;
                 }
                 Outcome::Rejected(e) => {
-                    // The id, when the input has a readable one, tells the sender which event it was.
-                    r.event_id = serde_json::from_slice::<Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
-                        .unwrap_or_default();
                     r.field = e.field;
                     r.reason = e.reason;
-                    resp.rejected += 1;
                 }
             }
-            resp.results.push(r);
         }
+        let mut resp = v1::PublishResponse::default();
+        for r in &results {
+            if r.accepted {
+                resp.accepted += 1;
+            } else if r.duplicate {
+                resp.duplicates += 1;
+            } else {
+                resp.rejected += 1;
+            }
+        }
+        resp.results = results;
         Ok(Response::new(resp))
     }
 
