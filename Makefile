@@ -1,13 +1,14 @@
 # hookmesh — common tasks. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build release clean fuzz helm
+.PHONY: help run test lint fmt build release clean fuzz bench helm
 
 help:
 	@echo "make run      run hookmesh standalone (embedded backends) on 127.0.0.1:7600 (gRPC) / :7601 (admin)"
 	@echo "make test     run the whole test suite (unit, conformance, end-to-end)"
 	@echo "make lint     rustfmt check and clippy with warnings as errors"
 	@echo "make release  build the release binary (target/release/hookmesh)"
+	@echo "make bench    every bench scenario on memory, baseline on kafka-redis (docs/perf/*.json)"
 	@echo "make fuzz     run every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
 	@echo "make helm     lint, render and schema-check the Helm chart helm/hookmesh (Python venv in .ci/.venv)"
 
@@ -29,6 +30,13 @@ build:
 
 release:
 	$(CARGO) build --release -p hookmesh --locked
+
+# Benchmarks (README "Benchmarks"): every scenario on the embedded backends, then the baseline
+# over tansu + redis-server with the four roles as separate processes. Reports in docs/perf/.
+bench:
+	$(CARGO) build --release -p hookmesh
+	target/release/hookmesh bench --scenario all --backend memory --out docs/perf/bench-memory.json
+	target/release/hookmesh bench --scenario baseline --backend kafka-redis --out docs/perf/bench-kafka-redis.json
 
 # Fuzzing (fuzz/, its own cargo workspace). Needs `cargo install cargo-fuzz --locked`; runs on
 # the stable toolchain through RUSTC_BOOTSTRAP=1 (cargo fuzz passes nightly-only -Z flags).

@@ -5,7 +5,9 @@
 //! - `ctl`: the management client (every gRPC management call from the shell).
 //! - `simulate`: realistic call traffic against a running hookmesh.
 //! - `receive`: a demo receiver that prints webhooks and checks signatures.
+//! - `bench`: measured throughput, latency and cost of a scenario, beside the machine's limit.
 
+mod bench;
 mod config;
 mod ctl;
 mod receive;
@@ -44,6 +46,8 @@ enum Command {
     Token(token::TokenCmd),
     /// Publish realistic call traffic (started → answered → dtmf → ended) to a running hookmesh.
     Simulate(simulate::SimulateArgs),
+    /// Measure throughput, latency and cost of a scenario end to end, beside the limit.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -60,6 +64,7 @@ fn main() {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Receive(args) => receive::run(args).await,
             Command::Token(cmd) => token::run(cmd),
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     if let Err(e) = result {
