@@ -38,6 +38,35 @@ impl Default for LoopOptions {
 }
 
 /// Runs until `shutdown` is cancelled. `name` labels logs.
+/// Runs `attempt` until it succeeds, backing off from 50 ms doubling to 5 s: a handler's
+/// future completes only once what its record produced is acknowledged, so transient bus or
+/// store failures are retried here rather than dropping the record.
+pub async fn until_ok<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> Fut,
+) -> T {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The dead-letter record of a message a stage cannot read (a bug or a foreign producer):
+/// the original bytes with the reason, so nothing is lost silently.
+pub fn unreadable(msg: &Message, field: &str, error: impl std::fmt::Display) -> crate::Record {
+    crate::Record::new(msg.key.clone(), msg.payload.clone().unwrap_or_default())
+        .with_header("hookmesh-reason", format!("unreadable on {}: {error}", msg.topic).into_bytes())
+        .with_header("hookmesh-field", field)
+        .with_header("hookmesh-source", msg.topic.as_bytes())
+}
+
 /// Lets a handler release the per-key order before it completes: the next record of the same
 /// key may start once the handler has done the part that must happen in order (for example
 /// the dispatcher enqueues a delivery in order, then waits for the HTTP attempt). Without a

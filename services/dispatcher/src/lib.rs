@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::DateTime;
 use chrono::Utc;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, LoopOptions, OrderRelease};
+use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
@@ -535,11 +535,7 @@ impl Dispatcher {
         match serde_json::from_slice::<RenderedRequest>(payload) {
             Ok(request) => self.deliver_new(request, order).await,
             Err(e) => {
-                let record = Record::new(msg.key.clone(), payload.clone())
-                    .with_header("hookmesh-reason", format!("unreadable on {}: {e}", msg.topic).into_bytes())
-                    .with_header("hookmesh-field", "request")
-                    .with_header("hookmesh-source", msg.topic.as_bytes());
-                self.bus.publish(&self.topics.dlq, record).await?;
+                self.bus.publish(&self.topics.dlq, unreadable(msg, "request", e)).await?;
                 Ok(())
             }
         }
@@ -616,14 +612,7 @@ pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationTo
     let d = dispatcher.clone();
     run_consumer("dispatcher", consumer, options, shutdown, move |msg, order| {
         let d = d.clone();
-        async move {
-            let mut backoff = Duration::from_millis(50);
-            while let Err(e) = d.handle(&msg, Some(&order)).await {
-                tracing::warn!(error = %e, "dispatcher: recording the delivery failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+        async move { until_ok("dispatcher: recording the delivery", || d.handle(&msg, Some(&order))).await }
     })
     .await;
     let _ = retries.await;

@@ -14,7 +14,7 @@
 pub mod service;
 
 use bytes::Bytes;
-use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::stage::{run_consumer, until_ok, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Record};
@@ -133,17 +133,8 @@ pub async fn run(ingest: Ingest, group: String, shutdown: CancellationToken) -> 
             let ingest = ingest.clone();
             async move {
                 let bytes = msg.payload.clone().unwrap_or_default();
-                let mut backoff = Duration::from_millis(50);
-                loop {
-                    match ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)).await {
-                        Ok(_) => return,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ingest: forwarding failed; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
+                until_ok("ingest: forwarding", || ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)))
+                    .await;
             }
         },
     )

@@ -11,7 +11,7 @@ pub mod service;
 
 use bytes::Bytes;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
@@ -90,11 +90,7 @@ impl Renderer {
         let job: DeliveryJob = match serde_json::from_slice(payload) {
             Ok(j) => j,
             Err(e) => {
-                let record = Record::new(msg.key.clone(), payload.clone())
-                    .with_header("hookmesh-reason", format!("unreadable on {}: {e}", msg.topic).into_bytes())
-                    .with_header("hookmesh-field", "job")
-                    .with_header("hookmesh-source", msg.topic.as_bytes());
-                self.bus.publish(&self.topics.dlq, record).await?;
+                self.bus.publish(&self.topics.dlq, unreadable(msg, "job", e)).await?;
                 return Ok(());
             }
         };
@@ -127,14 +123,7 @@ pub async fn run(renderer: Renderer, group: String, shutdown: CancellationToken)
         shutdown,
         move |msg, _order| {
             let renderer = renderer.clone();
-            async move {
-                let mut backoff = Duration::from_millis(50);
-                while let Err(e) = renderer.handle(&msg).await {
-                    tracing::warn!(error = %e, "renderer: producing the request failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+            async move { until_ok("renderer: producing the request", || renderer.handle(&msg)).await }
         },
     )
     .await;

@@ -11,7 +11,7 @@ pub mod registry;
 
 use bytes::Bytes;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, LoopOptions};
+use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
@@ -20,7 +20,6 @@ use hookmesh_core::event::Event;
 use hookmesh_core::matching::matches;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -54,11 +53,7 @@ impl Router {
             Ok(e) => e,
             Err(e) => {
                 // Ingest validated it, so this is a bug or a foreign producer: keep it.
-                let record = Record::new(msg.key.clone(), payload.clone())
-                    .with_header("hookmesh-reason", format!("unreadable on {}: {e}", msg.topic).into_bytes())
-                    .with_header("hookmesh-field", "event")
-                    .with_header("hookmesh-source", msg.topic.as_bytes());
-                self.bus.publish(&self.topics.dlq, record).await?;
+                self.bus.publish(&self.topics.dlq, unreadable(msg, "event", e)).await?;
                 return Ok(0);
             }
         };
@@ -94,12 +89,7 @@ pub async fn run(router: Router, group: String, shutdown: CancellationToken) -> 
         move |msg, _order| {
             let router = router.clone();
             async move {
-                let mut backoff = Duration::from_millis(50);
-                while let Err(e) = router.handle(&msg).await {
-                    tracing::warn!(error = %e, "router: producing jobs failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                until_ok("router: producing jobs", || router.handle(&msg)).await;
             }
         },
     )
