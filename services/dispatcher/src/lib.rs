@@ -218,7 +218,7 @@ impl Dispatcher {
         };
         if let Some(reason) = stop_reason {
             d.last_error = Some(reason);
-            return self.settle_error(d, None).await;
+            return self.settle_error(d).await;
         }
         let webhook = webhook.expect("checked above");
         let permit = match self.gate(&webhook, &mut d, now).await? {
@@ -297,11 +297,11 @@ impl Dispatcher {
                         "attempts": d.attempts, "last_status": d.last_status, "reason": reason});
                     self.emit(EventType::WebhookAttemptExhausted, &webhook, details).await;
                 }
-                self.settle_error(d, None).await?;
+                self.settle_error(d).await?;
             }
             Decision::Disable => {
                 d.last_error = Some("receiver answered 410 Gone; webhook disabled".to_string());
-                self.settle_error(d, None).await?;
+                self.settle_error(d).await?;
                 self.disable_webhook(&webhook, "the receiver answered 410 Gone").await;
             }
         }
@@ -309,7 +309,7 @@ impl Dispatcher {
     }
 
     /// Ends a delivery in `error` and lets the next event of its call go.
-    async fn settle_error(&self, mut d: Delivery, _why: Option<&str>) -> Result<(), DispatchError> {
+    async fn settle_error(&self, mut d: Delivery) -> Result<(), DispatchError> {
         self.store.cancel_retry(&d.id).await?;
         d.status = DeliveryStatus::Error;
         d.next_attempt_at = None;
