@@ -27,7 +27,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 // backends
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// `hookmesh standalone`: in-memory bus and store.
     Memory,
     /// `hookmesh standalone --kafka <tansu> --redis <redis-server>`.
@@ -36,14 +36,14 @@ pub enum Backend {
 
 /// A running standalone and, for [`Backend::KafkaRedis`], its broker and redis-server (kept
 /// alive as long as the test holds this; hookmesh is dropped first).
-struct Env {
-    hm: Hookmesh,
-    _backends: Option<(TansuBroker, RedisServer)>,
+pub(crate) struct Env {
+    pub(crate) hm: Hookmesh,
+    pub(crate) backends: Option<(TansuBroker, RedisServer)>,
 }
 
-async fn start(backend: Backend, extra: &[&str]) -> Env {
+pub(crate) async fn start(backend: Backend, extra: &[&str]) -> Env {
     tokio::task::block_in_place(|| match backend {
-        Backend::Memory => Env { hm: Hookmesh::start_with(extra), _backends: None },
+        Backend::Memory => Env { hm: Hookmesh::start_with(extra), backends: None },
         Backend::KafkaRedis => {
             let broker = TansuBroker::start();
             let redis = RedisServer::start();
@@ -51,7 +51,7 @@ async fn start(backend: Backend, extra: &[&str]) -> Env {
             let mut args =
                 vec!["--kafka", &bootstrap, "--redis", &url, "--partitions", "2", "--kafka-session-timeout-ms", "6000"];
             args.extend_from_slice(extra);
-            Env { hm: Hookmesh::start_with(&args), _backends: Some((broker, redis)) }
+            Env { hm: Hookmesh::start_with(&args), backends: Some((broker, redis)) }
         }
     })
 }

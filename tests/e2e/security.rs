@@ -185,6 +185,20 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
     .await;
     assert!(failed, "acme's delivery failed as scripted");
 
+    // Tenant settings: a tenant reads and changes only its own.
+    use v1::tenant_service_client::TenantServiceClient;
+    let mut other_t = TenantServiceClient::with_interceptor(ch.clone(), bearer("other-token"));
+    let own = other_t.get_tenant_settings(v1::GetTenantSettingsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(own.tenant_id, "other");
+    let err = other_t.get_tenant_settings(v1::GetTenantSettingsRequest { tenant_id: "acme".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let hijack = v1::TenantSettings { tenant_id: "acme".into(), ..Default::default() };
+    let err = other_t
+        .update_tenant_settings(v1::UpdateTenantSettingsRequest { settings: Some(hijack), expected_version: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
     // `other` sees nothing of acme's and every attempt answers not-found, as if it did not exist.
     let mut other = WebhookServiceClient::with_interceptor(ch.clone(), bearer("other-token"));
     assert!(other.list_webhooks(v1::ListWebhooksRequest::default()).await.unwrap().into_inner().webhooks.is_empty());

@@ -103,3 +103,39 @@ async fn a_trace_follows_an_event_from_ingest_to_the_receiver() {
     shutdown.cancel();
     let _ = provider.shutdown();
 }
+
+/// Log lines written while working on an event carry the event's trace id, in text and JSON
+/// logs alike, so an SRE can go from a log line to the trace (and to the receiver's
+/// `traceparent`).
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_carry_the_events_trace_id() {
+    use crate::support::*;
+    use hookmesh_proto::v1;
+
+    for json_logs in [false, true] {
+        let hm = if json_logs { Hookmesh::start_with(&["--log-json", "true"]) } else { Hookmesh::start() };
+        let rx = Receiver::start().await;
+        rx.script(&[], 500);
+        let mut w = webhook("acme", "Failing", &rx.url("/fail"));
+        w.policy = Some(v1::DeliveryPolicy { retry_limit: Some(0), ..Default::default() });
+        hm.webhooks()
+            .await
+            .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+            .await
+            .unwrap();
+        hm.publish(&[event("evt-log-1", "call.ended", "acme", "call-log-1", serde_json::json!({}))]).await;
+        let got = rx.wait_for(1, Duration::from_secs(20)).await;
+        let tp = got[0].header("traceparent").expect("the receiver gets a traceparent");
+        let trace_id = tp.split('-').nth(1).unwrap().to_string();
+        let logged = wait_until(Duration::from_secs(20), || hm.log_text().contains("delivery ended in error")).await;
+        assert!(logged, "no failure logged: {}", hm.log_text());
+        let log = hm.log_text();
+        let line = log.lines().find(|l| l.contains("delivery ended in error")).unwrap();
+        if json_logs {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+            assert_eq!(v["span"]["trace_id"], trace_id.as_str(), "{line}");
+        } else {
+            assert!(line.contains(&format!("trace_id={trace_id}")), "{line}");
+        }
+    }
+}

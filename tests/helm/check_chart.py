@@ -66,6 +66,7 @@ API_OWNERS = {
     "IngestService": "ingest",
     "WebhookService": "router",
     "TemplateService": "router",
+    "TenantService": "router",
     "RenderService": "renderer",
     "DeliveryService": "dispatcher",
 }

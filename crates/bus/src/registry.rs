@@ -1,5 +1,6 @@
 //! The configuration registry view: every service materialises the compacted config topic
-//! (`webhook/<id>`, `template/<id>`, tombstone = delete) in memory at start and follows it.
+//! (`webhook/<id>`, `template/<id>`, `tenant/<id>` settings, tombstone = delete) in memory at
+//! start and follows it.
 //!
 //! Writes are optimistic: a record carries the version it expects to replace, and every view
 //! applies a record only when that matches, so all views agree on the winner of a race. A
@@ -8,6 +9,7 @@
 
 use crate::secrets::{self, SecretCipher};
 use crate::{Bus, BusError, Record};
+use hookmesh_core::privacy::TenantSettings;
 use hookmesh_core::webhook::{Template, Webhook};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -21,19 +23,34 @@ use tokio_util::sync::CancellationToken;
 enum Entry {
     Webhook { expected_version: u64, webhook: Box<Webhook> },
     Template { expected_version: u64, template: Box<Template> },
+    Tenant { expected_version: u64, settings: Box<TenantSettings> },
 }
 
 /// The registry as one service sees it.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RegistryState {
     pub webhooks: HashMap<String, Arc<Webhook>>,
     pub templates: HashMap<String, Arc<Template>>,
+    /// Tenants' own settings (tenants that never set any are absent).
+    pub tenants: HashMap<String, Arc<TenantSettings>>,
     /// Webhook ids per tenant, for routing.
     pub by_tenant: HashMap<String, Vec<Arc<Webhook>>>,
     /// Webhooks deleted since this view started (so a late job is dropped, not waited for).
     pub deleted_webhooks: std::collections::HashSet<String>,
     /// Webhooks whose stored secrets are in clear or under a retired master key.
     pub stale_secrets: std::collections::HashSet<String>,
+}
+
+impl RegistryState {
+    /// Drops `old` from the per-tenant index.
+    fn unindex(&mut self, old: &Webhook) {
+        if let Some(list) = self.by_tenant.get_mut(&old.tenant_id) {
+            list.retain(|w| w.id != old.id);
+            if list.is_empty() {
+                self.by_tenant.remove(&old.tenant_id);
+            }
+        }
+    }
 }
 
 pub struct ConfigView {
@@ -94,24 +111,25 @@ impl ConfigView {
         Ok(view)
     }
 
+    /// Applies one record. The state is changed in place unless a snapshot of it is still held
+    /// somewhere (then it is copied once), so reading a topic of n webhooks costs O(n).
     fn apply(&self, msg: &crate::Message) {
         let mut guard = self.state.write();
-        let mut state = RegistryState {
-            webhooks: guard.webhooks.clone(),
-            templates: guard.templates.clone(),
-            by_tenant: HashMap::new(),
-            deleted_webhooks: guard.deleted_webhooks.clone(),
-            stale_secrets: guard.stale_secrets.clone(),
-        };
+        let state = Arc::make_mut(&mut *guard);
         let (kind, id) = msg.key.split_once('/').unwrap_or(("", msg.key.as_str()));
         match (&msg.payload, kind) {
             (None, "webhook") => {
-                state.webhooks.remove(id);
+                if let Some(old) = state.webhooks.remove(id) {
+                    state.unindex(&old);
+                }
                 state.stale_secrets.remove(id);
                 state.deleted_webhooks.insert(id.to_string());
             }
             (None, "template") => {
                 state.templates.remove(id);
+            }
+            (None, "tenant") => {
+                state.tenants.remove(id);
             }
             (Some(bytes), _) => match serde_json::from_slice::<Entry>(bytes) {
                 Ok(Entry::Webhook { expected_version, mut webhook }) => {
@@ -135,7 +153,11 @@ impl ConfigView {
                             state.stale_secrets.remove(id);
                         }
                         state.deleted_webhooks.remove(id);
-                        state.webhooks.insert(id.to_string(), Arc::new(*webhook));
+                        let webhook = Arc::new(*webhook);
+                        if let Some(old) = state.webhooks.insert(id.to_string(), webhook.clone()) {
+                            state.unindex(&old);
+                        }
+                        state.by_tenant.entry(webhook.tenant_id.clone()).or_default().push(webhook);
                     }
                 }
                 Ok(Entry::Template { expected_version, template }) => {
@@ -144,14 +166,16 @@ impl ConfigView {
                         state.templates.insert(id.to_string(), Arc::new(*template));
                     }
                 }
+                Ok(Entry::Tenant { expected_version, settings }) => {
+                    let current = state.tenants.get(id).map_or(0, |t| t.version);
+                    if current == expected_version {
+                        state.tenants.insert(id.to_string(), Arc::new(*settings));
+                    }
+                }
                 Err(e) => tracing::error!(key = %msg.key, error = %e, "config registry: unreadable record skipped"),
             },
             (None, _) => {}
         }
-        for w in state.webhooks.values() {
-            state.by_tenant.entry(w.tenant_id.clone()).or_default().push(w.clone());
-        }
-        *guard = Arc::new(state);
         drop(guard);
         self.applied.send_replace(msg.offset + 1);
     }
@@ -200,6 +224,16 @@ impl ConfigView {
         self.state.read().templates.get(id).cloned()
     }
 
+    /// A tenant's settings; defaults for a tenant that never set any.
+    pub fn tenant_settings(&self, tenant_id: &str) -> Arc<TenantSettings> {
+        self.state
+            .read()
+            .tenants
+            .get(tenant_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(TenantSettings::default_for(tenant_id)))
+    }
+
     /// Changes whenever a record is applied; stages use it to rebuild their caches.
     pub fn changes(&self) -> watch::Receiver<i64> {
         self.applied.subscribe()
@@ -235,6 +269,21 @@ impl ConfigView {
         match self.template(&id) {
             Some(t) if t.version == expected_version + 1 => Ok(t),
             other => Err(WriteError::Conflict { expected: expected_version, found: other.map_or(0, |t| t.version) }),
+        }
+    }
+
+    /// Writes a tenant's settings (whose `version` must be `expected_version + 1`).
+    pub async fn put_tenant_settings(
+        &self,
+        settings: TenantSettings,
+        expected_version: u64,
+    ) -> Result<Arc<TenantSettings>, WriteError> {
+        let id = settings.tenant_id.clone();
+        let entry = Entry::Tenant { expected_version, settings: Box::new(settings) };
+        self.write(format!("tenant/{id}"), &entry).await?;
+        match self.tenant_settings(&id) {
+            t if t.version == expected_version + 1 => Ok(t),
+            t => Err(WriteError::Conflict { expected: expected_version, found: t.version }),
         }
     }
 

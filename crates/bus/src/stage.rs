@@ -140,6 +140,8 @@ pub async fn run_consumer<H, Fut>(
                 seq += 1;
                 if seen_partitions.insert(msg.partition) {
                     tracing::info!(stage = name, partition = msg.partition, offset = msg.offset, "consuming partition");
+                    // Report the new partition's lag now rather than at the next tick.
+                    lag_tick.reset_immediately();
                 }
                 tracker.start(msg.partition, msg.offset);
                 let (tx, rx) = tokio::sync::watch::channel(false);
@@ -155,7 +157,9 @@ pub async fn run_consumer<H, Fut>(
                     if let Some(mut prev) = previous {
                         let _ = prev.wait_for(|done| *done).await;
                     }
-                    let outcome = std::panic::AssertUnwindSafe(handler(msg, tx.clone())).catch_unwind().await;
+                    let span = crate::trace::log_span(name, msg.header(crate::trace::TRACEPARENT));
+                    let work = tracing::Instrument::instrument(handler(msg, tx.clone()), span);
+                    let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
                     if outcome.is_err() {
                         // A bug, not bad input: log loudly and move on rather than stall the
                         // partition forever.

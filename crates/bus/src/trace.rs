@@ -20,6 +20,15 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", hex(&trace), hex(&span))
 }
 
+/// The log span work on one record runs in: every log line inside carries the record's
+/// `trace_id` (the event's trace), so logs, traces and receivers' `traceparent` line up.
+pub fn log_span(stage: &'static str, traceparent: Option<&[u8]>) -> tracing::Span {
+    match traceparent.and_then(|v| std::str::from_utf8(v).ok()).and_then(trace_id) {
+        Some(id) => tracing::info_span!("record", stage, trace_id = %id),
+        None => tracing::info_span!("record", stage),
+    }
+}
+
 /// The trace id of a valid `traceparent`.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let parts: Vec<&str> = traceparent.split('-').collect();

@@ -85,6 +85,10 @@ pub struct RenderedRequest {
     /// W3C trace context of the event's trace; sent to the receiver as `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The event's personal values when the tenant masks them in stored logs
+    /// ([`crate::privacy`]); never stored in clear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<String>,
 }
 
 impl RenderedRequest {
@@ -229,7 +233,12 @@ pub struct Delivery {
     /// A send slot reserved under the endpoint's rate limit, when the delivery waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_at: Option<DateTime<Utc>>,
+    /// As stored: masked when the tenant masks personal data ([`crate::privacy`]).
     pub request: RenderedRequest,
+    /// The request as it must be sent again, sealed under the master key, when `request`
+    /// is a masked copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_request: Option<String>,
 }
 
 impl Delivery {
@@ -250,6 +259,7 @@ impl Delivery {
             last_error: None,
             slot_at: None,
             request,
+            sealed_request: None,
         }
     }
 }

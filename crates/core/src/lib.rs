@@ -10,6 +10,7 @@
 //! - [`matching`]: which webhooks want an event.
 //! - [`render`]: turning a job into the exact HTTP request to send.
 //! - [`delivery`]: jobs, rendered requests, deliveries, attempts and their statuses.
+//! - [`privacy`]: per-tenant masking of personal data in stored delivery logs.
 //! - [`retry`]: retry decisions as data.
 //! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod health;
 pub mod matching;
+pub mod privacy;
 pub mod render;
 pub mod retry;
 pub mod signing;

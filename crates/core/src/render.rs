@@ -112,6 +112,7 @@ impl CompiledWebhook {
             policy: w.policy.clone(),
             render_error: None,
             traceparent: None,
+            personal: Vec::new(),
         })
     }
 
@@ -140,6 +141,7 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
         policy: w.policy.clone(),
         render_error: Some(reason),
         traceparent: None,
+        personal: Vec::new(),
     }
 }
 

@@ -1487,7 +1487,7 @@ fn is_xml_char(c: char) -> bool {
 
 /// Escapes text (`attr == false`) or an attribute value for XML 1.0; characters XML cannot
 /// carry become U+FFFD.
-fn xml_escape(s: &str, attr: bool) -> String {
+pub(crate) fn xml_escape(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
@@ -1760,7 +1760,7 @@ impl InlineTemplate {
     }
 }
 
-fn percent_encode_into(s: &str, out: &mut String) {
+pub(crate) fn percent_encode_into(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -21,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, RenderedRequest};
 use hookmesh_core::error::ValidationError;
 use hookmesh_core::event::{event_from_value, Direction, Event, EventError, EventType};
+use hookmesh_core::privacy::{TenantSettings, PERSONAL_TOKENS};
 use hookmesh_core::template::{ContentType, FieldMapping, Source, TemplateBody};
 use hookmesh_core::tokens;
 use hookmesh_core::webhook::{
@@ -541,6 +542,26 @@ pub fn rendered_to_proto(r: &RenderedRequest) -> v1::RenderedRequest {
 // token catalog
 
 /// The token catalog, grouped by category.
+pub fn tenant_settings_to_proto(t: &TenantSettings) -> v1::TenantSettings {
+    v1::TenantSettings {
+        tenant_id: t.tenant_id.clone(),
+        mask_personal_data: t.mask_personal_data,
+        mask_fields: t.mask_fields.clone(),
+        version: t.version,
+        updated_at: if t.version == 0 { String::new() } else { timestamp_to_proto(&t.updated_at) },
+        personal_tokens: PERSONAL_TOKENS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The editable fields of `t` (tenant, version and time are the caller's to set).
+pub fn tenant_settings_from_proto(t: v1::TenantSettings) -> TenantSettings {
+    TenantSettings {
+        mask_personal_data: t.mask_personal_data,
+        mask_fields: t.mask_fields.into_iter().map(|f| f.trim().to_string()).collect(),
+        ..TenantSettings::default_for(&t.tenant_id)
+    }
+}
+
 pub fn tokens_to_proto() -> v1::ListTokensResponse {
     v1::ListTokensResponse {
         categories: tokens::by_category()
@@ -872,6 +893,7 @@ mod tests {
             policy: DeliveryPolicy::default(),
             render_error: None,
             traceparent: None,
+            personal: Vec::new(),
         };
         let r = rendered_to_proto(&req);
         assert_eq!((r.method.as_str(), r.headers[0].name.as_str(), r.body.as_str()), ("POST", "content-type", "{}"));

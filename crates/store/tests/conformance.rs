@@ -125,6 +125,7 @@ fn delivery(id: &str, tenant: &str, webhook: &str, at: DateTime<Utc>) -> Deliver
         policy: DeliveryPolicy::default(),
         render_error: None,
         traceparent: None,
+        personal: Vec::new(),
     };
     Delivery::new(request, at)
 }

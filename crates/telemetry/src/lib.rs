@@ -1,10 +1,11 @@
 //! Logs, metrics and the admin HTTP port every service exposes:
 //! `/healthz` (the process is alive), `/readyz` (connected and caught up on config) and
-//! `/metrics` (Prometheus text). Metric names are defined once here, labels are bounded
-//! (no URLs, no call ids).
+//! `/metrics` (Prometheus text; also pushed over OTLP when configured, see [`otlp_metrics`]).
+//! Metric names are defined once here, labels are bounded (no URLs, no call ids).
 
 pub mod metrics;
 pub mod otel;
+pub mod otlp_metrics;
 
 pub use opentelemetry::trace::SpanKind;
 
@@ -21,12 +22,15 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Structured logs to stderr; `RUST_LOG` (or `HOOKMESH_LOG`) filters, default `info`.
-/// `json = true` writes one JSON object per line.
+/// `json = true` writes one JSON object per line. Lines written while a stage works on a
+/// record carry its `trace_id` (see `hookmesh_bus::trace::log_span`).
 pub fn init_logging(json: bool) {
     let filter =
         std::env::var("HOOKMESH_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_string());
+    // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

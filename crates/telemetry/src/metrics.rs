@@ -1,4 +1,6 @@
-//! Every metric hookmesh exports, named once.
+//! Every metric hookmesh exports, named once. The registry below is the single source of
+//! truth: `/metrics` serves it as Prometheus text, and when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! [`crate::otlp_metrics`] also pushes it over OTLP (counters named without `_total` there).
 //!
 //! | name | type | labels |
 //! |---|---|---|
@@ -24,6 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -43,6 +46,8 @@ pub struct StatusLabel {
 
 pub struct Metrics {
     registry: Registry,
+    /// When the registry was made: every counter and histogram counts from here.
+    started: SystemTime,
     pub events_ingested: Family<OutcomeLabel, Counter>,
     pub jobs_routed: Counter,
     pub render_errors: Counter,
@@ -98,6 +103,7 @@ impl Metrics {
             retry_backlog: Gauge::default(),
             circuits: Family::default(),
             registry: Registry::default(),
+            started: SystemTime::now(),
         };
         registry.register("events_ingested", "Events received by ingest, by outcome", m.events_ingested.clone());
         registry.register("jobs_routed", "Delivery jobs produced by the router", m.jobs_routed.clone());
@@ -140,6 +146,11 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The start of every cumulative series (OTLP's `start_time_unix_nano`).
+    pub fn started(&self) -> SystemTime {
+        self.started
     }
 
     pub fn event(&self, outcome: &'static str) {

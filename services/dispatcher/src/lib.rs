@@ -12,6 +12,7 @@
 //! recover and test-send live in [`service`].
 
 pub mod client;
+pub mod privacy;
 pub mod service;
 pub mod ssrf;
 
@@ -42,6 +43,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long a delivery queues for a busy endpoint's concurrency before it is deferred.
 const PERMIT_WAIT: Duration = Duration::from_millis(250);
@@ -63,6 +65,8 @@ pub struct DispatcherConfig {
     /// `max_concurrency`.
     pub endpoint_concurrency: u32,
     pub breaker: BreakerPolicy,
+    /// The master key: seals the original requests of tenants that mask personal data.
+    pub cipher: Option<hookmesh_bus::secrets::SecretCipher>,
 }
 
 impl Default for DispatcherConfig {
@@ -74,6 +78,7 @@ impl Default for DispatcherConfig {
             address_policy: Arc::default(),
             endpoint_concurrency: 64,
             breaker: BreakerPolicy::default(),
+            cipher: None,
         }
     }
 }
@@ -86,6 +91,7 @@ pub struct Dispatcher {
     pub registry: Arc<ConfigView>,
     pub client: reqwest::Client,
     pub config: DispatcherConfig,
+    pub vault: Arc<privacy::Vault>,
     endpoints: Arc<Mutex<HashMap<String, Arc<EndpointLocal>>>>,
 }
 
@@ -133,6 +139,8 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("{0}")]
+    Sealed(String),
 }
 
 /// Signing keys of the webhook's active secrets.
@@ -154,6 +162,7 @@ impl Dispatcher {
             topics,
             registry,
             client: client::build_client(config.address_policy.clone()),
+            vault: Arc::new(privacy::Vault::new(config.cipher.clone())),
             config,
             endpoints: Arc::default(),
         }
@@ -178,11 +187,11 @@ impl Dispatcher {
         if let Some(reason) = d.request.render_error.clone() {
             d.status = DeliveryStatus::Error;
             d.last_error = Some(format!("render: {reason}"));
-            self.store.put_delivery(&d).await?;
+            self.save(&d).await?;
             metrics().completed("error");
             return Ok(());
         }
-        self.store.put_delivery(&d).await?;
+        self.save(&d).await?;
         let may_go = match lane_of(&d) {
             Some(lane) => self.store.lane_push(&lane, &d.id).await?,
             None => true,
@@ -277,7 +286,7 @@ impl Dispatcher {
                 let latency = (Utc::now() - d.created_at).to_std().unwrap_or_default();
                 metrics().delivery_latency.observe(latency.as_secs_f64());
                 d.updated_at = Utc::now();
-                self.store.put_delivery(&d).await?;
+                self.save(&d).await?;
                 self.advance_lane(&d).await?;
             }
             Decision::Retry(delay) => {
@@ -287,7 +296,7 @@ impl Dispatcher {
                 d.next_attempt_at = Some(due);
                 metrics().retries_scheduled.inc();
                 d.updated_at = Utc::now();
-                self.store.put_delivery(&d).await?;
+                self.save(&d).await?;
             }
             Decision::GiveUp(reason) => {
                 d.last_error = Some(format!("{}; gave up: {reason}", d.last_error.clone().unwrap_or_default()));
@@ -315,8 +324,11 @@ impl Dispatcher {
         d.next_attempt_at = None;
         d.slot_at = None;
         d.updated_at = Utc::now();
-        self.store.put_delivery(&d).await?;
+        self.save(&d).await?;
         metrics().completed("error");
+        let shown = self.vault.for_display(&d);
+        let error = shown.last_error.as_deref().unwrap_or("");
+        tracing::info!(delivery = %d.id, webhook = %d.webhook_id, attempts = d.attempts, error, "delivery ended in error");
         self.advance_lane(&d).await
     }
 
@@ -336,7 +348,7 @@ impl Dispatcher {
         self.store.schedule_retry(&d.id, due).await?;
         d.next_attempt_at = Some(due);
         d.updated_at = Utc::now();
-        self.store.put_delivery(&d).await?;
+        self.save(&d).await?;
         metrics().deferred.inc();
         Ok(())
     }
@@ -494,11 +506,29 @@ impl Dispatcher {
         }
     }
 
+    /// Stores `d` (in its working form) as the delivery log keeps it (see [`privacy`]).
+    pub async fn save(&self, d: &Delivery) -> Result<(), DispatchError> {
+        Ok(self.store.put_delivery(&self.vault.for_storage(d)).await?)
+    }
+
+    /// A stored delivery in its working form.
+    pub async fn load(&self, id: &str) -> Result<Option<Delivery>, DispatchError> {
+        match self.store.get_delivery(id).await? {
+            Some(mut d) => {
+                self.vault.open(&mut d).map_err(DispatchError::Sealed)?;
+                Ok(Some(d))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Appends an attempt to the log and the history stream, updating the delivery's summary.
     pub async fn record_attempt(&self, d: &mut Delivery, attempt: &Attempt) -> Result<(), DispatchError> {
         d.attempts += 1;
         d.last_status = attempt.response_status;
         d.last_error = attempt.error.clone();
+        let attempt = self.vault.attempt_for_storage(d, attempt);
+        let attempt = attempt.as_ref();
         self.store.add_attempt(&d.id, attempt).await?;
         metrics().attempt(if attempt.succeeded() { "success" } else { "failure" }, client::class_label(attempt));
         metrics().response_time.observe(attempt.duration_ms as f64 / 1000.0);
@@ -584,10 +614,19 @@ impl Dispatcher {
     }
 
     async fn run_retry(&self, id: &str) -> Result<(), DispatchError> {
-        match self.store.get_delivery(id).await? {
-            Some(d) if d.status == DeliveryStatus::Retrying => self.attempt(d, AttemptTrigger::Retry).await,
+        let log = |d: &Delivery| {
+            hookmesh_bus::trace::log_span("dispatcher", d.request.traceparent.as_deref().map(str::as_bytes))
+        };
+        match self.load(id).await? {
+            Some(d) if d.status == DeliveryStatus::Retrying => {
+                let span = log(&d);
+                self.attempt(d, AttemptTrigger::Retry).instrument(span).await
+            }
             // Deferred (circuit, rate limit, busy endpoint) or released from its call's lane.
-            Some(d) if d.status == DeliveryStatus::Pending => self.attempt(d, AttemptTrigger::Scheduled).await,
+            Some(d) if d.status == DeliveryStatus::Pending => {
+                let span = log(&d);
+                self.attempt(d, AttemptTrigger::Scheduled).instrument(span).await
+            }
             _ => {
                 self.store.cancel_retry(id).await?;
                 Ok(())

@@ -43,6 +43,7 @@ fn parse_time(field: &str, s: &str) -> Result<Option<DateTime<Utc>>, Status> {
 
 impl DeliveryApi {
     /// A delivery the caller may see; another tenant's answers exactly like a missing one.
+    /// It is answered in its stored form (masked for tenants that mask personal data).
     async fn delivery(&self, p: &Principal, id: &str) -> Result<Delivery, Status> {
         self.dispatcher
             .store
@@ -61,8 +62,10 @@ impl DeliveryApi {
             .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))
     }
 
-    /// Sends a stored delivery again now (resend and recover).
+    /// Sends a stored delivery again now (resend and recover); answers it and the attempt as
+    /// the log keeps them.
     pub async fn resend(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(Delivery, v1::Attempt), Status> {
+        self.dispatcher.vault.open(&mut d).map_err(Status::failed_precondition)?;
         if !matches!(d.status, DeliveryStatus::Retrying | DeliveryStatus::Error) {
             return Err(Status::failed_precondition(format!(
                 "delivery `{}` has status {}; only retrying or error deliveries can be resent",
@@ -94,8 +97,10 @@ impl DeliveryApi {
             d.last_error = attempt.error.clone().or(previous_error);
         }
         d.updated_at = Utc::now();
-        self.dispatcher.store.put_delivery(&d).await.map_err(store_err)?;
-        Ok((d, convert::attempt_to_proto(&attempt)))
+        self.dispatcher.save(&d).await.map_err(internal)?;
+        let vault = &self.dispatcher.vault;
+        let shown = convert::attempt_to_proto(&vault.attempt_for_storage(&d, &attempt));
+        Ok((vault.for_display(&d).into_owned(), shown))
     }
 }
 

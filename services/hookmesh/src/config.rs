@@ -93,7 +93,8 @@ pub struct SettingsArgs {
     /// (comma-separated; `hookmesh token new` makes one). None = the API is open.
     #[arg(long, env = "HOOKMESH_TOKENS", value_delimiter = ',')]
     pub tokens: Option<Vec<String>>,
-    /// Master key (base64, 32 bytes) that encrypts signing secrets in the config topic
+    /// Master key (base64, 32 bytes) that encrypts signing secrets in the config topic and
+    /// seals the original requests of tenants that mask personal data in the delivery log
     /// (`hookmesh token master-key` makes one).
     #[arg(long, env = "HOOKMESH_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,

@@ -26,6 +26,7 @@ use hookmesh_proto::v1::delivery_service_client::DeliveryServiceClient;
 use hookmesh_proto::v1::ingest_service_client::IngestServiceClient;
 use hookmesh_proto::v1::render_service_client::RenderServiceClient;
 use hookmesh_proto::v1::template_service_client::TemplateServiceClient;
+use hookmesh_proto::v1::tenant_service_client::TenantServiceClient;
 use hookmesh_proto::v1::webhook_service_client::WebhookServiceClient;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -81,6 +82,9 @@ pub enum CtlCommand {
     Delivery(DeliveryCmd),
     /// Health of a webhook's endpoint: success rate, latency, circuit.
     Health { webhook_id: String },
+    /// A tenant's settings: masking of personal data in stored delivery logs.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
     /// Input that ingest could not accept.
     #[command(subcommand)]
     Dlq(DlqCmd),
@@ -421,6 +425,30 @@ pub struct DeliveryListArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// The tenant's settings (a tenant token's own tenant when `--tenant` is left out).
+    Show {
+        #[arg(long, default_value = "")]
+        tenant: String,
+    },
+    /// Changes the tenant's settings; unnamed settings keep their value.
+    Set {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// Mask caller phone numbers and other personal fields in stored delivery logs.
+        #[arg(long)]
+        mask_personal_data: Option<bool>,
+        /// Field masked in addition to the built-in personal tokens (repeatable; replaces the
+        /// list).
+        #[arg(long = "mask-field")]
+        mask_fields: Vec<String>,
+        /// Empties the list of extra masked fields.
+        #[arg(long, conflicts_with = "mask_fields")]
+        clear_mask_fields: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum DlqCmd {
     /// Latest dead letters.
     List {
@@ -468,6 +496,9 @@ impl Ctx {
     }
     fn deliveries(&self) -> DeliveryServiceClient<Svc> {
         DeliveryServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+    fn tenants(&self) -> TenantServiceClient<Svc> {
+        TenantServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
     fn ingest(&self) -> IngestServiceClient<Svc> {
         IngestServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
@@ -575,6 +606,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
         CtlCommand::Preview(a) => preview_cmd(&ctx, a).await,
         CtlCommand::Delivery(cmd) => delivery_cmd(&ctx, cmd).await,
         CtlCommand::Health { webhook_id } => health_cmd(&ctx, webhook_id).await,
+        CtlCommand::Tenant(cmd) => tenant_cmd(&ctx, cmd).await,
         CtlCommand::Dlq(DlqCmd::List { limit, tenant }) => dlq_cmd(&ctx, limit, tenant).await,
         CtlCommand::Publish { file } => publish_cmd(&ctx, &file).await,
     }
@@ -2013,6 +2045,54 @@ async fn delivery_cmd(ctx: &Ctx, cmd: DeliveryCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn tenant_cmd(ctx: &Ctx, cmd: TenantCmd) -> Result<()> {
+    let t = match cmd {
+        TenantCmd::Show { tenant } => {
+            ctx.tenants().get_tenant_settings(v1::GetTenantSettingsRequest { tenant_id: tenant }).await.answer(ctx)?
+        }
+        TenantCmd::Set { tenant, mask_personal_data, mask_fields, clear_mask_fields } => {
+            let mut t = ctx
+                .tenants()
+                .get_tenant_settings(v1::GetTenantSettingsRequest { tenant_id: tenant })
+                .await
+                .answer(ctx)?;
+            if let Some(on) = mask_personal_data {
+                t.mask_personal_data = on;
+            }
+            if clear_mask_fields {
+                t.mask_fields.clear();
+            } else if !mask_fields.is_empty() {
+                t.mask_fields = mask_fields;
+            }
+            let expected_version = t.version;
+            ctx.tenants()
+                .update_tenant_settings(v1::UpdateTenantSettingsRequest { settings: Some(t), expected_version })
+                .await
+                .answer(ctx)?
+        }
+    };
+    if ctx.json {
+        out_json(&json!({
+            "tenant_id": t.tenant_id,
+            "mask_personal_data": t.mask_personal_data,
+            "mask_fields": t.mask_fields,
+            "personal_tokens": t.personal_tokens,
+            "version": t.version,
+            "updated_at": opt_str(&t.updated_at),
+        }));
+        return Ok(());
+    }
+    out(&describe(&[
+        ("tenant", t.tenant_id.clone()),
+        ("mask personal data", if t.mask_personal_data { "yes".into() } else { "no".into() }),
+        ("extra masked fields", if t.mask_fields.is_empty() { "-".into() } else { t.mask_fields.join(", ") }),
+        ("built-in personal", t.personal_tokens.join(", ")),
+        ("version", t.version.to_string()),
+        ("updated", or_dash(&t.updated_at)),
+    ]));
+    Ok(())
 }
 
 async fn health_cmd(ctx: &Ctx, webhook_id: String) -> Result<()> {

@@ -100,6 +100,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     if tracer_provider.is_some() {
         tracing::info!("exporting traces over OTLP");
     }
+    // The metrics push gets its own token, cancelled once the stages have drained, so its last
+    // export carries their final counts.
+    let metrics_flush = CancellationToken::new();
+    let otlp_metrics = hookmesh_telemetry::otlp_metrics::start_from_env(label, metrics_flush.clone());
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();
     let (admin_addr, admin) = hookmesh_telemetry::serve_admin(s.admin_addr, readiness.clone(), shutdown.clone())
@@ -156,10 +160,8 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         let api = || hookmesh_router::registry::RegistryApi { registry: registry.clone() };
         grpc = grpc
             .add_service(v1::webhook_service_server::WebhookServiceServer::with_interceptor(api(), intercept.clone()))
-            .add_service(v1::template_service_server::TemplateServiceServer::with_interceptor(
-                api(),
-                intercept.clone(),
-            ));
+            .add_service(v1::template_service_server::TemplateServiceServer::with_interceptor(api(), intercept.clone()))
+            .add_service(v1::tenant_service_server::TenantServiceServer::with_interceptor(api(), intercept.clone()));
     }
     if roles.contains(&Role::Renderer) {
         let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
@@ -175,6 +177,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             address_policy: Arc::new(s.address_policy.clone()),
             endpoint_concurrency: s.endpoint_concurrency,
             breaker: s.breaker,
+            cipher: s.cipher.clone(),
             ..Default::default()
         };
         let dispatcher = Dispatcher::new(
@@ -229,6 +232,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }
     }
     let _ = admin.await;
+    metrics_flush.cancel();
+    if let Some(h) = otlp_metrics {
+        let _ = h.await;
+    }
     if let Some(p) = tracer_provider {
         let _ = p.shutdown();
     }

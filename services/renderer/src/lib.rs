@@ -16,6 +16,7 @@ use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::{DeliveryJob, RenderedRequest};
+use hookmesh_core::privacy::personal_values;
 use hookmesh_core::render::{failed_request, CompiledWebhook};
 use hookmesh_core::webhook::Webhook;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
@@ -74,10 +75,14 @@ impl Renderer {
     /// Renders one job; `None` when its webhook no longer exists.
     pub async fn render(&self, job: &DeliveryJob) -> Option<RenderedRequest> {
         let webhook = self.registry.webhook_at_least(&job.webhook_id, job.webhook_version, REGISTRY_WAIT).await?;
-        let request = match self.cache.get(&self.registry, webhook.clone()) {
+        let mut request = match self.cache.get(&self.registry, webhook.clone()) {
             Ok(compiled) => compiled.render(job).unwrap_or_else(|e| compiled.failed_request(job, e.to_string())),
             Err(reason) => failed_request(&webhook, job, reason),
         };
+        if let Some(settings) = self.registry.snapshot().tenants.get(&job.tenant_id) {
+            // The dispatcher masks these in everything it stores (see hookmesh_core::privacy).
+            request.personal = personal_values(&job.event, settings);
+        }
         if let Some(e) = &request.render_error {
             metrics().render_errors.inc();
             tracing::warn!(delivery = %job.delivery_id, webhook = %job.webhook_id, error = %e, "render failed");

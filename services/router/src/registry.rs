@@ -1,4 +1,4 @@
-//! The registry's management API: `WebhookService` and `TemplateService`.
+//! The registry's management API: `WebhookService`, `TemplateService` and `TenantService`.
 //!
 //! A write validates (naming the field), checks cross-object rules (names unique per tenant,
 //! templates referenced exist in the same tenant), produces the record with the version it
@@ -373,5 +373,37 @@ impl v1::template_service_server::TemplateService for RegistryApi {
 
     async fn list_tokens(&self, _: Request<v1::ListTokensRequest>) -> Result<Response<v1::ListTokensResponse>, Status> {
         Ok(Response::new(convert::tokens_to_proto()))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::tenant_service_server::TenantService for RegistryApi {
+    async fn get_tenant_settings(
+        &self,
+        request: Request<v1::GetTenantSettingsRequest>,
+    ) -> Result<Response<v1::TenantSettings>, Status> {
+        let p = Principal::of(&request);
+        let tenant = p.owner(&request.get_ref().tenant_id)?;
+        Ok(Response::new(convert::tenant_settings_to_proto(&self.registry.tenant_settings(&tenant))))
+    }
+
+    async fn update_tenant_settings(
+        &self,
+        request: Request<v1::UpdateTenantSettingsRequest>,
+    ) -> Result<Response<v1::TenantSettings>, Status> {
+        let p = Principal::of(&request);
+        let req = request.into_inner();
+        let wire = req.settings.ok_or_else(|| Status::invalid_argument("settings: is required"))?;
+        let tenant =
+            p.owner(&wire.tenant_id).map_err(|s| Status::new(s.code(), format!("settings.{}", s.message())))?;
+        let current = self.registry.tenant_settings(&tenant);
+        check_version(req.expected_version, current.version)?;
+        let mut next = convert::tenant_settings_from_proto(wire);
+        next.tenant_id = tenant;
+        next.version = current.version + 1;
+        next.updated_at = Utc::now();
+        next.validate().map_err(|e| invalid(e.under("settings")))?;
+        let saved = self.registry.put_tenant_settings(next, current.version).await.map_err(write_error)?;
+        Ok(Response::new(convert::tenant_settings_to_proto(&saved)))
     }
 }

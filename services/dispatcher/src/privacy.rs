@@ -1,0 +1,209 @@
+//! What the dispatcher stores for tenants that mask personal data
+//! ([`hookmesh_core::privacy`]).
+//!
+//! The renderer lists the event's personal values on the request (`RenderedRequest::personal`)
+//! when the tenant masks. The dispatcher then keeps two forms of such a delivery:
+//! - in memory, while it works on it, the request exactly as it must be sent;
+//! - in the store, a copy whose URL, headers, body, error text and every attempt's request,
+//!   response and error are masked, plus the exact request *sealed*: serialised and encrypted
+//!   with AES-256-GCM under the deployment's master key (the key that protects signing secrets),
+//!   so retries, resend and recover still send the original bytes.
+//!
+//! [`Vault::for_storage`] makes the stored form, [`Vault::open`] restores the working form.
+//! The delivery log, the API and the attempt history stream only ever see the stored form.
+//!
+//! Without a master key the sealed copy is kept in clear (a warning is logged once): the log
+//! and the API still show masked values, but the store holds the original. Deployments that
+//! mask should configure `HOOKMESH_MASTER_KEY`.
+
+use hookmesh_bus::secrets::{self, SecretCipher};
+use hookmesh_core::delivery::{Attempt, Delivery, RenderedRequest};
+use hookmesh_core::privacy::Masker;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Vault {
+    cipher: Option<SecretCipher>,
+    warned: AtomicBool,
+}
+
+impl Vault {
+    pub fn new(cipher: Option<SecretCipher>) -> Self {
+        Vault { cipher, warned: AtomicBool::new(false) }
+    }
+
+    /// What to store for `d` (in its working form): `d` itself when nothing is masked.
+    pub fn for_storage<'a>(&self, d: &'a Delivery) -> Cow<'a, Delivery> {
+        if d.request.personal.is_empty() {
+            return Cow::Borrowed(d);
+        }
+        let json = serde_json::to_string(&d.request).expect("requests serialise");
+        let sealed = match &self.cipher {
+            Some(c) => c.encrypt(&json),
+            None => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "a tenant masks personal data but no master key is configured (HOOKMESH_MASTER_KEY): \
+                         the original requests are stored in clear beside the masked log"
+                    );
+                }
+                json
+            }
+        };
+        let m = Masker::new(&d.request.personal);
+        let mut stored = d.clone();
+        mask_request(&m, &mut stored.request);
+        stored.request.personal = Vec::new();
+        if let Some(e) = &mut stored.last_error {
+            m.mask_in_place(e);
+        }
+        stored.sealed_request = Some(sealed);
+        Cow::Owned(stored)
+    }
+
+    /// Restores the working form of a stored delivery.
+    pub fn open(&self, d: &mut Delivery) -> Result<(), String> {
+        let Some(sealed) = d.sealed_request.take() else { return Ok(()) };
+        let json = secrets::open(self.cipher.as_ref(), &sealed)
+            .map_err(|e| format!("delivery `{}`: the original request cannot be unsealed: {e}", d.id))?;
+        d.request = serde_json::from_str::<RenderedRequest>(&json)
+            .map_err(|e| format!("delivery `{}`: the sealed request is unreadable: {e}", d.id))?;
+        Ok(())
+    }
+
+    /// `attempt` as it may be stored for `d` (in its working form).
+    pub fn attempt_for_storage<'a>(&self, d: &Delivery, attempt: &'a Attempt) -> Cow<'a, Attempt> {
+        if d.request.personal.is_empty() {
+            return Cow::Borrowed(attempt);
+        }
+        let m = Masker::new(&d.request.personal);
+        let mut a = attempt.clone();
+        m.mask_in_place(&mut a.url);
+        for (_, v) in a.request_headers.iter_mut().chain(a.response_headers.iter_mut()) {
+            m.mask_in_place(v);
+        }
+        m.mask_in_place(&mut a.request_body);
+        m.mask_in_place(&mut a.response_body);
+        if let Some(e) = &mut a.error {
+            m.mask_in_place(e);
+        }
+        Cow::Owned(a)
+    }
+
+    /// A delivery in its working form as callers of the API may see it.
+    pub fn for_display<'a>(&self, d: &'a Delivery) -> Cow<'a, Delivery> {
+        match self.for_storage(d) {
+            Cow::Owned(mut stored) => {
+                stored.sealed_request = None;
+                Cow::Owned(stored)
+            }
+            borrowed => borrowed,
+        }
+    }
+}
+
+fn mask_request(m: &Masker, r: &mut RenderedRequest) {
+    m.mask_in_place(&mut r.url);
+    for (_, v) in &mut r.headers {
+        m.mask_in_place(v);
+    }
+    m.mask_in_place(&mut r.body);
+    if let Some(e) = &mut r.render_error {
+        m.mask_in_place(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookmesh_core::delivery::{AttemptTrigger, DeliveryStatus};
+    use hookmesh_core::event::EventType;
+    use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
+
+    fn delivery(personal: &[&str]) -> Delivery {
+        let request = RenderedRequest {
+            delivery_id: "msg_1".into(),
+            webhook_id: "wh_1".into(),
+            webhook_version: 1,
+            tenant_id: "acme".into(),
+            event_id: "evt_1".into(),
+            event_type: EventType::CallEnded,
+            call_id: Some("call_1".into()),
+            first_trigger_at: chrono::Utc::now(),
+            method: Method::Post,
+            url: "https://crm.example/calls?from=7776734736".into(),
+            headers: vec![("x-caller".into(), "7776734736".into())],
+            body: r#"{"ani":"7776734736","email":"freddy@example.com","duration":36}"#.into(),
+            success: SuccessCondition::default(),
+            policy: DeliveryPolicy::default(),
+            render_error: None,
+            traceparent: None,
+            personal: personal.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut d = Delivery::new(request, chrono::Utc::now());
+        d.status = DeliveryStatus::Retrying;
+        d.last_error = Some("status 500 from https://crm.example/calls?from=7776734736".into());
+        d
+    }
+
+    fn cipher() -> SecretCipher {
+        SecretCipher::new(&secrets::new_master_key(), &[]).unwrap()
+    }
+
+    #[test]
+    fn unmasked_tenants_are_stored_as_they_are() {
+        let d = delivery(&[]);
+        assert!(matches!(Vault::new(Some(cipher())).for_storage(&d), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_stored_copy_is_masked_and_sealed_and_opens_to_the_original() {
+        let vault = Vault::new(Some(cipher()));
+        let d = delivery(&["7776734736", "freddy@example.com"]);
+        let stored = vault.for_storage(&d).into_owned();
+        let text = serde_json::to_string(&stored).unwrap();
+        assert!(!text.contains("7776734736") && !text.contains("freddy@example.com"), "{text}");
+        assert!(stored.request.personal.is_empty());
+        assert_eq!(stored.request.url, "https://crm.example/calls?from=********36");
+        let body: serde_json::Value = serde_json::from_str(&stored.request.body).unwrap();
+        assert_eq!(body["email"], "***");
+        assert_eq!(body["duration"], 36);
+
+        let mut reopened: Delivery = serde_json::from_str(&text).unwrap();
+        vault.open(&mut reopened).unwrap();
+        assert_eq!(reopened.request.body, d.request.body);
+        assert_eq!(reopened.request.url, d.request.url);
+        assert_eq!(reopened.request.personal, d.request.personal);
+        assert!(reopened.sealed_request.is_none());
+
+        // Another deployment's key cannot open it, and says so.
+        let mut foreign: Delivery = serde_json::from_str(&text).unwrap();
+        let err = Vault::new(Some(cipher())).open(&mut foreign).unwrap_err();
+        assert!(err.contains("cannot be unsealed"), "{err}");
+    }
+
+    #[test]
+    fn attempts_are_masked_in_requests_responses_and_errors() {
+        let vault = Vault::new(None);
+        let d = delivery(&["7776734736"]);
+        let attempt = Attempt {
+            number: 1,
+            trigger: AttemptTrigger::Scheduled,
+            started_at: chrono::Utc::now(),
+            method: Method::Post,
+            url: d.request.url.clone(),
+            request_headers: d.request.headers.clone(),
+            request_body: d.request.body.clone(),
+            response_status: Some(200),
+            response_headers: vec![("x-echo".into(), "7776734736".into())],
+            response_body: "created contact 7776734736".into(),
+            duration_ms: 3,
+            error_class: None,
+            error: None,
+        };
+        let stored = vault.attempt_for_storage(&d, &attempt);
+        assert!(!serde_json::to_string(&stored).unwrap().contains("7776734736"));
+        assert_eq!(stored.response_body, "created contact ********36");
+    }
+}
