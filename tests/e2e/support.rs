@@ -37,7 +37,13 @@ impl Hookmesh {
 
     /// Starts `hookmesh <role>` (standalone, ingest, router, renderer, dispatcher) on free ports.
     pub fn start_role(role: &str, extra: &[&str]) -> Hookmesh {
+        Self::start_role_env(role, extra, &[])
+    }
+
+    /// [`Hookmesh::start_role`] with extra environment variables.
+    pub fn start_role_env(role: &str, extra: &[&str], env: &[(&str, &str)]) -> Hookmesh {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args([role, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             // Test receivers listen on loopback, which the SSRF guard refuses by default.
             .args(if extra.contains(&"--no-default-allow") { vec![] } else { vec!["--allow-networks", "127.0.0.0/8"] })

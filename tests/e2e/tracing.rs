@@ -139,3 +139,134 @@ async fn log_lines_carry_the_events_trace_id() {
         }
     }
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the `hookmesh` binary exports its spans and pushes
+/// its metrics over OTLP/HTTP (beside `/metrics`): a stand-in collector decodes what it gets.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_exports_spans_and_metrics_over_otlp() {
+    use crate::support::*;
+    use hookmesh_proto::v1;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value as Num};
+    use prost::Message;
+
+    // (service.name, metric name, attributes, value) of every number point received.
+    type Point = (String, String, Vec<(String, String)>, f64);
+    let points: Arc<Mutex<Vec<Point>>> = Arc::default();
+    let sink = points.clone();
+    // (trace id, span name) of every span received.
+    let spans: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let span_sink = spans.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/metrics",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let req = ExportMetricsServiceRequest::decode(body).expect("an OTLP metrics request");
+                    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+                        .as_ref()
+                        .and_then(|v| v.value.as_ref())
+                    {
+                        Some(Any::StringValue(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    let mut got = sink.lock();
+                    for rm in req.resource_metrics {
+                        let service = rm
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|kv| kv.key == "service.name")
+                            .map(|kv| text(&kv.value))
+                            .unwrap_or_default();
+                        for m in rm.scope_metrics.into_iter().flat_map(|s| s.metrics) {
+                            let dps = match m.data {
+                                Some(Data::Sum(s)) => s.data_points,
+                                Some(Data::Gauge(g)) => g.data_points,
+                                _ => continue,
+                            };
+                            for dp in dps {
+                                let attrs = dp.attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect();
+                                let value = match dp.value {
+                                    Some(Num::AsInt(i)) => i as f64,
+                                    Some(Num::AsDouble(d)) => d,
+                                    None => continue,
+                                };
+                                got.push((service.clone(), m.name.clone(), attrs, value));
+                            }
+                        }
+                    }
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let spans = span_sink.clone();
+                async move {
+                    let req = ExportTraceServiceRequest::decode(body).expect("an OTLP trace request");
+                    let mut got = spans.lock();
+                    for s in req.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
+                        let id: String = s.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                        got.push((id, s.name));
+                    }
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let hm = Hookmesh::start_role_env(
+        "standalone",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    let rx = Receiver::start().await;
+    hm.webhooks()
+        .await
+        .create_webhook(v1::CreateWebhookRequest {
+            webhook: Some(webhook("acme", "CRM", &rx.url("/crm"))),
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    hm.publish(&[event("evt-otlp-1", "call.ended", "acme", "call-otlp-1", serde_json::json!({}))]).await;
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    let trace_id = got[0].header("traceparent").unwrap().split('-').nth(1).unwrap().to_string();
+
+    // Every stage's span of this event's trace reaches the collector.
+    let stages = ["ingest.event", "router.route", "renderer.render", "webhook.attempt"];
+    let exported = wait_until(Duration::from_secs(20), || {
+        let spans = spans.lock();
+        stages.iter().all(|stage| spans.iter().any(|(id, name)| *id == trace_id && name == stage))
+    })
+    .await;
+    assert!(exported, "spans of trace {trace_id} missing; got {:?}", spans.lock());
+
+    let has = |name: &str, attr: (&str, &str)| {
+        points.lock().iter().any(|(service, n, attrs, v)| {
+            service == "hookmesh-standalone"
+                && n == name
+                && attrs.iter().any(|(k, val)| k == attr.0 && val == attr.1)
+                && *v >= 1.0
+        })
+    };
+    let pushed = wait_until(Duration::from_secs(20), || {
+        has("hookmesh_events_ingested", ("outcome", "accepted"))
+            && has("hookmesh_delivery_attempts", ("outcome", "success"))
+            && has("hookmesh_deliveries_completed", ("status", "success"))
+    })
+    .await;
+    let names: std::collections::BTreeSet<String> = points.lock().iter().map(|p| p.1.clone()).collect();
+    assert!(pushed, "the collector did not get the delivery's counters; it got {names:?}");
+}

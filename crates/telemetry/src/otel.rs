@@ -26,6 +26,8 @@ pub fn init_from_env(role: &str) -> anyhow::Result<Option<opentelemetry_sdk::tra
     if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").map_or(true, |v| v.trim().is_empty()) {
         return Ok(None);
     }
+    // reqwest (under the exporter) is built with rustls and no default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("hookmesh-{role}"));
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
