@@ -10,7 +10,8 @@ help:
 	@echo "make release  build the release binary (target/release/hookmesh)"
 	@echo "make bench    every bench scenario on memory, baseline on kafka-redis (docs/perf/*.json)"
 	@echo "make fuzz     run every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
-	@echo "make helm     lint, render and schema-check the Helm chart helm/hookmesh (Python venv in .ci/.venv)"
+	@echo "make helm     lint, render and schema-check the Helm chart helm/hookmesh, statically check"
+	@echo "             the wiring of docker-compose.yml (Python venv in .ci/.venv)"
 
 run:
 	$(CARGO) run --release -p hookmesh -- standalone
@@ -44,7 +45,7 @@ bench:
 # git-ignored fuzz/target/corpus/<target>, crashes to fuzz/artifacts/<target>.
 # `make fuzz FUZZ_SECONDS=300 FUZZ_TARGETS=event_parser` for one longer run.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= event_parser template_compile_render field_extractor hostile_token_values
+FUZZ_TARGETS ?= event_parser template_compile_render field_extractor hostile_token_values masking
 FUZZ_ENV = RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/fuzz/target
 
 fuzz:
@@ -57,6 +58,8 @@ fuzz:
 
 # Helm chart check: helm lint + helm template (Helm's Go SDK through the helm-python-sdk
 # package, no helm binary), Kubernetes schema validation and assertions on the rendered
-# manifests. Creates .ci/.venv and installs tests/helm/requirements.txt on first use.
+# manifests. Then tests/compose/check_compose.py checks the wiring of docker-compose.yml and
+# deploy/otel-collector.yaml without Docker. Creates .ci/.venv and installs
+# tests/helm/requirements.txt on first use.
 helm:
 	bash tests/helm/run.sh

@@ -9,8 +9,11 @@
 //! resend) is kept sealed under the deployment's master key beside the masked copy; see the
 //! dispatcher's `privacy` module.
 //!
-//! Masking works on values, not on template structure: each personal value is searched in the
-//! stored text in every form rendering can give it (raw, JSON-escaped, XML-escaped,
+//! Masking works on values, not on template structure. A JSON body is masked inside its
+//! string values only (each decoded, masked and re-encoded; a JSON number equal to a personal
+//! value becomes `null`), so even a hostile value that looks like JSON syntax cannot break the
+//! stored document. Other text (XML, form and text bodies, URLs, headers) is searched for each
+//! personal value in every form rendering can give it (raw, JSON-escaped, XML-escaped,
 //! form-encoded, percent-encoded) and replaced by a mask made of `*` and the value's last two
 //! characters for phone numbers (`********36`), or by `***` otherwise. Masks contain no
 //! character any of those formats escapes, so a masked JSON body is still valid JSON, a
@@ -130,6 +133,8 @@ pub fn personal_values(event: &Event, settings: &TenantSettings) -> Vec<String> 
 pub struct Masker {
     /// (needle, mask), longest needle first so a value is masked before any value inside it.
     needles: Vec<(String, String)>,
+    /// The values themselves (JSON numbers are matched whole).
+    values: Vec<String>,
 }
 
 impl Masker {
@@ -144,7 +149,7 @@ impl Masker {
             }
         }
         needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
-        Masker { needles }
+        Masker { needles, values: values.to_vec() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,6 +172,62 @@ impl Masker {
         if let Cow::Owned(masked) = self.mask(text) {
             *text = masked;
         }
+    }
+
+    /// Masks a body: a JSON document is masked inside its string values only (decoded, masked,
+    /// re-encoded), and a JSON number equal to a personal value becomes `null`, so no value,
+    /// however hostile, can break the document's structure; anything else is masked as text.
+    pub fn mask_body_in_place(&self, body: &mut String) {
+        match self.mask_json(body) {
+            Some(Cow::Owned(masked)) => *body = masked,
+            Some(Cow::Borrowed(_)) => {}
+            None => self.mask_in_place(body),
+        }
+    }
+
+    /// `None` when `text` is not a JSON object or array.
+    fn mask_json<'a>(&self, text: &'a str) -> Option<Cow<'a, str>> {
+        if !matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'[')) {
+            return None;
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+        let b = text.as_bytes();
+        let (mut out, mut last, mut i) = (String::new(), 0, 0);
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    let start = i;
+                    i += 1;
+                    while b[i] != b'"' {
+                        i += if b[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                    let decoded: String = serde_json::from_str(&text[start..i]).ok()?;
+                    if let Cow::Owned(masked) = self.mask(&decoded) {
+                        out.push_str(&text[last..start]);
+                        out.push_str(&serde_json::to_string(&masked).ok()?);
+                        last = i;
+                    }
+                }
+                b'-' | b'0'..=b'9' => {
+                    let start = i;
+                    while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                        i += 1;
+                    }
+                    if self.values.iter().any(|v| v == &text[start..i]) {
+                        out.push_str(&text[last..start]);
+                        out.push_str("null");
+                        last = i;
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+        if last == 0 {
+            return Some(Cow::Borrowed(text));
+        }
+        out.push_str(&text[last..]);
+        Some(Cow::Owned(out))
     }
 }
 
@@ -267,6 +328,28 @@ mod tests {
         let mut pct = String::new();
         crate::template::percent_encode_into("+1 (777) 673-4736", &mut pct);
         assert_eq!(m.mask(&format!("https://crm.example/c?from={pct}")), "https://crm.example/c?from=*********36");
+    }
+
+    #[test]
+    fn json_bodies_are_masked_inside_strings_only() {
+        // A hostile value that is also structural text of the document.
+        let hostile = r#"k":"v"#.to_string();
+        let m = Masker::new(&[hostile.clone(), "34.0522".to_string(), "7776734736".to_string()]);
+        let doc = serde_json::json!({"k": "v", "name": hostile, "lat": 34.0522, "n": 7, "tel": "call 7776734736"});
+        let mut body = doc.to_string();
+        m.mask_body_in_place(&mut body);
+        let back: Value = serde_json::from_str(&body).expect("still JSON");
+        assert_eq!(back["k"], "v");
+        assert_eq!(back["name"], "***");
+        assert_eq!(back["lat"], Value::Null);
+        assert_eq!(back["n"], 7);
+        assert_eq!(back["tel"], "call ********36");
+        let mut untouched = r#"{"a": "b"}"#.to_string();
+        m.mask_body_in_place(&mut untouched);
+        assert_eq!(untouched, r#"{"a": "b"}"#);
+        let mut text = "caller 7776734736".to_string();
+        m.mask_body_in_place(&mut text);
+        assert_eq!(text, "caller ********36");
     }
 
     #[test]

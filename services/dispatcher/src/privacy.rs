@@ -83,8 +83,8 @@ impl Vault {
         for (_, v) in a.request_headers.iter_mut().chain(a.response_headers.iter_mut()) {
             m.mask_in_place(v);
         }
-        m.mask_in_place(&mut a.request_body);
-        m.mask_in_place(&mut a.response_body);
+        m.mask_body_in_place(&mut a.request_body);
+        m.mask_body_in_place(&mut a.response_body);
         if let Some(e) = &mut a.error {
             m.mask_in_place(e);
         }
@@ -108,7 +108,7 @@ fn mask_request(m: &Masker, r: &mut RenderedRequest) {
     for (_, v) in &mut r.headers {
         m.mask_in_place(v);
     }
-    m.mask_in_place(&mut r.body);
+    m.mask_body_in_place(&mut r.body);
     if let Some(e) = &mut r.render_error {
         m.mask_in_place(e);
     }
