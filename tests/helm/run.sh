@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the Helm chart check (tests/helm/check_chart.py) in the virtualenv .ci/.venv, creating
-# it and installing tests/helm/requirements.txt when missing or changed. Used by `make helm`
-# and .ci/run. Extra arguments go to check_chart.py (e.g. -k KEDA -v).
+# it and installing tests/helm/requirements.txt when missing or changed, then the static wiring
+# check of docker-compose.yml (tests/compose/check_compose.py, same venv: PyYAML only). Used by
+# `make helm` and .ci/run. Extra arguments go to check_chart.py (e.g. -k KEDA -v). Both checks
+# always run; the exit status is non-zero when either failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=.ci/.venv
@@ -22,4 +24,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
 fi
-exec "$venv/bin/python" tests/helm/check_chart.py "$@"
+status=0
+"$venv/bin/python" tests/helm/check_chart.py "$@" || status=$?
+
+# docker-compose.yml cannot be started in CI (no Docker engine): check its wiring statically.
+echo
+echo "== docker-compose.yml wiring (tests/compose/check_compose.py)"
+"$venv/bin/python" tests/compose/check_compose.py || status=$?
+exit "$status"
