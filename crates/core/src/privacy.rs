@@ -138,9 +138,12 @@ pub struct Masker {
 }
 
 impl Masker {
+    /// Values shorter than [`MIN_MASKED_LEN`] are ignored; so no mask is ever longer than what
+    /// it replaces.
     pub fn new(values: &[String]) -> Self {
+        let values: Vec<String> = values.iter().filter(|v| v.chars().count() >= MIN_MASKED_LEN).cloned().collect();
         let mut needles = Vec::new();
-        for v in values {
+        for v in &values {
             let mask = mask_of(v);
             for form in forms(v) {
                 if !needles.iter().any(|(n, _)| *n == form) {
@@ -149,19 +152,29 @@ impl Masker {
             }
         }
         needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
-        Masker { needles, values: values.to_vec() }
+        Masker { needles, values }
     }
 
     pub fn is_empty(&self) -> bool {
         self.needles.is_empty()
     }
 
-    /// `text` with every personal value masked.
+    /// `text` with every personal value masked. A phone mask keeps two digits, which with the
+    /// text around it can spell a value again (`00000000` in `0000000000`), so passes repeat
+    /// until nothing is found; each replacement turns digits into `*` or shortens the text, so
+    /// this ends (the bound is a guard).
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        for (needle, mask) in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = Cow::Owned(out.replace(needle.as_str(), mask));
+        for _ in 0..16 {
+            let mut replaced = false;
+            for (needle, mask) in &self.needles {
+                if out.contains(needle.as_str()) {
+                    out = Cow::Owned(out.replace(needle.as_str(), mask));
+                    replaced = true;
+                }
+            }
+            if !replaced {
+                break;
             }
         }
         out
@@ -350,6 +363,17 @@ mod tests {
         let mut text = "caller 7776734736".to_string();
         m.mask_body_in_place(&mut text);
         assert_eq!(text, "caller ********36");
+    }
+
+    #[test]
+    fn a_mask_does_not_spell_the_value_again() {
+        // Found by the `masking` fuzz target: the mask's last two digits and the digits after
+        // the first match made the value again.
+        let m = Masker::new(&["00000000".to_string()]);
+        let masked = m.mask("00000000000000");
+        assert!(!masked.contains("00000000"), "{masked}");
+        // Short values are not masked at all (their mask could be longer than they are).
+        assert!(Masker::new(&["*".to_string(), "ab".to_string()]).is_empty());
     }
 
     #[test]
