@@ -145,22 +145,27 @@ def _interpolate(node: Any) -> Any:
     return node
 
 
-def compose(detail: bool = False) -> dict:
-    """The parsed compose file; when it does not parse, only the parse check (`detail`) says why."""
-    if "compose" not in _cache:
-        path = Path(ARGS.compose)
+def _load(key: str, path: Path, what: str, first_check: str, detail: bool, prepare=lambda doc: doc) -> dict:
+    """A YAML mapping read once; when it cannot be used, only its first check (`detail`) says
+    why and the others are skipped."""
+    if key not in _cache:
         try:
-            doc = yaml.safe_load(path.read_text())
+            doc = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as e:
-            _cache["compose"] = CheckFailed(f"{path}: {e}")
+            _cache[key] = CheckFailed(f"{path}: {e}")
         else:
-            _cache["compose"] = _interpolate(doc) if isinstance(doc, dict) else CheckFailed(
+            _cache[key] = prepare(doc) if isinstance(doc, dict) else CheckFailed(
                 f"{path}: top level is {type(doc).__name__}, not a mapping"
             )
-    c = _cache["compose"]
+    c = _cache[key]
     if isinstance(c, CheckFailed):
-        raise CheckFailed(f"compose file unusable: {c}" if detail else f"skipped: {ARGS.compose} is unusable (see the first check)")
+        raise CheckFailed(f"{what} unusable: {c}" if detail else f"skipped: {path} is unusable (see {first_check})")
     return c
+
+
+def compose(detail: bool = False) -> dict:
+    """The parsed compose file, `${VAR:-default}` resolved."""
+    return _load("compose", ARGS.compose, "compose file", "the first check", detail, _interpolate)
 
 
 def services() -> dict[str, dict]:
@@ -172,18 +177,7 @@ def services() -> dict[str, dict]:
 
 
 def collector(detail: bool = False) -> dict:
-    if "collector" not in _cache:
-        path = Path(ARGS.collector)
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            _cache["collector"] = CheckFailed(f"{path}: {e}")
-        else:
-            _cache["collector"] = doc if isinstance(doc, dict) else CheckFailed(f"{path}: top level is not a mapping")
-    c = _cache["collector"]
-    if isinstance(c, CheckFailed):
-        raise CheckFailed(f"collector config unusable: {c}" if detail else f"skipped: {ARGS.collector} is unusable (see the first collector check)")
-    return c
+    return _load("collector", ARGS.collector, "collector config", "the first collector check", detail)
 
 
 def host_path(p: str) -> Path:

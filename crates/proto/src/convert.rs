@@ -539,9 +539,8 @@ pub fn rendered_to_proto(r: &RenderedRequest) -> v1::RenderedRequest {
 }
 
 // ---------------------------------------------------------------------------------------------
-// token catalog
+// tenant settings
 
-/// The token catalog, grouped by category.
 pub fn tenant_settings_to_proto(t: &TenantSettings) -> v1::TenantSettings {
     v1::TenantSettings {
         tenant_id: t.tenant_id.clone(),
@@ -562,6 +561,10 @@ pub fn tenant_settings_from_proto(t: v1::TenantSettings) -> TenantSettings {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// token catalog
+
+/// The token catalog, grouped by category.
 pub fn tokens_to_proto() -> v1::ListTokensResponse {
     v1::ListTokensResponse {
         categories: tokens::by_category()

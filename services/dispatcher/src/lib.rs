@@ -614,24 +614,16 @@ impl Dispatcher {
     }
 
     async fn run_retry(&self, id: &str) -> Result<(), DispatchError> {
-        let log = |d: &Delivery| {
-            hookmesh_bus::trace::log_span("dispatcher", d.request.traceparent.as_deref().map(str::as_bytes))
+        // Pending: deferred (circuit, rate limit, busy endpoint) or released from its call's lane.
+        let due = |d: &Delivery| matches!(d.status, DeliveryStatus::Retrying | DeliveryStatus::Pending);
+        let Some(d) = self.load(id).await?.filter(due) else {
+            self.store.cancel_retry(id).await?;
+            return Ok(());
         };
-        match self.load(id).await? {
-            Some(d) if d.status == DeliveryStatus::Retrying => {
-                let span = log(&d);
-                self.attempt(d, AttemptTrigger::Retry).instrument(span).await
-            }
-            // Deferred (circuit, rate limit, busy endpoint) or released from its call's lane.
-            Some(d) if d.status == DeliveryStatus::Pending => {
-                let span = log(&d);
-                self.attempt(d, AttemptTrigger::Scheduled).instrument(span).await
-            }
-            _ => {
-                self.store.cancel_retry(id).await?;
-                Ok(())
-            }
-        }
+        let trigger =
+            if d.status == DeliveryStatus::Retrying { AttemptTrigger::Retry } else { AttemptTrigger::Scheduled };
+        let span = hookmesh_bus::trace::log_span("dispatcher", d.request.traceparent.as_deref().map(str::as_bytes));
+        self.attempt(d, trigger).instrument(span).await
     }
 }
 

@@ -33,13 +33,22 @@ impl Vault {
         Vault { cipher, warned: AtomicBool::new(false) }
     }
 
-    /// What to store for `d` (in its working form): `d` itself when nothing is masked.
+    /// What to store for `d` (in its working form): `d` itself when nothing is masked, else
+    /// the masked copy with the original request sealed beside it.
     pub fn for_storage<'a>(&self, d: &'a Delivery) -> Cow<'a, Delivery> {
-        if d.request.personal.is_empty() {
-            return Cow::Borrowed(d);
-        }
-        let json = serde_json::to_string(&d.request).expect("requests serialise");
-        let sealed = match &self.cipher {
+        let Some(mut stored) = masked(d) else { return Cow::Borrowed(d) };
+        stored.sealed_request = Some(self.seal(&d.request));
+        Cow::Owned(stored)
+    }
+
+    /// A delivery in its working form as callers of the API and the logs may see it.
+    pub fn for_display<'a>(&self, d: &'a Delivery) -> Cow<'a, Delivery> {
+        masked(d).map_or(Cow::Borrowed(d), Cow::Owned)
+    }
+
+    fn seal(&self, request: &RenderedRequest) -> String {
+        let json = serde_json::to_string(request).expect("requests serialise");
+        match &self.cipher {
             Some(c) => c.encrypt(&json),
             None => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
@@ -50,16 +59,7 @@ impl Vault {
                 }
                 json
             }
-        };
-        let m = Masker::new(&d.request.personal);
-        let mut stored = d.clone();
-        mask_request(&m, &mut stored.request);
-        stored.request.personal = Vec::new();
-        if let Some(e) = &mut stored.last_error {
-            m.mask_in_place(e);
         }
-        stored.sealed_request = Some(sealed);
-        Cow::Owned(stored)
     }
 
     /// Restores the working form of a stored delivery.
@@ -90,17 +90,22 @@ impl Vault {
         }
         Cow::Owned(a)
     }
+}
 
-    /// A delivery in its working form as callers of the API may see it.
-    pub fn for_display<'a>(&self, d: &'a Delivery) -> Cow<'a, Delivery> {
-        match self.for_storage(d) {
-            Cow::Owned(mut stored) => {
-                stored.sealed_request = None;
-                Cow::Owned(stored)
-            }
-            borrowed => borrowed,
-        }
+/// A copy of `d` with its personal values masked and the list of them dropped; `None` when
+/// its tenant does not mask.
+fn masked(d: &Delivery) -> Option<Delivery> {
+    if d.request.personal.is_empty() {
+        return None;
     }
+    let m = Masker::new(&d.request.personal);
+    let mut copy = d.clone();
+    mask_request(&m, &mut copy.request);
+    copy.request.personal = Vec::new();
+    if let Some(e) = &mut copy.last_error {
+        m.mask_in_place(e);
+    }
+    Some(copy)
 }
 
 fn mask_request(m: &Masker, r: &mut RenderedRequest) {
