@@ -1,11 +1,14 @@
 # hookmesh — common tasks. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build release clean fuzz bench helm
+.PHONY: help run deps test lint fmt build release clean fuzz bench helm
 
 help:
 	@echo "make run      run hookmesh standalone (embedded backends) on 127.0.0.1:7600 (gRPC) / :7601 (admin)"
-	@echo "make test     run the whole test suite (unit, conformance, end-to-end)"
+	@echo "make test     run the whole test suite (unit, conformance, end-to-end, faults); installs"
+	@echo "             what the tests need first (make deps)"
+	@echo "make deps     install or find what the tests need: redis-server (Debian package) and the"
+	@echo "             tansu Kafka broker (cargo install, once; ~/.cargo/bin)"
 	@echo "make lint     rustfmt check and clippy with warnings as errors"
 	@echo "make release  build the release binary (target/release/hookmesh)"
 	@echo "make bench    every bench scenario on memory, baseline on kafka-redis (docs/perf/*.json)"
@@ -16,7 +19,21 @@ help:
 run:
 	$(CARGO) run --release -p hookmesh -- standalone
 
-test:
+# The tests start their own redis-server and tansu on free loopback ports; this finds them or
+# installs them (apt-get needs root, as on CI machines; otherwise install redis-server yourself).
+TANSU_VERSION ?= 0.6.0
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "== installing redis-server (Debian package)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v tansu >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/tansu" ] || { \
+		echo "== installing the tansu broker (cargo install, a few minutes, once)"; \
+		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore; }
+	@redis-server --version
+	@echo "tansu: $$(command -v tansu || echo $$HOME/.cargo/bin/tansu)"
+
+test: deps
 	$(CARGO) test --workspace --locked
 
 lint:

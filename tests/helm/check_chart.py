@@ -502,6 +502,14 @@ def _():
         expect(c["args"] == [stage], f"{stage} args {c['args']}")
         refs = [(k, v["name"]) for e in c["envFrom"] for k, v in e.items()]
         expect(refs == [("configMapRef", f"{RELEASE}-config"), ("secretRef", f"{RELEASE}-secret")], f"{stage} envFrom {refs}")
+        # Static Kafka group membership: each pod's name is its instance id.
+        pod_name = [e for e in c.get("env", []) if e["name"] == "HOOKMESH_INSTANCE_ID"]
+        expect(pod_name == [{"name": "HOOKMESH_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+               f"{stage} HOOKMESH_INSTANCE_ID from the pod name: {pod_name}")
+    off = template(sets=["config.staticMembership=false"])
+    for stage in STAGES:
+        names = [e["name"] for e in off.container(stage).get("env", [])]
+        expect("HOOKMESH_INSTANCE_ID" not in names, f"{stage}: staticMembership=false still sets HOOKMESH_INSTANCE_ID")
     r = template(sets=["image.repository=reg.example/hm,image.tag=1.2.3,dispatcher.extraArgs={--verbose}"])
     expect(r.container("router")["image"] == "reg.example/hm:1.2.3", "image.repository/tag followed")
     expect(r.container("dispatcher")["args"] == ["dispatcher", "--verbose"], "extraArgs appended")

@@ -6,6 +6,9 @@
 //!   (`enable.auto.offset.store=false`): [`Consumer::commit`] stores an offset, librdkafka
 //!   commits stored offsets periodically and on close. The stage loop stores the low-water
 //!   mark, so an offset is never committed past work in flight; a crash re-delivers.
+//! - Group members rebalance cooperatively (`cooperative-sticky`) and, given a stable
+//!   [`KafkaConfig::instance_id`], join as static members: a restarted stage resumes its own
+//!   partitions as soon as it has joined, without waiting for the session timeout.
 //! - Readers (registry, DLQ listing) assign every partition from the beginning without
 //!   committing.
 //! - Topics are created at start when missing (`cleanup.policy=compact` for the registry).
@@ -34,6 +37,13 @@ pub struct KafkaConfig {
     /// Consumer group session timeout; group joins take about half of it.
     pub session_timeout_ms: u32,
     pub replication_factor: i32,
+    /// A stable name of this process (the pod name in Kubernetes): when set, consumers join
+    /// their group as static members (`group.instance.id`), so a process that restarts under
+    /// the same name takes its partitions back at once instead of waiting for the session
+    /// timeout and a rebalance of the whole group. Two live processes must never share it.
+    pub instance_id: Option<String>,
+    /// `partition.assignment.strategy` of group members (default `cooperative-sticky`).
+    pub assignment_strategy: String,
     pub extra: Vec<(String, String)>,
 }
 
@@ -44,6 +54,8 @@ impl KafkaConfig {
             client_id: "hookmesh".to_string(),
             session_timeout_ms: 10_000,
             replication_factor: 1,
+            instance_id: None,
+            assignment_strategy: "cooperative-sticky".to_string(),
             extra: Vec::new(),
         }
     }
@@ -111,6 +123,14 @@ impl KafkaBus {
             // The rebalance timeout: a member that died without leaving holds up a rebalance at
             // most this long (the stage loops poll continuously, so this is never hit alive).
             .set("max.poll.interval.ms", (self.config.session_timeout_ms * 5).max(30_000).to_string());
+        if commits {
+            // Incremental (cooperative) rebalancing: a member joining or leaving moves only the
+            // partitions that change hands; the others keep consuming through the rebalance.
+            c.set("partition.assignment.strategy", &self.config.assignment_strategy);
+            if let Some(id) = &self.config.instance_id {
+                c.set("group.instance.id", format!("{id}.{group}"));
+            }
+        }
         c.create().map_err(backend)
     }
 }
@@ -168,7 +188,9 @@ impl Bus for KafkaBus {
             let t = topic.to_string();
             self.blocking(move |b| b.partitions_of(&t)).await?
         };
-        let watchdog = Some(Watchdog::new(Duration::from_millis(u64::from(self.config.session_timeout_ms) * 3)));
+        // A member still without partitions once a dead member's session has surely expired
+        // (plus a join's worth of time) was left out by the coordinator.
+        let watchdog = Some(Watchdog::new(Duration::from_millis(u64::from(self.config.session_timeout_ms) + 2_000)));
         Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n], watchdog }))
     }
 

@@ -79,6 +79,10 @@ impl Default for Retention {
 pub trait Store: Send + Sync + 'static {
     /// Records `key` for `ttl`; answers `true` if it was not already there.
     async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool>;
+    /// Whether `key` is marked (and its mark has not expired). Ingest asks this before it
+    /// publishes an event and marks the event only once the publish is acknowledged, so a
+    /// crash in between leaves no mark that would turn the redelivery into a drop.
+    async fn is_seen(&self, key: &str) -> Result<bool>;
     /// Removes a mark (the marked work could not be completed).
     async fn forget_seen(&self, key: &str) -> Result<()>;
 

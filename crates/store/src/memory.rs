@@ -79,6 +79,10 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn is_seen(&self, key: &str) -> Result<bool> {
+        Ok(self.seen.lock().get(key).is_some_and(|exp| *exp > Instant::now()))
+    }
+
     async fn forget_seen(&self, key: &str) -> Result<()> {
         self.seen.lock().remove(key);
         Ok(())

@@ -348,6 +348,14 @@ impl Store for RedisStore {
         Ok(set.is_some())
     }
 
+    async fn is_seen(&self, key: &str) -> Result<bool> {
+        redis::cmd("EXISTS")
+            .arg(self.keys.seen(key))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("is_seen"))
+    }
+
     async fn forget_seen(&self, key: &str) -> Result<()> {
         redis::cmd("DEL")
             .arg(self.keys.seen(key))

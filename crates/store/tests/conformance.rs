@@ -63,6 +63,7 @@ conformance! {
     mark_seen_is_atomic_under_concurrency;
     mark_seen_expires_after_ttl;
     forget_seen_allows_marking_again;
+    is_seen_reads_a_mark_without_setting_it;
     put_then_get_round_trips;
     created_at_never_changes;
     attempts_keep_their_order;
@@ -219,6 +220,19 @@ async fn put_all(store: &Arc<dyn Store>, all: &[Delivery]) {
 
 // ---------------------------------------------------------------------------------------------
 // Dedup marks
+
+async fn is_seen_reads_a_mark_without_setting_it(store: Arc<dyn Store>) {
+    assert!(!store.is_seen("evt-r").await.unwrap(), "never marked");
+    assert!(!store.is_seen("evt-r").await.unwrap(), "asking does not mark");
+    assert!(store.mark_seen("evt-r", Duration::from_millis(300)).await.unwrap(), "still fresh after two reads");
+    assert!(store.is_seen("evt-r").await.unwrap(), "marked");
+    assert!(!store.is_seen("evt-other").await.unwrap(), "other keys are independent");
+    let poll = Poll::new("the dedup mark to expire", Duration::from_secs(5));
+    while store.is_seen("evt-r").await.unwrap() {
+        poll.tick().await;
+    }
+    assert!(store.mark_seen("evt-r", Duration::from_secs(60)).await.unwrap(), "an expired mark is gone");
+}
 
 async fn mark_seen_is_atomic_under_concurrency(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..50)

@@ -1,31 +1,79 @@
-//! A private `redis-server` (Debian package `redis-server`) on a free port, nothing on disk.
+//! A private `redis-server` (Debian package `redis-server`) on a free port.
+//!
+//! [`RedisServer::start`] keeps nothing on disk (conformance tests). [`RedisServer::start_aof`]
+//! runs with the append-only file as the README tells operators to configure it, in a
+//! directory of its own, and [`RedisServer::kill_and_restart`] SIGKILLs it and starts it
+//! again on the same port and directory: what a crash of the Redis host looks like to hookmesh.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    /// The data directory of a persistent server (removed on drop).
+    dir: Option<PathBuf>,
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port; panics with a clear message when it is missing.
     pub fn start() -> RedisServer {
+        let args = ["--save", "", "--appendonly", "no"].map(String::from).to_vec();
+        Self::launch(crate::free_port(), args, None)
+    }
+
+    /// Starts a server that persists every write to its append-only file with `appendfsync`
+    /// set to `fsync` (`always` or `everysec`), in a fresh directory.
+    pub fn start_aof(fsync: &str) -> RedisServer {
+        let port = crate::free_port();
+        let dir = std::env::temp_dir().join(format!("hookmesh-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis data directory");
+        let args = [
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            fsync,
+            "--dir",
+            dir.to_str().expect("UTF-8 temp dir"),
+        ]
+        .map(String::from)
+        .to_vec();
+        Self::launch(port, args, Some(dir))
+    }
+
+    fn launch(port: u16, args: Vec<String>, dir: Option<PathBuf>) -> RedisServer {
+        RedisServer { child: Self::spawn(port, &args), port, dir, args }
+    }
+
+    fn spawn(port: u16, args: &[String]) -> Child {
         let bin =
             crate::find_binary("redis-server").expect("redis-server is not installed: apt-get install redis-server");
-        let port = crate::free_port();
         let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
         assert!(crate::wait_for_port(port, Duration::from_secs(10)), "redis-server did not listen on {port}");
-        RedisServer { child, port }
+        child
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILLs the server (no shutdown save, no final fsync) and starts it again on the same
+    /// port and directory; answers once it accepts connections again.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, &self.args);
     }
 }
 
@@ -33,5 +81,8 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

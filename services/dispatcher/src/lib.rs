@@ -74,7 +74,7 @@ impl Default for DispatcherConfig {
         DispatcherConfig {
             max_in_flight: 1024,
             retry_poll: Duration::from_millis(100),
-            retry_lease: Duration::from_secs(300),
+            retry_lease: Duration::from_secs(90),
             address_policy: Arc::default(),
             endpoint_concurrency: 64,
             breaker: BreakerPolicy::default(),

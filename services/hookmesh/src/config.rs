@@ -12,6 +12,11 @@
 //! partitions = 12                        # HOOKMESH_PARTITIONS (topics created at start)
 //! replication_factor = 3                 # HOOKMESH_REPLICATION_FACTOR
 //! kafka_session_timeout_ms = 10000       # HOOKMESH_KAFKA_SESSION_TIMEOUT_MS
+//! instance_id = "dispatcher-0"           # HOOKMESH_INSTANCE_ID: a stable, unique name of this
+//!                                        # process (the pod name): static Kafka group membership
+//! kafka_assignment_strategy = "cooperative-sticky"  # HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY
+//! retry_lease_secs = 90                  # HOOKMESH_RETRY_LEASE_SECS: how long a claimed retry
+//!                                        # stays with a dispatcher that died before it comes back
 //! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX
 //! max_in_flight = 1024                   # HOOKMESH_MAX_IN_FLIGHT (dispatcher HTTP requests)
 //! retention_days = 30                    # HOOKMESH_RETENTION_DAYS (delivery log)
@@ -36,6 +41,10 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Default lease of a claimed retry: longer than the longest attempt (60 s) plus its gate, so
+/// a live dispatcher never loses a claim it is still working on.
+pub const DEFAULT_RETRY_LEASE_SECS: u64 = 90;
 
 /// Flags shared by every role; each also reads its `HOOKMESH_*` variable.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -67,6 +76,20 @@ pub struct SettingsArgs {
     /// Kafka consumer-group session timeout.
     #[arg(long, env = "HOOKMESH_KAFKA_SESSION_TIMEOUT_MS")]
     pub kafka_session_timeout_ms: Option<u32>,
+    /// A stable, unique name of this process (e.g. the pod name): Kafka consumers join their
+    /// group as static members under it, so a restart resumes at once. Never share it between
+    /// two live processes.
+    #[arg(long, env = "HOOKMESH_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How a consumer group shares partitions (`partition.assignment.strategy`):
+    /// `cooperative-sticky` (default: a rebalance moves only the partitions that change hands),
+    /// `range`, `roundrobin`.
+    #[arg(long, env = "HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY")]
+    pub kafka_assignment_strategy: Option<String>,
+    /// Seconds a claimed retry stays leased to a dispatcher (it comes back after this when the
+    /// dispatcher dies); must exceed the longest attempt (60 s).
+    #[arg(long, env = "HOOKMESH_RETRY_LEASE_SECS")]
+    pub retry_lease_secs: Option<u64>,
     /// Prefix of every Redis key.
     #[arg(long, env = "HOOKMESH_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
@@ -126,6 +149,9 @@ struct FileSettings {
     partitions: Option<u32>,
     replication_factor: Option<i32>,
     kafka_session_timeout_ms: Option<u32>,
+    instance_id: Option<String>,
+    kafka_assignment_strategy: Option<String>,
+    retry_lease_secs: Option<u64>,
     redis_prefix: Option<String>,
     max_in_flight: Option<usize>,
     retention_days: Option<u64>,
@@ -153,6 +179,9 @@ pub struct Settings {
     pub partitions: u32,
     pub replication_factor: i32,
     pub kafka_session_timeout_ms: u32,
+    pub instance_id: Option<String>,
+    pub kafka_assignment_strategy: String,
+    pub retry_lease: std::time::Duration,
     pub redis_prefix: String,
     pub max_in_flight: usize,
     pub retention_days: u64,
@@ -192,6 +221,15 @@ impl SettingsArgs {
             partitions: self.partitions.or(file.partitions).unwrap_or(6),
             replication_factor: self.replication_factor.or(file.replication_factor).unwrap_or(1),
             kafka_session_timeout_ms: self.kafka_session_timeout_ms.or(file.kafka_session_timeout_ms).unwrap_or(10_000),
+            instance_id: self.instance_id.clone().or(file.instance_id).filter(|i| !i.trim().is_empty()),
+            kafka_assignment_strategy: self
+                .kafka_assignment_strategy
+                .clone()
+                .or(file.kafka_assignment_strategy)
+                .unwrap_or_else(|| "cooperative-sticky".into()),
+            retry_lease: std::time::Duration::from_secs(
+                self.retry_lease_secs.or(file.retry_lease_secs).unwrap_or(DEFAULT_RETRY_LEASE_SECS),
+            ),
             redis_prefix: self.redis_prefix.clone().or(file.redis_prefix).unwrap_or_else(|| "hm".into()),
             max_in_flight: self.max_in_flight.or(file.max_in_flight).unwrap_or(1024),
             retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
@@ -273,6 +311,22 @@ impl SettingsArgs {
             if !r.starts_with("redis://") && !r.starts_with("rediss://") {
                 bail!("redis: `{r}` is not a redis:// URL");
             }
+        }
+        if let Some(id) = &s.instance_id {
+            if !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || id.len() > 200 {
+                bail!("instance_id: `{id}` may only contain letters, digits, `.`, `_` and `-` (at most 200)");
+            }
+        }
+        if !["cooperative-sticky", "range", "roundrobin", "range,roundrobin"]
+            .contains(&s.kafka_assignment_strategy.as_str())
+        {
+            bail!(
+                "kafka_assignment_strategy: `{}` is not one of cooperative-sticky, range, roundrobin",
+                s.kafka_assignment_strategy
+            );
+        }
+        if s.retry_lease.as_secs() == 0 {
+            bail!("retry_lease_secs: must be at least 1");
         }
         if s.kafka_session_timeout_ms < 1000 {
             bail!("kafka_session_timeout_ms: must be at least 1000");

@@ -70,6 +70,8 @@ async fn build_bus(s: &Settings, standalone: bool, role: &str) -> anyhow::Result
             config.client_id = format!("hookmesh-{role}");
             config.session_timeout_ms = s.kafka_session_timeout_ms;
             config.replication_factor = s.replication_factor;
+            config.instance_id = s.instance_id.clone();
+            config.assignment_strategy = s.kafka_assignment_strategy.clone();
             Ok(Arc::new(KafkaBus::connect(config).with_context(|| format!("kafka: cannot connect to `{brokers}`"))?))
         }
         None if standalone => Ok(Arc::new(MemoryBus::new())),
@@ -178,6 +180,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             endpoint_concurrency: s.endpoint_concurrency,
             breaker: s.breaker,
             cipher: s.cipher.clone(),
+            retry_lease: s.retry_lease,
             ..Default::default()
         };
         let dispatcher = Dispatcher::new(

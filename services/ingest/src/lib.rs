@@ -8,8 +8,8 @@
 //! `hookmesh-source`, `hookmesh-received-at`). Nothing is silently dropped: a duplicate is
 //! counted and answered as such.
 //!
-//! The dedup mark is set before publishing and removed again if publishing fails, so a
-//! failed publish can be retried by the client.
+//! Deduplication never loses an event: the mark is set only once the publish is acknowledged
+//! (see [`Ingest::forward`]), so it can turn a redelivery into a repeat, never into a drop.
 
 pub mod service;
 
@@ -75,11 +75,17 @@ impl Ingest {
     }
 
     /// Forwards an already validated event.
+    ///
+    /// The dedup mark is set only after `hookmesh.events` acknowledged the publish: a process
+    /// killed between the two leaves no mark, so the redelivered record (or the client's
+    /// retried `Publish`) is forwarded again instead of being taken for a duplicate. Two
+    /// copies racing through this window may both be published; that is safe because every
+    /// later stage is idempotent on the delivery id, which is derived from the webhook and the
+    /// event id (a receiver sees at most a repeat with the same `webhook-id`).
     pub async fn forward(&self, event: Event, traceparent: Option<&[u8]>) -> Result<Outcome, BusError> {
         let dedup_key = format!("dedup:{}:{}", event.tenant_id, event.id);
-        let fresh =
-            self.store.mark_seen(&dedup_key, self.dedup_ttl).await.map_err(|e| BusError::Backend(e.to_string()))?;
-        if !fresh {
+        let store_error = |e: hookmesh_store::StoreError| BusError::Backend(e.to_string());
+        if self.store.is_seen(&dedup_key).await.map_err(store_error)? {
             metrics().event("duplicate");
             return Ok(Outcome::Duplicate(event.id));
         }
@@ -89,10 +95,8 @@ impl Ingest {
         span.set_attribute("tenant.id", event.tenant_id.clone());
         let record = Record::new(event.partition_key().to_string(), Bytes::from(payload))
             .with_header(TRACEPARENT, span.traceparent().into_bytes());
-        if let Err(e) = self.bus.publish(&self.topics.events, record).await {
-            let _ = self.store.forget_seen(&dedup_key).await;
-            return Err(e);
-        }
+        self.bus.publish(&self.topics.events, record).await?;
+        self.store.mark_seen(&dedup_key, self.dedup_ttl).await.map_err(store_error)?;
         metrics().event("accepted");
         Ok(Outcome::Accepted(event.id))
     }
