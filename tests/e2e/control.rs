@@ -1,4 +1,4 @@
-//! Delivery control (DESIGN §4), end to end on both backends: rate limits, per-endpoint
+//! Delivery control, end to end on both backends: rate limits, per-endpoint
 //! concurrency isolation, retry policy (Retry-After, 410, non-retryable statuses, total
 //! timeout), the circuit breaker, operational events, recover, per-call ordering and endpoint
 //! health. Every behaviour runs on the in-memory standalone and on standalone over a real
@@ -933,7 +933,7 @@ async fn endpoint_health_figures(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 // 4b. the breaker under concurrency
 
-/// Half-open lets one probe through at a time (DESIGN §4, breaker.rs): five deliveries deferred
+/// Half-open lets one probe through at a time (breaker.rs): five deliveries deferred
 /// by an open circuit all come due at the same instant (the end of the open period); only one
 /// of them may reach the failing receiver then, the others wait for the next period.
 async fn one_probe_at_a_time(backend: Backend) {

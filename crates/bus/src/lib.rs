@@ -9,6 +9,9 @@
 //!   delivered again after a crash or a new subscription (at-least-once).
 //! - [`Consumer::commit`] of offset `o` means "everything up to `o` is done"; callers use
 //!   [`OffsetTracker`] so they never commit past work still in flight.
+//!
+//! The pipeline these topics connect, and the contract between its stages:
+//! `docs/architecture.md`.
 
 pub mod kafka;
 pub mod memory;

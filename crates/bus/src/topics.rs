@@ -1,4 +1,4 @@
-//! Topic names (DESIGN §1) under a configurable prefix.
+//! Topic names (the pipeline in docs/architecture.md) under a configurable prefix.
 
 use crate::TopicSpec;
 

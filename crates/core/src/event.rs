@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
 
-/// Largest accepted event, in bytes of its JSON encoding (DESIGN §3).
+/// Largest accepted event, in bytes of its JSON encoding (the documented event schema).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Longest accepted event id, tenant id or call id.
 pub const MAX_ID_LEN: usize = 128;

@@ -1,7 +1,7 @@
 //! Webhook body templates: extraction of fields from an example document, compilation at
 //! configuration time, and rendering against an event.
 //!
-//! # Kinds of body (DESIGN §2 "Template")
+//! # Kinds of body
 //! - [`TemplateBody::Fields`]: the customer pastes an example document (JSON or XML, as in
 //!   the reference product's "Template Format" box). [`extract_fields`] lists its leaf fields;
 //!   each is mapped to a data source ([`Source`]): a catalog token, a constant, or the field's

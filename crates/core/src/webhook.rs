@@ -242,7 +242,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// How hard to try. Unset values fall back to DESIGN §4's defaults.
+/// How hard to try. Unset values fall back to the defaults below.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DeliveryPolicy {

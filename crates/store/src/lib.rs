@@ -8,6 +8,8 @@
 //!   lease expires (so a crashed dispatcher's claims come back).
 //! - [`Store::mark_seen`] is atomic: of two concurrent calls with one key, one answers `true`.
 //! - A delivery's `created_at` is written once and never changed by later updates.
+//!
+//! How the store fits the pipeline, and what survives which fault: `docs/architecture.md`.
 
 pub mod memory;
 pub mod redis;
