@@ -93,7 +93,7 @@ async fn invalid_configuration_is_refused_naming_the_field() {
                 });
                 w
             },
-            "request.body.source",
+            "request.body.text",
         ),
         (
             {
@@ -115,7 +115,7 @@ async fn invalid_configuration_is_refused_naming_the_field() {
         let err = create(&hm, w).await.expect_err(field);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().starts_with(&format!("{field}:")), "expected `{field}`, got: {}", err.message());
-        if field == "request.body.source" {
+        if field == "request.body.text" {
             assert!(err.message().contains("line 3"), "syntax errors report the line: {}", err.message());
         }
     }
@@ -124,6 +124,55 @@ async fn invalid_configuration_is_refused_naming_the_field() {
     let dup = create(&hm, webhook("acme", "same", "https://y.example")).await.unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists);
     create(&hm, webhook("other", "Same", "https://x.example")).await.unwrap();
+}
+
+/// A refused value is echoed with its control characters escaped (the message stays one line
+/// a terminal shows as is), and fields are named as the API spells them.
+#[tokio::test]
+async fn errors_escape_echoed_control_characters_and_name_fields_as_the_api_does() {
+    let hm = Hookmesh::start();
+    let mut w = webhook("acme", "crlf", "https://x.example");
+    w.request
+        .as_mut()
+        .unwrap()
+        .headers
+        .push(v1::KeyValue { name: "X-A\r\nInjected: 1\u{1b}[2J".into(), value: "v".into() });
+    let err = create(&hm, w).await.expect_err("a header name with CR/LF");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "request.headers[0].name: `X-A\\r\\nInjected: 1\\u{1b}[2J` is not a valid header name");
+
+    let mut w = webhook("acme", "tz", "https://x.example");
+    w.request.as_mut().unwrap().time_zone = "Europe/\nParis".into();
+    let err = create(&hm, w).await.expect_err("a time zone with LF");
+    assert!(!err.message().contains('\n') && err.message().contains("`Europe/\\nParis`"), "{}", err.message());
+
+    // Event input echoed back (gRPC publish results) is escaped too.
+    let resp = hm
+        .publish(&[json!({"id": "e1", "type": "call.\r\nended", "occurred_at": "2026-11-23T10:00:00Z",
+        "tenant_id": "acme", "call_id": "c1", "data": {}})])
+        .await;
+    let error = &resp.results[0].reason;
+    assert!(error.contains("call.\\r\\nended") && !error.contains('\r'), "{error}");
+
+    let mut w = webhook("acme", "rv", "https://x.example");
+    w.success = Some(v1::SuccessCondition {
+        response_path: "ok".into(),
+        response_value_json: "tru".into(),
+        ..Default::default()
+    });
+    let err = create(&hm, w).await.expect_err("bad JSON");
+    assert!(err.message().starts_with("success.response_value_json: is not valid JSON"), "{}", err.message());
+    let mut w = webhook("acme", "rv2", "https://x.example");
+    w.success = Some(v1::SuccessCondition { response_value_json: "true".into(), ..Default::default() });
+    let err = create(&hm, w).await.expect_err("value without path");
+    assert_eq!(err.message(), "success.response_path: is required when response_value_json is set");
+    let mut w = webhook("acme", "cond", "https://x.example");
+    w.trigger = Some(v1::Trigger {
+        conditions: vec![v1::Condition { path: "data.region".into(), op: "in".into(), value_json: "\"south\"".into() }],
+        ..Default::default()
+    });
+    let err = create(&hm, w).await.expect_err("`in` wants a list");
+    assert_eq!(err.message(), "trigger.conditions[0].value_json: must be a list for `in`");
 }
 
 #[tokio::test]

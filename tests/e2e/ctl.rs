@@ -629,7 +629,7 @@ async fn ctl_errors_are_one_line_naming_the_field() {
     let text = with(&["--url", "https://x.example", "--body-kind", "text", "--body-file"]);
     let args: Vec<&str> = text.into_iter().chain([bad_text.as_str()]).collect();
     let line = fails(&hm, &args).await;
-    assert!(line.contains("request.body.source") && line.contains("line 2"), "{line}");
+    assert!(line.contains("request.body.text") && line.contains("line 2"), "{line}");
 
     // Nothing was created by any of them.
     assert!(table(&ok(&hm, &["webhook", "list", "--tenant", "acme"]).await).is_empty());
@@ -651,6 +651,18 @@ async fn ctl_errors_are_one_line_naming_the_field() {
     let line = one_error_line(&args, &ctl_at("http://127.0.0.1:1", &args).await);
     assert!(line.starts_with("error: cannot reach hookmesh at http://127.0.0.1:1"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(10), "a refused connection fails fast");
+    // `simulate` says the same once: each cause appears once, no generic "transport error".
+    let out = Command::new(BIN)
+        .args(["simulate", "--addr", "http://127.0.0.1:1", "--tenant", "acme", "--calls", "1"])
+        .env_remove("HOOKMESH_TOKEN")
+        .output()
+        .expect("simulate runs");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.starts_with("error: cannot reach hookmesh at http://127.0.0.1:1: "), "{err}");
+    assert_eq!(err.matches("tcp connect error").count(), 1, "{err}");
+    assert!(!err.contains("transport error") && err.contains("Connection refused"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

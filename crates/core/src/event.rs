@@ -227,8 +227,13 @@ pub struct EventError {
 }
 
 impl EventError {
+    /// Control characters are escaped, as in every validation error
+    /// ([`crate::error::escape_control`]).
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        EventError { field: field.into(), reason: reason.into() }
+        EventError {
+            field: crate::error::escape_control(&field.into()),
+            reason: crate::error::escape_control(&reason.into()),
+        }
     }
 }
 

@@ -730,7 +730,8 @@ fn compile_source(source: &Source, field: &str) -> Result<Src, ValidationError> 
 
 impl CompiledTemplate {
     /// Validates and compiles a body for a content type. Errors name the offending field
-    /// relative to the body (`example`, `fields[2].path`, `pairs[1].source.token`, `source`).
+    /// relative to the body, as the API spells them (`example`, `fields[2].path`,
+    /// `pairs[1].source.token`, `text`).
     pub fn compile(body: &TemplateBody, content_type: ContentType) -> Result<Self, ValidationError> {
         let compiled = match body {
             TemplateBody::Fields { format, example, fields } => compile_fields(*format, example, fields, content_type)?,
@@ -948,7 +949,7 @@ fn compile_pairs(pairs: &[FieldMapping], content_type: ContentType) -> Result<Co
 // ---- Text templates -------------------------------------------------------------------------
 
 fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, ValidationError> {
-    check_size("source", source.len())?;
+    check_size("text", source.len())?;
     let processed = preprocess_text(source, content_type);
     let mut env = Environment::new();
     let escape = match content_type {
@@ -965,15 +966,14 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_filter(JSON_IN_STRING_FILTER, json_in_string);
     env.add_template_owned(BODY_TEMPLATE_NAME, processed.clone())
-        .map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
+        .map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
 
     let mut allowed: HashSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
     for name in ["event", "data", "loop", "caller", "varargs", "kwargs", "self", "super"] {
         allowed.insert(name.to_string());
     }
     let undeclared = {
-        let tmpl =
-            env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
+        let tmpl = env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
         tmpl.undeclared_variables(false)
     };
     let mut used_tokens = Vec::new();
@@ -995,7 +995,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
             Some(line) => format!("line {line}: unknown token `{name}`{hint}"),
             None => format!("unknown token `{name}`{hint}"),
         };
-        return Err(ValidationError::new("source", message));
+        return Err(ValidationError::new("text", message));
     }
     used_tokens.sort_unstable();
     let uses_event = undeclared.contains("event");
@@ -1018,7 +1018,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
                 | K::BadInclude
                 | K::OutOfFuel
         ) {
-            return Err(ValidationError::new("source", jinja_message(&e)));
+            return Err(ValidationError::new("text", jinja_message(&e)));
         }
     }
     Ok(Compiled::Text { env, tokens: used_tokens, uses_event, uses_data })
@@ -2311,8 +2311,8 @@ mod tests {
                 "pairs[1].path",
                 "duplicate",
             ),
-            (text("ok\n{{ ani }}\n{% if ani %}unclosed"), "source", "line 3"),
-            (text("line one\n{{ ani + }}"), "source", "line 2: syntax error"),
+            (text("ok\n{{ ani }}\n{% if ani %}unclosed"), "text", "line 3"),
+            (text("line one\n{{ ani + }}"), "text", "line 2: syntax error"),
         ];
         for (body, field, needle) in cases {
             let err = compile_err(&body, ContentType::Json);
@@ -2327,17 +2327,17 @@ mod tests {
     #[test]
     fn unknown_variables_in_text_templates_are_refused_with_their_line() {
         let err = compile_err(&text("{\n  \"a\": {{ ani }},\n  \"b\": {{ mystery }}\n}"), ContentType::Json);
-        assert_eq!(err.field, "source");
+        assert_eq!(err.field, "text");
         assert_eq!(err.message, "line 3: unknown token `mystery`");
         let err = compile_err(&text("{% for x in nope %}{{ x }}{% endfor %}"), ContentType::Text);
         assert_eq!(err.message, "line 1: unknown token `nope`");
         let err = compile_err(&text("a\n{{ ani | nosuchfilter }}"), ContentType::Text);
         assert_eq!(
             (err.field.as_str(), err.message.as_str()),
-            ("source", "line 2: unknown filter: filter nosuchfilter is unknown")
+            ("text", "line 2: unknown filter: filter nosuchfilter is unknown")
         );
         let err = compile_err(&text("{% include 'other' %}"), ContentType::Text);
-        assert_eq!(err.field, "source");
+        assert_eq!(err.field, "text");
         let err = compile_err(&text("{{ ANI }}"), ContentType::Text);
         assert!(err.message.contains("did you mean `ani`"), "{err}");
         // Catalog tokens, event, data, loop variables, set variables and builtins are fine.
@@ -2367,7 +2367,7 @@ mod tests {
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_TEMPLATE_BYTES));
         assert_eq!(compile_err(&fields(ContentType::Json, &big, &[]), ContentType::Json).field, "example");
         assert_eq!(extract_fields(ContentType::Json, &big).unwrap_err().field, "example");
-        assert_eq!(compile_err(&text(&"x".repeat(MAX_TEMPLATE_BYTES + 1)), ContentType::Text).field, "source");
+        assert_eq!(compile_err(&text(&"x".repeat(MAX_TEMPLATE_BYTES + 1)), ContentType::Text).field, "text");
         let err = InlineTemplate::compile(&"x".repeat(MAX_TEMPLATE_BYTES + 1), "request.url").unwrap_err();
         assert_eq!(err.field, "request.url");
 
@@ -2462,7 +2462,7 @@ mod tests {
         };
         let started = std::time::Instant::now();
         let err = CompiledTemplate::compile(&body, ContentType::Text).unwrap_err();
-        assert_eq!(err.field, "source", "{err}");
+        assert_eq!(err.field, "text", "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
@@ -2488,7 +2488,7 @@ mod tests {
         let err = compile_err(&text("é\n{{ nope }}"), ContentType::Json);
         assert_eq!(err.message, "line 2: unknown token `nope`");
         let err = compile_err(&text("{# ü #}\n日本 {{ ünknown }}"), ContentType::Text);
-        assert_eq!(err.field, "source");
+        assert_eq!(err.field, "text");
     }
 
     #[test]

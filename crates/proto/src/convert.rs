@@ -198,7 +198,7 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
             let value = if c.value_json.trim().is_empty() {
                 Value::Null
             } else {
-                json_from_proto(&format!("conditions[{i}].value"), &c.value_json)?
+                json_from_proto(&format!("conditions[{i}].value_json"), &c.value_json)?
             };
             Ok(Condition { path: c.path, op, value })
         })
@@ -283,7 +283,7 @@ fn success_from_proto(s: v1::SuccessCondition) -> Result<SuccessCondition, Valid
     let response_value = if s.response_value_json.trim().is_empty() {
         None
     } else {
-        Some(json_from_proto("response_value", &s.response_value_json)?)
+        Some(json_from_proto("response_value_json", &s.response_value_json)?)
     };
     Ok(SuccessCondition { status_codes, response_path: non_empty(s.response_path), response_value })
 }
@@ -744,7 +744,7 @@ mod tests {
 
         let mut p = base.clone();
         p.trigger.as_mut().unwrap().conditions[0].value_json = "{nope".into();
-        assert_eq!(field_of(p), "trigger.conditions[0].value");
+        assert_eq!(field_of(p), "trigger.conditions[0].value_json");
 
         let mut p = base.clone();
         p.request.as_mut().unwrap().method = "FETCH".into();
@@ -784,7 +784,7 @@ mod tests {
 
         let mut p = base.clone();
         p.success.as_mut().unwrap().response_value_json = "tru".into();
-        assert_eq!(field_of(p), "success.response_value");
+        assert_eq!(field_of(p), "success.response_value_json");
 
         let mut p = base.clone();
         p.policy.as_mut().unwrap().ordering = "fifo".into();

@@ -550,22 +550,9 @@ fn status_error(addr: &str, s: &Status) -> anyhow::Error {
     }
 }
 
-/// An error and its causes on one line, without repeating the generic "transport error".
+/// An error and its causes on one line ([`crate::one_line`]).
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        e.to_string()
-    } else {
-        parts.join(": ")
-    }
+    crate::one_line(std::iter::successors(Some(e), |e| e.source()))
 }
 
 fn normalise_addr(addr: &str) -> String {

@@ -45,7 +45,7 @@ fn new_id(prefix: &str) -> String {
 }
 
 fn not_found(kind: &str, id: &str) -> Status {
-    Status::not_found(format!("{kind} `{id}` not found"))
+    Status::not_found(format!("{kind} `{}` not found", hookmesh_core::error::escape_control(id)))
 }
 
 impl RegistryApi {
@@ -77,8 +77,9 @@ impl RegistryApi {
                 Some(t) if t.tenant_id == w.tenant_id => Some(t.clone()),
                 _ => {
                     return Err(Status::invalid_argument(format!(
-                        "request.template_id: no template `{tid}` in tenant `{}`",
-                        w.tenant_id
+                        "request.template_id: no template `{}` in tenant `{}`",
+                        hookmesh_core::error::escape_control(tid),
+                        hookmesh_core::error::escape_control(&w.tenant_id)
                     )))
                 }
             },
@@ -363,8 +364,12 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         request: Request<v1::ExtractFieldsRequest>,
     ) -> Result<Response<v1::ExtractFieldsResponse>, Status> {
         let req = request.into_inner();
-        let format = ContentType::parse(&req.format)
-            .ok_or_else(|| Status::invalid_argument(format!("format: `{}` is not json or xml", req.format)))?;
+        let format = ContentType::parse(&req.format).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "format: `{}` is not json or xml",
+                hookmesh_core::error::escape_control(&req.format)
+            ))
+        })?;
         let fields = extract_fields(format, &req.example).map_err(invalid)?;
         Ok(Response::new(v1::ExtractFieldsResponse {
             fields: fields.iter().map(convert::field_mapping_to_proto).collect(),
