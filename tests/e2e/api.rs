@@ -356,3 +356,80 @@ async fn filters_route_only_matching_calls() {
     calls.sort();
     assert_eq!(calls, vec!["c-0", "c-8"], "{got:?}");
 }
+
+/// `Event.occurred_at` is a string field; the README allows unix milliseconds, so a string of
+/// digits is accepted on every gRPC path that takes an event: Publish, Preview and TestSend.
+#[tokio::test]
+async fn grpc_event_occurred_at_accepts_unix_milliseconds_as_a_string() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    let mut w = webhook("acme", "at", &rx.url("/at"));
+    w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
+    w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
+        kind: Some(v1::template_body::Kind::Fields(v1::FieldsBody {
+            format: "json".into(),
+            example: r#"{"at": "%occurred_at%", "start": "%call_start_time%"}"#.into(),
+            fields: vec![],
+        })),
+    });
+    let (w, _) = create(&hm, w).await.unwrap();
+    let event = |id: &str| v1::Event {
+        id: id.into(),
+        r#type: "call.ended".into(),
+        occurred_at: "1795428000123".into(),
+        tenant_id: "acme".into(),
+        call_id: "c-ms".into(),
+        data_json: r#"{"call_start_time": "1795427990000"}"#.into(),
+    };
+    let expected = json!({"at": "2026-11-23T10:00:00.123Z", "start": "2026-11-23T09:59:50.000Z"});
+
+    let resp = hm
+        .ingest()
+        .await
+        .publish(v1::PublishRequest {
+            events: vec![v1::PublishItem { payload: Some(v1::publish_item::Payload::Event(event("ms-1"))) }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.accepted, 1, "{resp:?}");
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json(), expected);
+
+    let preview = hm
+        .render()
+        .await
+        .preview(v1::PreviewRequest {
+            target: Some(v1::preview_request::Target::WebhookId(w.id.clone())),
+            event: Some(event("ms-2")),
+        })
+        .await
+        .expect("preview accepts unix milliseconds")
+        .into_inner();
+    let body: serde_json::Value = serde_json::from_str(&preview.request.unwrap().body).unwrap();
+    assert_eq!(body, expected);
+
+    let sent = hm
+        .deliveries()
+        .await
+        .test_send(v1::TestSendRequest { webhook_id: w.id.clone(), event: Some(event("ms-3")) })
+        .await
+        .expect("test-send accepts unix milliseconds")
+        .into_inner();
+    assert!(sent.success, "{sent:?}");
+    assert_eq!(rx.wait_for(2, Duration::from_secs(10)).await[1].json(), expected);
+
+    // Not digits and not RFC 3339: refused naming the field.
+    let mut bad = event("ms-4");
+    bad.occurred_at = "1795428000123ms".into();
+    let resp = hm
+        .ingest()
+        .await
+        .publish(v1::PublishRequest {
+            events: vec![v1::PublishItem { payload: Some(v1::publish_item::Payload::Event(bad)) }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.results[0].field, "occurred_at", "{resp:?}");
+}
