@@ -52,6 +52,102 @@ async fn reflection_lists_every_service_and_admin_port_answers() {
     assert!(metrics.contains("hookmesh_events_ingested_total{outcome=\"rejected\"} 1"), "{metrics}");
 }
 
+/// The reflection client most non-Rust tooling ships (Python's grpcio-reflection among them)
+/// speaks `grpc.reflection.v1alpha`: it lists every service, the health service included, and
+/// resolves a hookmesh service to its file.
+#[tokio::test]
+async fn reflection_v1alpha_client_lists_services_and_resolves_symbols() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+    let hm = Hookmesh::start();
+    let mut client = ServerReflectionClient::new(hm.channel().await);
+    let reqs = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("hookmesh.v1.DeliveryService".into())),
+        },
+    ];
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(reqs))
+        .await
+        .expect("grpc.reflection.v1alpha is served")
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for s in [
+        "hookmesh.v1.IngestService",
+        "hookmesh.v1.WebhookService",
+        "hookmesh.v1.TemplateService",
+        "hookmesh.v1.TenantService",
+        "hookmesh.v1.RenderService",
+        "hookmesh.v1.DeliveryService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&s), "v1alpha reflection does not list {s}: {names:?}");
+    }
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else { panic!("{resp:?}") };
+    let file: prost_types::FileDescriptorProto =
+        prost::Message::decode(files.file_descriptor_proto[0].as_slice()).expect("a FileDescriptorProto");
+    assert_eq!(file.package.as_deref(), Some("hookmesh.v1"), "{file:?}");
+    assert!(file.service.iter().any(|s| s.name.as_deref() == Some("DeliveryService")), "{file:?}");
+}
+
+/// `grpc.health.v1.Health/Check` answers SERVING for the whole server (`""`) and for every
+/// service standalone mounts, NOT_FOUND for a service it does not serve; no token is needed
+/// even when the API requires one (probes carry none). `Watch` turns NOT_SERVING as soon as
+/// the process starts shutting down, like `/readyz`.
+#[tokio::test]
+async fn grpc_health_check_answers_per_service_and_follows_readiness() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let tokens = format!("sha256:{}=operator", hookmesh_proto::auth::hash_token("op-token"));
+    let mut hm = Hookmesh::start_with(&["--tokens", &tokens]);
+    let mut health = HealthClient::new(hm.channel().await);
+    let check = |service: &str| HealthCheckRequest { service: service.to_string() };
+    for service in [
+        "",
+        "hookmesh.v1.IngestService",
+        "hookmesh.v1.WebhookService",
+        "hookmesh.v1.TemplateService",
+        "hookmesh.v1.TenantService",
+        "hookmesh.v1.RenderService",
+        "hookmesh.v1.DeliveryService",
+    ] {
+        let status = health.check(check(service)).await.unwrap_or_else(|e| panic!("Check({service:?}): {e:?}"));
+        assert_eq!(status.into_inner().status(), ServingStatus::Serving, "Check({service:?})");
+    }
+    let err = health.check(check("hookmesh.v1.NoSuchService")).await.expect_err("unknown service");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("hookmesh.v1.NoSuchService"), "{err:?}");
+    // The management API itself still wants the token.
+    let denied = hm.webhooks().await.list_webhooks(v1::ListWebhooksRequest::default()).await.expect_err("no token");
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{denied:?}");
+
+    let mut watch = health.watch(check("hookmesh.v1.DeliveryService")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().expect("the current status first");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    // Hold the process in its drain: SIGTERM drops readiness before in-flight work finishes.
+    unsafe { libc::kill(hm.pid() as i32, libc::SIGTERM) };
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a status change after SIGTERM")
+        .expect("the stream stays open until the status changes")
+        .expect("a message");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    let _ = hm.terminate();
+}
+
 #[tokio::test]
 async fn invalid_configuration_is_refused_naming_the_field() {
     let hm = Hookmesh::start();

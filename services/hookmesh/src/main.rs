@@ -10,6 +10,7 @@
 mod bench;
 mod config;
 mod ctl;
+mod health;
 mod receive;
 mod runtime;
 mod simulate;
