@@ -668,6 +668,84 @@ async fn ctl_errors_are_one_line_naming_the_field() {
 // ---------------------------------------------------------------------------------------------
 // 5. the delivery log
 
+/// Each delivery records the campaign (id and name), direction and tracking number of the
+/// call behind it; `ctl delivery list` shows them and filters by each (`--campaign` by id or
+/// name, `--direction`, `--tracking` in any spelling of the number), `delivery get` and
+/// `-o json` show them.
+#[tokio::test]
+async fn ctl_delivery_log_shows_and_filters_by_campaign_direction_and_tracking() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    ok(
+        &hm,
+        &["webhook", "create", "--tenant", "acme", "--name", "All", "--url", &rx.url("/all"), "--event", "call.ended"],
+    )
+    .await;
+    let call = |n: &str, campaign: Option<(&str, &str)>, direction: &str, tracking: &str| {
+        let mut data = json!({"direction": direction, "tracking": tracking});
+        if let Some((id, name)) = campaign {
+            data["campaign_id"] = json!(id);
+            data["campaign_name"] = json!(name);
+        }
+        event(&format!("e-{n}"), "call.ended", "acme", &format!("call-{n}"), data)
+    };
+    hm.publish(&[
+        call("1", Some(("cmp-1", "Sales Campaign")), "inbound", "+1 (777) 483-9229"),
+        call("2", Some(("cmp-1", "Sales Campaign")), "outbound", "5550001111"),
+        call("3", Some(("cmp-2", "Support")), "inbound", "5550001111"),
+        call("4", None, "click_to_call", "7774839229"),
+    ])
+    .await;
+    rx.wait_for(4, WAIT).await;
+
+    let calls_of = |out: &str| -> Vec<String> {
+        let mut calls: Vec<String> = table(out).iter().map(|r| r["CALL_ID"].clone()).collect();
+        calls.sort();
+        calls
+    };
+    let list = |extra: &'static [&'static str]| {
+        let hm = &hm;
+        async move { calls_of(&ok(hm, &[&["delivery", "list", "--tenant", "acme"][..], extra].concat()).await) }
+    };
+    assert_eq!(list(&[]).await, ["call-1", "call-2", "call-3", "call-4"]);
+    assert_eq!(list(&["--campaign", "cmp-1"]).await, ["call-1", "call-2"]);
+    assert_eq!(list(&["--campaign", "sales campaign"]).await, ["call-1", "call-2"]);
+    assert_eq!(list(&["--campaign", "Support"]).await, ["call-3"]);
+    assert_eq!(list(&["--direction", "inbound"]).await, ["call-1", "call-3"]);
+    assert_eq!(list(&["--direction", "click-to-call"]).await, ["call-4"]);
+    assert_eq!(list(&["--tracking", "7774839229"]).await, ["call-1", "call-4"]);
+    assert_eq!(list(&["--tracking", "+1 555 000 1111", "--direction", "inbound"]).await, ["call-3"]);
+    assert_eq!(list(&["--campaign", "cmp-1", "--tracking", "555-000-1111"]).await, ["call-2"]);
+    assert!(list(&["--campaign", "cmp-9"]).await.is_empty());
+
+    // The table shows them.
+    let rows = table(&ok(&hm, &["delivery", "list", "--call-id", "call-1"]).await);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["CAMPAIGN"].as_str(), rows[0]["DIRECTION"].as_str(), rows[0]["TRACKING"].as_str()),
+        ("Sales Campaign", "inbound", "+1 (777) 483-9229")
+    );
+    let rows = table(&ok(&hm, &["delivery", "list", "--call-id", "call-4"]).await);
+    assert_eq!((rows[0]["CAMPAIGN"].as_str(), rows[0]["DIRECTION"].as_str()), ("-", "click_to_call"));
+
+    // get and -o json.
+    let listed = json_of(&hm, &["delivery", "list", "--campaign", "Support"]).await;
+    let d = &listed["deliveries"][0];
+    assert_eq!(
+        (&d["campaign_id"], &d["campaign_name"], &d["direction"], &d["tracking"]),
+        (&json!("cmp-2"), &json!("Support"), &json!("inbound"), &json!("5550001111")),
+        "{listed}"
+    );
+    let id = d["id"].as_str().unwrap();
+    let detail = ok(&hm, &["delivery", "get", id]).await;
+    assert_eq!(field(&detail, "campaign"), "Support (cmp-2)", "{detail}");
+    assert_eq!((field(&detail, "direction"), field(&detail, "tracking")), ("inbound".into(), "5550001111".into()));
+
+    // A direction that is none of the three is refused naming the flag's field.
+    let line = fails(&hm, &["delivery", "list", "--direction", "sideways"]).await;
+    assert!(line.contains("direction: `sideways` is not inbound, outbound or click_to_call"), "{line}");
+}
+
 #[tokio::test]
 async fn ctl_deliveries_list_get_resend_recover_test_send_and_dlq() {
     let hm = Hookmesh::start();

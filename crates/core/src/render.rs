@@ -2,7 +2,7 @@
 //! headers and body per content type and time zone. Webhooks are compiled once per registry
 //! version and rendered per event; a render failure is an error value, never a panic.
 
-use crate::delivery::{DeliveryJob, RenderedRequest};
+use crate::delivery::{CallInfo, DeliveryJob, RenderedRequest};
 use crate::error::ValidationError;
 use crate::template::{CompiledTemplate, ContentType, Escape, InlineTemplate, RenderContext, MAX_RENDERED_BYTES};
 use crate::webhook::{check_url, parse_time_zone, Template, Webhook};
@@ -103,6 +103,7 @@ impl CompiledWebhook {
             event_id: job.event.id.clone(),
             event_type: job.event.event_type,
             call_id: job.event.call_id.clone(),
+            call: CallInfo::of(&job.event),
             first_trigger_at: job.first_trigger_at,
             method,
             url: url.into(),
@@ -132,6 +133,7 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
         event_id: job.event.id.clone(),
         event_type: job.event.event_type,
         call_id: job.event.call_id.clone(),
+        call: CallInfo::of(&job.event),
         first_trigger_at: job.first_trigger_at,
         method: w.request.method,
         url: w.request.url.clone(),

@@ -508,6 +508,10 @@ pub fn delivery_to_proto(d: &Delivery) -> v1::Delivery {
         next_attempt_at: opt_timestamp_to_proto(d.next_attempt_at.as_ref()),
         last_status: d.last_status.map(u32::from).unwrap_or(0),
         last_error: d.last_error.clone().unwrap_or_default(),
+        campaign_id: d.request.call.campaign_id.clone().unwrap_or_default(),
+        campaign_name: d.request.call.campaign_name.clone().unwrap_or_default(),
+        direction: d.request.call.direction.clone().unwrap_or_default(),
+        tracking: d.request.call.tracking.clone().unwrap_or_default(),
     }
 }
 
@@ -887,6 +891,7 @@ mod tests {
             event_id: e.id.clone(),
             event_type: e.event_type,
             call_id: e.call_id.clone(),
+            call: hookmesh_core::delivery::CallInfo::of(&e),
             first_trigger_at: t(0),
             method: Method::Post,
             url: "https://x.example/h".into(),

@@ -10,6 +10,7 @@
 use crate::{client, signing_keys, DispatchError, Dispatcher};
 use chrono::{DateTime, Utc};
 use hookmesh_core::delivery::{AttemptTrigger, Delivery, DeliveryJob, DeliveryStatus};
+use hookmesh_core::event::Direction;
 use hookmesh_core::render::CompiledWebhook;
 use hookmesh_core::tokens::sample_event;
 use hookmesh_core::EventType;
@@ -128,6 +129,20 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
                 ))
             })?),
         };
+        let direction = match r.direction.as_str() {
+            "" => None,
+            s => Some(
+                Direction::parse(s)
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "direction: `{}` is not inbound, outbound or click_to_call",
+                            hookmesh_core::error::escape_control(s)
+                        ))
+                    })?
+                    .as_str()
+                    .to_string(),
+            ),
+        };
         let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
         let query = DeliveryQuery {
             tenant_id: tenant,
@@ -135,6 +150,9 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
             status,
             event_type,
             call_id: opt(r.call_id),
+            campaign: opt(r.campaign),
+            direction,
+            tracking: opt(r.tracking),
             since: parse_time("since", &r.since)?,
             until: parse_time("until", &r.until)?,
             before: opt(r.before),
