@@ -38,6 +38,15 @@ impl GrpcHealth {
     }
 }
 
+/// Where one `Watch` call is: before its first message, whether it has reported SERVING, and
+/// whether it has reported the NOT_SERVING of shutdown (its last message).
+struct Watching {
+    rx: tokio::sync::watch::Receiver<bool>,
+    first: bool,
+    served: bool,
+    over: bool,
+}
+
 fn status_of(ready: bool) -> ServingStatus {
     if ready {
         ServingStatus::Serving
@@ -71,9 +80,21 @@ impl Health for GrpcHealth {
             let unknown = stream::once(async { Ok(response(ServingStatus::ServiceUnknown)) }).chain(stream::pending());
             return Ok(Response::new(unknown.boxed()));
         }
-        // The current status first, then one message per change.
-        let changes = tokio_stream::wrappers::WatchStream::new(self.readiness.subscribe());
-        Ok(Response::new(changes.map(|ready| Ok(response(status_of(ready)))).boxed()))
+        // The current status first, then one message per change. Readiness drops after having
+        // been up only when the process shuts down: that NOT_SERVING is the last message, and
+        // the call ends, so the server's graceful shutdown is not held open by watchers.
+        let start = Watching { rx: self.readiness.subscribe(), first: true, served: false, over: false };
+        let changes = stream::unfold(start, |mut w| async move {
+            if w.over || (!w.first && w.rx.changed().await.is_err()) {
+                return None;
+            }
+            let ready = *w.rx.borrow_and_update();
+            w.over = w.served && !ready;
+            w.served |= ready;
+            w.first = false;
+            Some((Ok(response(status_of(ready))), w))
+        });
+        Ok(Response::new(changes.boxed()))
     }
 }
 
@@ -101,6 +122,7 @@ mod tests {
         assert_eq!(status(health.check(req("hookmesh.v1.RenderService")).await.unwrap()), ServingStatus::Serving);
         readiness.set_ready(false);
         assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+        assert!(watch.next().await.is_none(), "the watch ends once the process stops serving");
 
         let err = health.check(req("hookmesh.v1.DeliveryService")).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);

@@ -57,6 +57,9 @@ impl Role {
     }
 }
 
+/// How long shutdown waits for the gRPC server to finish its answers in flight.
+const GRPC_DRAIN: Duration = Duration::from_secs(5);
+
 /// One future for SIGINT and SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -224,7 +227,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         .with_context(|| format!("grpc_addr: cannot bind {}", s.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
     let grpc_shutdown = shutdown.clone();
-    let server = tokio::spawn(
+    let mut server = tokio::spawn(
         grpc.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             grpc_shutdown.cancelled().await
         }),
@@ -241,9 +244,11 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     // One machine-readable line on stdout, for scripts and tests that start on port 0.
     println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}");
 
+    let mut server_stopped = false;
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down: finishing in-flight work"),
-        res = server => {
+        res = &mut server => {
+            server_stopped = true;
             shutdown.cancel();
             res.context("gRPC server task")?.context("gRPC server")?;
         }
@@ -256,6 +261,12 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }
     }
     let _ = admin.await;
+    // The gRPC server stops gracefully: answers in flight (a health watcher's NOT_SERVING
+    // among them) are written out before the process exits; a client that keeps a stream
+    // open does not hold the exit for long.
+    if !server_stopped && tokio::time::timeout(GRPC_DRAIN, &mut server).await.is_err() {
+        tracing::info!("gRPC clients still connected after {GRPC_DRAIN:?}; closing");
+    }
     metrics_flush.cancel();
     if let Some(h) = otlp_metrics {
         let _ = h.await;
