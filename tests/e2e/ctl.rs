@@ -668,6 +668,70 @@ async fn ctl_errors_are_one_line_naming_the_field() {
 // ---------------------------------------------------------------------------------------------
 // 5. the delivery log
 
+/// The README's XML flow: a fields template made from an XML example sends XML
+/// (`application/xml`) to a webhook that leaves its content type unset; a webhook set to
+/// another content type than its template's is refused naming both fields; field paths take
+/// `lead/first` and `lead.first` alike.
+#[tokio::test]
+async fn ctl_xml_template_sends_xml_and_a_disagreeing_webhook_is_refused() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    let tmp = TempDir::new("xml-template");
+    let lead = tmp.write(
+        "lead.xml",
+        r#"<lead source="web"><first>%ani_first_name%</first><phone>x</phone><note>n</note></lead>"#,
+    );
+    #[rustfmt::skip]
+    let created = json_of(&hm, &[
+        "template", "create", "--tenant", "acme", "--name", "Lead", "--kind", "fields", "--example-file", &lead,
+        "--map", "lead/phone=token:ani", "--map", "lead.note=const:\"called\"", "--map", "lead.@source=token:tracking",
+    ]).await;
+    assert_eq!(created["content_type"], "xml", "a template made from an XML example is XML: {created}");
+    let template = created["id"].as_str().unwrap().to_string();
+
+    #[rustfmt::skip]
+    let webhook = json_of(&hm, &[
+        "webhook", "create", "--tenant", "acme", "--name", "CRM", "--url", &rx.url("/lead"),
+        "--event", "call.ended", "--template", &template,
+    ]).await;
+    assert_eq!(webhook["webhook"]["request"]["content_type"], "xml", "{webhook}");
+    hm.publish(&[event(
+        "x-1",
+        "call.ended",
+        "acme",
+        "call-x",
+        json!({"ani": "5551234", "ani_first_name": "Ada & Co", "tracking": "7774839229"}),
+    )])
+    .await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("content-type").as_deref(), Some("application/xml"));
+    let body = String::from_utf8(got[0].body.to_vec()).unwrap();
+    assert!(
+        body.ends_with(
+            r#"<lead source="7774839229"><first>Ada &amp; Co</first><phone>5551234</phone><note>called</note></lead>"#
+        ),
+        "{body}"
+    );
+
+    // A webhook set to JSON with the XML template: refused, naming both fields.
+    #[rustfmt::skip]
+    let line = fails(&hm, &[
+        "webhook", "create", "--tenant", "acme", "--name", "Json", "--url", &rx.url("/json"),
+        "--event", "call.ended", "--template", &template, "--content-type", "json",
+    ]).await;
+    assert!(line.contains("request.content_type: `json` disagrees with the content_type `xml` of template"), "{line}");
+    assert!(line.contains(&template) && line.contains("request.template_id"), "{line}");
+    // Set to the template's own content type: fine.
+    #[rustfmt::skip]
+    ok(&hm, &[
+        "webhook", "create", "--tenant", "acme", "--name", "Xml", "--url", &rx.url("/xml"),
+        "--event", "call.ended", "--template", &template, "--content-type", "xml",
+    ]).await;
+    // Changing the template's content type would break the webhooks using it: refused.
+    let line = fails(&hm, &["template", "update", &template, "--content-type", "json"]).await;
+    assert!(line.contains("would break") && line.contains("request.content_type"), "{line}");
+}
+
 /// Each delivery records the campaign (id and name), direction and tracking number of the
 /// call behind it; `ctl delivery list` shows them and filters by each (`--campaign` by id or
 /// name, `--direction`, `--tracking` in any spelling of the number), `delivery get` and

@@ -8,6 +8,23 @@ use crate::template::{CompiledTemplate, ContentType, Escape, InlineTemplate, Ren
 use crate::webhook::{check_url, parse_time_zone, Template, Webhook};
 use std::sync::Arc;
 
+/// A webhook that renders with a registry template sends that template's content type, so the
+/// two must agree: a webhook set to one content type and a template of another is refused
+/// (on writes; the registry fills an unset webhook content type from its template).
+pub fn check_template_content_type(w: &Webhook, t: &Template) -> Result<(), ValidationError> {
+    if w.request.content_type == t.content_type {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        "request.content_type",
+        format!(
+            "`{}` disagrees with the content_type `{}` of template `{}` (request.template_id); leave \
+             request.content_type empty to use the template's, or choose a template of content type `{}`",
+            w.request.content_type, t.content_type, t.id, w.request.content_type
+        ),
+    ))
+}
+
 /// A webhook with its URL, query, headers and body template parsed.
 pub struct CompiledWebhook {
     pub webhook: Arc<Webhook>,

@@ -181,6 +181,17 @@ pub enum TemplateBody {
     Text { source: String },
 }
 
+impl TemplateBody {
+    /// The content type a body renders in when none is given: a fields body's example format
+    /// (a template made from an XML example sends XML), JSON otherwise.
+    pub fn natural_content_type(&self) -> ContentType {
+        match self {
+            TemplateBody::Fields { format, .. } => *format,
+            TemplateBody::Pairs { .. } | TemplateBody::Text { .. } => ContentType::default(),
+        }
+    }
+}
+
 /// What a render reads: the event and the webhook's time zone.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderContext<'a> {
@@ -400,6 +411,34 @@ enum JNode {
     Leaf(usize),
     Obj(Vec<(String, JNode)>),
     Arr(Vec<JNode>),
+}
+
+/// A field path with its separators unified, so either notation finds a field of a JSON or an
+/// XML example: `lead.first` = `lead/first`, `lead.@id` = `lead/@id`, `items[0].sku` =
+/// `items[0]/sku`. Quoted JSON keys (`a["x.y"]`) are kept as written.
+pub fn path_key(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in path.trim().chars() {
+        if quoted {
+            out.push(c);
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => escaped = false,
+            }
+        } else {
+            match c {
+                '"' => {
+                    quoted = true;
+                    out.push(c);
+                }
+                '.' | '/' => out.push('/'),
+                c => out.push(c),
+            }
+        }
+    }
+    out
 }
 
 fn json_key_segment(parent: &str, key: &str) -> String {
@@ -855,14 +894,31 @@ fn compile_fields(
     check_size("example", example.len())?;
     let parsed = parse_example(format, example)?;
     let index: HashMap<&str, usize> = parsed.leaves.iter().enumerate().map(|(i, l)| (l.path.as_str(), i)).collect();
+    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, leaf) in parsed.leaves.iter().enumerate() {
+        by_key.entry(path_key(&leaf.path)).or_default().push(i);
+    }
     let mut mapped: Vec<Option<Src>> = vec![None; parsed.leaves.len()];
     for (i, mapping) in fields.iter().enumerate() {
         let field = format!("fields[{i}]");
-        let Some(&leaf) = index.get(mapping.path.as_str()) else {
-            return Err(ValidationError::new(
-                format!("{field}.path"),
-                format!("`{}` is not a field of the example", mapping.path),
-            ));
+        let leaf = match index.get(mapping.path.as_str()) {
+            Some(&leaf) => leaf,
+            None => match by_key.get(&path_key(&mapping.path)).map(Vec::as_slice) {
+                Some(&[leaf]) => leaf,
+                Some(several) => {
+                    let names: Vec<&str> = several.iter().map(|&l| parsed.leaves[l].path.as_str()).collect();
+                    return Err(ValidationError::new(
+                        format!("{field}.path"),
+                        format!("`{}` could be any of {}: write it as one of them", mapping.path, names.join(", ")),
+                    ));
+                }
+                None => {
+                    return Err(ValidationError::new(
+                        format!("{field}.path"),
+                        format!("`{}` is not a field of the example", mapping.path),
+                    ))
+                }
+            },
         };
         if mapped[leaf].is_some() {
             return Err(ValidationError::new(
@@ -2258,6 +2314,42 @@ mod tests {
     }
 
     // ---- compile errors -------------------------------------------------------------------
+
+    #[test]
+    fn field_paths_take_either_separator_for_json_and_xml() {
+        assert_eq!(path_key("lead.first"), "lead/first");
+        assert_eq!(path_key("lead/@id"), path_key("lead.@id"));
+        assert_eq!(path_key(r#"a["x.y"].b"#), r#"a["x.y"]/b"#);
+        let e = event_with(json!({"ani_first_name": "Ada", "ani": "5551234"}));
+        let xml = "<lead id=\"1\"><first>x</first><phone>y</phone></lead>";
+        for (first, id) in [("lead/first", "lead/@id"), ("lead.first", "lead.@id")] {
+            let body = fields(ContentType::Xml, xml, &[(first, tok("ani_first_name")), (id, tok("ani"))]);
+            assert_eq!(
+                render(&body, ContentType::Xml, &e),
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><lead id=\"5551234\"><first>Ada</first><phone>y</phone></lead>",
+                "{first}"
+            );
+        }
+        let json_example = r#"{"lead": {"first": "x", "items": [{"sku": "a"}]}}"#;
+        for (first, sku) in [("lead.first", "lead.items[0].sku"), ("lead/first", "lead/items[0]/sku")] {
+            let body = fields(ContentType::Json, json_example, &[(first, tok("ani_first_name")), (sku, tok("ani"))]);
+            let out: Value = serde_json::from_str(&render(&body, ContentType::Json, &e)).unwrap();
+            assert_eq!(out, json!({"lead": {"first": "Ada", "items": [{"sku": "5551234"}]}}), "{first}");
+        }
+        // One field mapped under both spellings is still mapped twice.
+        let body = fields(ContentType::Json, json_example, &[("lead.first", tok("ani")), ("lead/first", tok("ani"))]);
+        assert!(compile_err(&body, ContentType::Json).message.contains("mapped more than once"));
+        // When the spellings name two different fields, the exact one wins; a loose match
+        // that fits both is refused naming them.
+        let two = r#"{"a": {"b": 1}, "a/b": 2}"#;
+        let body = fields(ContentType::Json, two, &[("a/b", tok("ani"))]);
+        let out: Value = serde_json::from_str(&render(&body, ContentType::Json, &e)).unwrap();
+        assert_eq!(out, json!({"a": {"b": 1}, "a/b": "5551234"}));
+        let three = r#"{"a": {"b": {"c": 1}}, "a/b": {"c": 2}}"#;
+        let err = compile_err(&fields(ContentType::Json, three, &[("a.b/c", tok("ani"))]), ContentType::Json);
+        assert_eq!(err.field, "fields[0].path");
+        assert!(err.message.contains("a.b.c") && err.message.contains("a/b.c"), "{err}");
+    }
 
     #[test]
     fn compile_errors_name_their_field() {

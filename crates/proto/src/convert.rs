@@ -233,6 +233,13 @@ fn trigger_to_proto(t: &Trigger) -> v1::Trigger {
 }
 
 fn request_from_proto(r: v1::Request) -> Result<RequestSpec, ValidationError> {
+    let body = template_body_from_proto(r.body, "body")?;
+    // Unset: the format of an inline fields body's example (an XML example sends XML).
+    let content_type = if r.content_type.trim().is_empty() {
+        body.as_ref().map(TemplateBody::natural_content_type).unwrap_or_default()
+    } else {
+        content_type_from_proto("content_type", &r.content_type)?
+    };
     let method = if r.method.trim().is_empty() {
         Method::default()
     } else {
@@ -245,10 +252,10 @@ fn request_from_proto(r: v1::Request) -> Result<RequestSpec, ValidationError> {
         url: r.url,
         query: r.query.into_iter().map(kv_from_proto).collect(),
         headers: r.headers.into_iter().map(kv_from_proto).collect(),
-        content_type: content_type_from_proto("content_type", &r.content_type)?,
+        content_type,
         time_zone: r.time_zone,
         template_id: non_empty(r.template_id),
-        body: template_body_from_proto(r.body, "body")?,
+        body,
     })
 }
 
@@ -351,13 +358,19 @@ fn policy_to_proto(p: &DeliveryPolicy) -> v1::DeliveryPolicy {
 pub fn template_from_proto(t: v1::Template, now: DateTime<Utc>) -> Result<Template, ValidationError> {
     let body = template_body_from_proto(t.body, "body")?
         .ok_or_else(|| ValidationError::new("body", "is required (fields, pairs or text)"))?;
+    // Unset: the format of a fields body's example (a template made from XML sends XML).
+    let content_type = if t.content_type.trim().is_empty() {
+        body.natural_content_type()
+    } else {
+        content_type_from_proto("content_type", &t.content_type)?
+    };
     Ok(Template {
         id: t.id,
         tenant_id: t.tenant_id,
         name: t.name,
         group: if t.group.trim().is_empty() { hookmesh_core::webhook::default_group() } else { t.group },
         description: t.description,
-        content_type: content_type_from_proto("content_type", &t.content_type)?,
+        content_type,
         body,
         version: t.version,
         created_at: timestamp_from_proto("created_at", &t.created_at, now)?,
