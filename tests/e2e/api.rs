@@ -529,3 +529,62 @@ async fn grpc_event_occurred_at_accepts_unix_milliseconds_as_a_string() {
         .into_inner();
     assert_eq!(resp.results[0].field, "occurred_at", "{resp:?}");
 }
+
+/// The delivery log keeps the `webhook-signature` header as it was sent (a receiver debugging
+/// a failed verification compares it), and a delivery that could not be rendered (here a URL
+/// over 2048 characters) is an error of class `render`, like the classes of attempts, with
+/// no attempt made.
+#[tokio::test]
+async fn delivery_log_keeps_the_sent_signature_and_classes_a_render_failure() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    let mut w = webhook("acme", "signed", &rx.url("/signed"));
+    w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
+    let (_, secret) = create(&hm, w).await.unwrap();
+    hm.publish(&[event("sig-1", "call.ended", "acme", "c-sig", json!({"ani": "5551234"}))]).await;
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    verify_signature(&secret, &got[0]).expect("signed");
+    let sent = got[0].header("webhook-signature").expect("a signature was sent");
+    let id = got[0].header("webhook-id").unwrap();
+    let d = delivery_when(&hm, &id, |d| d.status == "success").await;
+    let logged: Vec<_> = d.attempts[0]
+        .request_headers
+        .iter()
+        .filter(|h| h.name == "webhook-signature")
+        .map(|h| h.value.clone())
+        .collect();
+    assert_eq!(logged, [sent], "the log keeps the signature that was sent");
+    let (_, shown, _) = hm.ctl(&["delivery", "get", &id, "-v"]);
+    assert!(shown.contains(&format!("> webhook-signature: {}", logged[0])), "{shown}");
+
+    // A rendered URL over 2048 characters: no attempt, an error of class `render`.
+    let mut long = webhook("acme", "long", &rx.url("/long/{{ ani_full_name }}"));
+    long.trigger = Some(v1::Trigger { event_types: vec!["call.missed".into()], ..Default::default() });
+    create(&hm, long).await.unwrap();
+    hm.publish(&[event("long-1", "call.missed", "acme", "c-long", json!({"ani_full_name": "x".repeat(3000)}))]).await;
+    let deliveries = hm.deliveries().await;
+    let mut failed = None;
+    let logged = wait_until_async(
+        Duration::from_secs(20),
+        || {
+            let mut client = deliveries.clone();
+            async move {
+                let req = v1::ListDeliveriesRequest { event_type: "call.missed".into(), ..Default::default() };
+                client.list_deliveries(req).await.unwrap().into_inner().deliveries
+            }
+        },
+        |list: &Vec<v1::Delivery>| {
+            failed = list.iter().find(|d| d.status == "error").cloned();
+            failed.is_some()
+        },
+    )
+    .await;
+    assert!(logged, "the render failure is logged as an error delivery");
+    let failed = failed.expect("the render failure is logged as an error delivery");
+    assert_eq!(failed.last_error_class, "render", "{failed:?}");
+    assert_eq!(failed.attempts, 0, "{failed:?}");
+    assert!(failed.last_error.contains("2048") && !failed.last_error.starts_with("render:"), "{failed:?}");
+    let (_, shown, _) = hm.ctl(&["delivery", "get", &failed.id]);
+    assert!(shown.lines().any(|l| l.starts_with("error class:") && l.ends_with("render")), "{shown}");
+    assert_eq!(rx.count(), 1, "nothing was sent for the failed render");
+}

@@ -265,6 +265,10 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The class of `last_error`: the last attempt's, `render` when the request could not be
+    /// rendered (no attempt is made), `expired` when the total timeout passed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_class: Option<ErrorClass>,
     /// A send slot reserved under the endpoint's rate limit, when the delivery waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_at: Option<DateTime<Utc>>,
@@ -292,6 +296,7 @@ impl Delivery {
             next_attempt_at: None,
             last_status: None,
             last_error: None,
+            last_error_class: None,
             slot_at: None,
             request,
             sealed_request: None,

@@ -521,6 +521,7 @@ pub fn delivery_to_proto(d: &Delivery) -> v1::Delivery {
         next_attempt_at: opt_timestamp_to_proto(d.next_attempt_at.as_ref()),
         last_status: d.last_status.map(u32::from).unwrap_or(0),
         last_error: d.last_error.clone().unwrap_or_default(),
+        last_error_class: d.last_error_class.map(|c| c.as_str().to_string()).unwrap_or_default(),
         campaign_id: d.request.call.campaign_id.clone().unwrap_or_default(),
         campaign_name: d.request.call.campaign_name.clone().unwrap_or_default(),
         direction: d.request.call.direction.clone().unwrap_or_default(),

@@ -1811,6 +1811,7 @@ fn delivery_json(d: &v1::Delivery) -> Value {
         "next_attempt_at": opt_str(&d.next_attempt_at),
         "last_status": if d.last_status == 0 { Value::Null } else { json!(d.last_status) },
         "last_error": opt_str(&d.last_error),
+        "last_error_class": opt_str(&d.last_error_class),
     })
 }
 
@@ -1857,6 +1858,7 @@ fn describe_delivery(d: &v1::Delivery) -> String {
         ("next attempt", d.next_attempt_at.clone()),
         ("last status", if d.last_status == 0 { String::new() } else { d.last_status.to_string() }),
         ("last error", d.last_error.clone()),
+        ("error class", d.last_error_class.clone()),
     ])
 }
 
