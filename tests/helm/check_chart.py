@@ -61,7 +61,7 @@ STAGES = ["ingest", "router", "renderer", "dispatcher"]
 RELEASE = "hookmesh"
 NAMESPACE = "hookmesh"
 GRPC_PORT, ADMIN_PORT = 7600, 7601
-# Which stage owns which management API (DESIGN.md §1).
+# Which stage owns which management API.
 API_OWNERS = {
     "IngestService": "ingest",
     "WebhookService": "router",
