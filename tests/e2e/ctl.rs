@@ -619,6 +619,12 @@ async fn ctl_errors_are_one_line_naming_the_field() {
         (with(&["--url", "https://x.example", "--time-zone", "Mars/Base"]), vec!["request.time_zone", "Mars/Base"]),
         (with(&["--url", "https://x.example", "--header", "no colon"]), vec!["--header"]),
         (with(&["--url", "https://x.example", "--status", "abc"]), vec!["--status"]),
+        // Control characters in an echoed value are escaped, on the server and in ctl itself.
+        (
+            with(&["--url", "https://x.example", "--header", "X-A\r\nInjected: 1"]),
+            vec!["--header", "`X-A\\r\\nInjected` is not a header name"],
+        ),
+        (with(&["--url", "https://x.example", "--status", "2xx\nInjected"]), vec!["--status", "2xx\\nInjected"]),
     ];
     for (args, wants) in cases {
         let line = fails(&hm, &args).await;

@@ -69,7 +69,8 @@ fn main() {
         }
     });
     if let Err(e) = result {
-        eprintln!("error: {}", one_line(e.chain()));
+        // One line whatever it echoes: control characters in values are escaped.
+        eprintln!("error: {}", hookmesh_core::error::escape_control(&one_line(e.chain())));
         std::process::exit(1);
     }
 }
