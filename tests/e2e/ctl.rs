@@ -619,6 +619,12 @@ async fn ctl_errors_are_one_line_naming_the_field() {
         (with(&["--url", "https://x.example", "--time-zone", "Mars/Base"]), vec!["request.time_zone", "Mars/Base"]),
         (with(&["--url", "https://x.example", "--header", "no colon"]), vec!["--header"]),
         (with(&["--url", "https://x.example", "--status", "abc"]), vec!["--status"]),
+        // Control characters in an echoed value are escaped, on the server and in ctl itself.
+        (
+            with(&["--url", "https://x.example", "--header", "X-A\r\nInjected: 1"]),
+            vec!["--header", "`X-A\\r\\nInjected` is not a header name"],
+        ),
+        (with(&["--url", "https://x.example", "--status", "2xx\nInjected"]), vec!["--status", "2xx\\nInjected"]),
     ];
     for (args, wants) in cases {
         let line = fails(&hm, &args).await;
@@ -629,7 +635,7 @@ async fn ctl_errors_are_one_line_naming_the_field() {
     let text = with(&["--url", "https://x.example", "--body-kind", "text", "--body-file"]);
     let args: Vec<&str> = text.into_iter().chain([bad_text.as_str()]).collect();
     let line = fails(&hm, &args).await;
-    assert!(line.contains("request.body.source") && line.contains("line 2"), "{line}");
+    assert!(line.contains("request.body.text") && line.contains("line 2"), "{line}");
 
     // Nothing was created by any of them.
     assert!(table(&ok(&hm, &["webhook", "list", "--tenant", "acme"]).await).is_empty());
@@ -651,10 +657,164 @@ async fn ctl_errors_are_one_line_naming_the_field() {
     let line = one_error_line(&args, &ctl_at("http://127.0.0.1:1", &args).await);
     assert!(line.starts_with("error: cannot reach hookmesh at http://127.0.0.1:1"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(10), "a refused connection fails fast");
+    // `simulate` says the same once: each cause appears once, no generic "transport error".
+    let out = Command::new(BIN)
+        .args(["simulate", "--addr", "http://127.0.0.1:1", "--tenant", "acme", "--calls", "1"])
+        .env_remove("HOOKMESH_TOKEN")
+        .output()
+        .expect("simulate runs");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.starts_with("error: cannot reach hookmesh at http://127.0.0.1:1: "), "{err}");
+    assert_eq!(err.matches("tcp connect error").count(), 1, "{err}");
+    assert!(!err.contains("transport error") && err.contains("Connection refused"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
 // 5. the delivery log
+
+/// The README's XML flow: a fields template made from an XML example sends XML
+/// (`application/xml`) to a webhook that leaves its content type unset; a webhook set to
+/// another content type than its template's is refused naming both fields; field paths take
+/// `lead/first` and `lead.first` alike.
+#[tokio::test]
+async fn ctl_xml_template_sends_xml_and_a_disagreeing_webhook_is_refused() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    let tmp = TempDir::new("xml-template");
+    let lead = tmp.write(
+        "lead.xml",
+        r#"<lead source="web"><first>%ani_first_name%</first><phone>x</phone><note>n</note></lead>"#,
+    );
+    #[rustfmt::skip]
+    let created = json_of(&hm, &[
+        "template", "create", "--tenant", "acme", "--name", "Lead", "--kind", "fields", "--example-file", &lead,
+        "--map", "lead/phone=token:ani", "--map", "lead.note=const:\"called\"", "--map", "lead.@source=token:tracking",
+    ]).await;
+    assert_eq!(created["content_type"], "xml", "a template made from an XML example is XML: {created}");
+    let template = created["id"].as_str().unwrap().to_string();
+
+    #[rustfmt::skip]
+    let webhook = json_of(&hm, &[
+        "webhook", "create", "--tenant", "acme", "--name", "CRM", "--url", &rx.url("/lead"),
+        "--event", "call.ended", "--template", &template,
+    ]).await;
+    assert_eq!(webhook["webhook"]["request"]["content_type"], "xml", "{webhook}");
+    hm.publish(&[event(
+        "x-1",
+        "call.ended",
+        "acme",
+        "call-x",
+        json!({"ani": "5551234", "ani_first_name": "Ada & Co", "tracking": "7774839229"}),
+    )])
+    .await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("content-type").as_deref(), Some("application/xml"));
+    let body = String::from_utf8(got[0].body.to_vec()).unwrap();
+    assert!(
+        body.ends_with(
+            r#"<lead source="7774839229"><first>Ada &amp; Co</first><phone>5551234</phone><note>called</note></lead>"#
+        ),
+        "{body}"
+    );
+
+    // A webhook set to JSON with the XML template: refused, naming both fields.
+    #[rustfmt::skip]
+    let line = fails(&hm, &[
+        "webhook", "create", "--tenant", "acme", "--name", "Json", "--url", &rx.url("/json"),
+        "--event", "call.ended", "--template", &template, "--content-type", "json",
+    ]).await;
+    assert!(line.contains("request.content_type: `json` disagrees with the content_type `xml` of template"), "{line}");
+    assert!(line.contains(&template) && line.contains("request.template_id"), "{line}");
+    // Set to the template's own content type: fine.
+    #[rustfmt::skip]
+    ok(&hm, &[
+        "webhook", "create", "--tenant", "acme", "--name", "Xml", "--url", &rx.url("/xml"),
+        "--event", "call.ended", "--template", &template, "--content-type", "xml",
+    ]).await;
+    // Changing the template's content type would break the webhooks using it: refused.
+    let line = fails(&hm, &["template", "update", &template, "--content-type", "json"]).await;
+    assert!(line.contains("would break") && line.contains("request.content_type"), "{line}");
+}
+
+/// Each delivery records the campaign (id and name), direction and tracking number of the
+/// call behind it; `ctl delivery list` shows them and filters by each (`--campaign` by id or
+/// name, `--direction`, `--tracking` in any spelling of the number), `delivery get` and
+/// `-o json` show them.
+#[tokio::test]
+async fn ctl_delivery_log_shows_and_filters_by_campaign_direction_and_tracking() {
+    let hm = Hookmesh::start();
+    let rx = Receiver::start().await;
+    ok(
+        &hm,
+        &["webhook", "create", "--tenant", "acme", "--name", "All", "--url", &rx.url("/all"), "--event", "call.ended"],
+    )
+    .await;
+    let call = |n: &str, campaign: Option<(&str, &str)>, direction: &str, tracking: &str| {
+        let mut data = json!({"direction": direction, "tracking": tracking});
+        if let Some((id, name)) = campaign {
+            data["campaign_id"] = json!(id);
+            data["campaign_name"] = json!(name);
+        }
+        event(&format!("e-{n}"), "call.ended", "acme", &format!("call-{n}"), data)
+    };
+    hm.publish(&[
+        call("1", Some(("cmp-1", "Sales Campaign")), "inbound", "+1 (777) 483-9229"),
+        call("2", Some(("cmp-1", "Sales Campaign")), "outbound", "5550001111"),
+        call("3", Some(("cmp-2", "Support")), "inbound", "5550001111"),
+        call("4", None, "click_to_call", "7774839229"),
+    ])
+    .await;
+    rx.wait_for(4, WAIT).await;
+
+    let calls_of = |out: &str| -> Vec<String> {
+        let mut calls: Vec<String> = table(out).iter().map(|r| r["CALL_ID"].clone()).collect();
+        calls.sort();
+        calls
+    };
+    let list = |extra: &'static [&'static str]| {
+        let hm = &hm;
+        async move { calls_of(&ok(hm, &[&["delivery", "list", "--tenant", "acme"][..], extra].concat()).await) }
+    };
+    assert_eq!(list(&[]).await, ["call-1", "call-2", "call-3", "call-4"]);
+    assert_eq!(list(&["--campaign", "cmp-1"]).await, ["call-1", "call-2"]);
+    assert_eq!(list(&["--campaign", "sales campaign"]).await, ["call-1", "call-2"]);
+    assert_eq!(list(&["--campaign", "Support"]).await, ["call-3"]);
+    assert_eq!(list(&["--direction", "inbound"]).await, ["call-1", "call-3"]);
+    assert_eq!(list(&["--direction", "click-to-call"]).await, ["call-4"]);
+    assert_eq!(list(&["--tracking", "7774839229"]).await, ["call-1", "call-4"]);
+    assert_eq!(list(&["--tracking", "+1 555 000 1111", "--direction", "inbound"]).await, ["call-3"]);
+    assert_eq!(list(&["--campaign", "cmp-1", "--tracking", "555-000-1111"]).await, ["call-2"]);
+    assert!(list(&["--campaign", "cmp-9"]).await.is_empty());
+
+    // The table shows them.
+    let rows = table(&ok(&hm, &["delivery", "list", "--call-id", "call-1"]).await);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["CAMPAIGN"].as_str(), rows[0]["DIRECTION"].as_str(), rows[0]["TRACKING"].as_str()),
+        ("Sales Campaign", "inbound", "+1 (777) 483-9229")
+    );
+    let rows = table(&ok(&hm, &["delivery", "list", "--call-id", "call-4"]).await);
+    assert_eq!((rows[0]["CAMPAIGN"].as_str(), rows[0]["DIRECTION"].as_str()), ("-", "click_to_call"));
+
+    // get and -o json.
+    let listed = json_of(&hm, &["delivery", "list", "--campaign", "Support"]).await;
+    let d = &listed["deliveries"][0];
+    assert_eq!(
+        (&d["campaign_id"], &d["campaign_name"], &d["direction"], &d["tracking"]),
+        (&json!("cmp-2"), &json!("Support"), &json!("inbound"), &json!("5550001111")),
+        "{listed}"
+    );
+    let id = d["id"].as_str().unwrap();
+    let detail = ok(&hm, &["delivery", "get", id]).await;
+    assert_eq!(field(&detail, "campaign"), "Support (cmp-2)", "{detail}");
+    assert_eq!((field(&detail, "direction"), field(&detail, "tracking")), ("inbound".into(), "5550001111".into()));
+
+    // A direction that is none of the three is refused naming the flag's field.
+    let line = fails(&hm, &["delivery", "list", "--direction", "sideways"]).await;
+    assert!(line.contains("direction: `sideways` is not inbound, outbound or click_to_call"), "{line}");
+}
 
 #[tokio::test]
 async fn ctl_deliveries_list_get_resend_recover_test_send_and_dlq() {

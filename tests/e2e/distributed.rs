@@ -90,9 +90,35 @@ fn call(i: usize) -> Vec<serde_json::Value> {
     ]
 }
 
+/// Asserts what `grpc.health.v1.Health/Check` answers on one role: SERVING for `""` and for
+/// each of `own`, NOT_FOUND for the other stages' services.
+async fn assert_health(role: &str, hm: &Hookmesh, own: &[&str]) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    const ALL: [&str; 6] =
+        ["IngestService", "WebhookService", "TemplateService", "TenantService", "RenderService", "DeliveryService"];
+    let mut client = HealthClient::new(hm.channel().await);
+    let overall = client.check(HealthCheckRequest { service: String::new() }).await.expect("overall health");
+    assert_eq!(overall.into_inner().status(), ServingStatus::Serving, "{role}: Check(\"\")");
+    for s in ALL {
+        let service = format!("hookmesh.v1.{s}");
+        let got = client.check(HealthCheckRequest { service: service.clone() }).await;
+        if own.contains(&s) {
+            assert_eq!(got.expect(&service).into_inner().status(), ServingStatus::Serving, "{role}: {service}");
+        } else {
+            assert_eq!(got.expect_err(&service).code(), tonic::Code::NotFound, "{role} does not serve {service}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
     let mut cluster = Cluster::start();
+    // 0. Each role reports health for the services it mounts, and only those.
+    assert_health("ingest", &cluster.ingest, &["IngestService"]).await;
+    assert_health("router", &cluster.router, &["WebhookService", "TemplateService", "TenantService"]).await;
+    assert_health("renderer", &cluster.renderer, &["RenderService"]).await;
+    assert_health("dispatcher", &cluster.dispatcher, &["DeliveryService"]).await;
     let rx = Receiver::start().await;
     let mut w = v1::Webhook {
         tenant_id: "acme".into(),

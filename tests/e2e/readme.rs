@@ -26,6 +26,13 @@ async fn readme_quick_start_works_as_written() {
     assert!(first_lines.iter().any(|l| l.contains("cargo run --release -p hookmesh -- standalone")), "{first_lines:?}");
     assert!(first_lines.iter().any(|l| l.contains("make test")), "{first_lines:?}");
 
+    // The commands below reach the test's hookmesh through HOOKMESH_ADDR, as the quick start
+    // tells its readers they can.
+    let quick_start = &readme[readme.find("## Quick start").unwrap()..readme.find("## Events").unwrap()];
+    for said in ["`HOOKMESH_ADDR`", "`HOOKMESH_TOKEN`", "`hookmesh ctl` and `hookmesh simulate`"] {
+        assert!(quick_start.contains(said), "the quick start does not mention {said}");
+    }
+
     let commands = quick_start_commands();
     assert!(commands.len() >= 6, "{commands:?}");
     let bin_dir = std::path::Path::new(BIN).parent().unwrap().to_path_buf();

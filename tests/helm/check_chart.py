@@ -61,7 +61,7 @@ STAGES = ["ingest", "router", "renderer", "dispatcher"]
 RELEASE = "hookmesh"
 NAMESPACE = "hookmesh"
 GRPC_PORT, ADMIN_PORT = 7600, 7601
-# Which stage owns which management API (DESIGN.md §1).
+# Which stage owns which management API.
 API_OWNERS = {
     "IngestService": "ingest",
     "WebhookService": "router",
@@ -473,7 +473,16 @@ def _():
     expect("maxReplicas" in msg, f"message does not name maxReplicas: {msg}")
 
 
-@check("probes: GET /healthz (liveness) and /readyz (readiness) on the admin port, every Deployment")
+# The service each stage's readiness probe asks grpc.health.v1.Health about: one it mounts.
+HEALTH_SERVICE = {
+    "ingest": "hookmesh.v1.IngestService",
+    "router": "hookmesh.v1.WebhookService",
+    "renderer": "hookmesh.v1.RenderService",
+    "dispatcher": "hookmesh.v1.DeliveryService",
+}
+
+
+@check("probes: readiness is gRPC health of the stage's own service on the gRPC port, liveness GET /healthz on admin")
 def _():
     for r in [defaults(), production()]:
         data = r.get("ConfigMap", f"{RELEASE}-config")["data"]
@@ -483,12 +492,25 @@ def _():
             c = r.container(stage)
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
             expect(ports == {"grpc": GRPC_PORT, "admin": ADMIN_PORT}, f"[{r.label}] {stage} ports {ports}")
-            for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
-                get = c.get(probe, {}).get("httpGet")
-                expect(get, f"[{r.label}] {stage} has no {probe}.httpGet")
-                port = ports.get(get["port"], get["port"])
-                expect(get["path"] == path and port == ADMIN_PORT,
-                       f"[{r.label}] {stage} {probe} is {get['path']} on {get['port']}, expected {path} on admin {ADMIN_PORT}")
+            get = c.get("livenessProbe", {}).get("httpGet")
+            expect(get, f"[{r.label}] {stage} has no livenessProbe.httpGet")
+            port = ports.get(get["port"], get["port"])
+            expect(get["path"] == "/healthz" and port == ADMIN_PORT,
+                   f"[{r.label}] {stage} livenessProbe is {get['path']} on {get['port']}, expected /healthz on admin {ADMIN_PORT}")
+            ready = c.get("readinessProbe", {})
+            expect("httpGet" not in ready and "tcpSocket" not in ready and "exec" not in ready,
+                   f"[{r.label}] {stage} readinessProbe has a second handler: {ready}")
+            grpc = ready.get("grpc")
+            expect(grpc, f"[{r.label}] {stage} has no readinessProbe.grpc: {ready}")
+            # Kubernetes' gRPC probe takes a port number only (no named port).
+            expect(grpc["port"] == GRPC_PORT, f"[{r.label}] {stage} readinessProbe.grpc.port {grpc['port']}, expected {GRPC_PORT}")
+            expect(grpc.get("service") == HEALTH_SERVICE[stage],
+                   f"[{r.label}] {stage} readinessProbe.grpc.service {grpc.get('service')!r}, expected {HEALTH_SERVICE[stage]}")
+            expect(HEALTH_SERVICE[stage].removeprefix("hookmesh.v1.") in API_OWNERS
+                   and API_OWNERS[HEALTH_SERVICE[stage].removeprefix("hookmesh.v1.")] == stage,
+                   f"{stage} probes {HEALTH_SERVICE[stage]}, which another stage owns")
+            expect(ready.get("periodSeconds") == 5 and ready.get("failureThreshold") == 3,
+                   f"[{r.label}] {stage} readinessProbe timings from probes.readiness: {ready}")
 
 
 @check("each Deployment runs the one image with args [<stage>] and reads the ConfigMap and Secret")
@@ -691,6 +713,11 @@ def _():
         backend = paths.get(f"/hookmesh.v1.{api}")
         expect(backend == {"name": stage_name(stage), "port": {"name": "grpc"}}, f"/hookmesh.v1.{api} -> {backend}, expected {stage}")
         r.get("Service", stage_name(stage))
+    # Server reflection in both versions (grpcurl asks v1, grpcio-reflection v1alpha).
+    for version in ["v1", "v1alpha"]:
+        backend = paths.get(f"/grpc.reflection.{version}.ServerReflection")
+        expect(backend == {"name": stage_name("router"), "port": {"name": "grpc"}},
+               f"/grpc.reflection.{version}.ServerReflection -> {backend}, expected router")
     expect(all(p["pathType"] == "Prefix" for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]), "Prefix paths")
     expect([rule.get("host") for rule in ing["spec"]["rules"]] == ["hookmesh-api.example.com"], "ingress.host")
     expect(ing["spec"].get("ingressClassName") == "nginx" and ing["spec"].get("tls"), "className and tls")

@@ -59,6 +59,38 @@ impl DeliveryJob {
     }
 }
 
+/// What the delivery log keeps about the call behind a delivery, from the event's data points
+/// `campaign_id`, `campaign_name`, `direction` (canonical spelling) and `tracking`; the log can
+/// be filtered by each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The tracking (DID) number the caller dialled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<String>,
+}
+
+impl CallInfo {
+    pub fn of(event: &Event) -> CallInfo {
+        let get = |key: &str| event.data_str(key).filter(|s| !s.trim().is_empty());
+        CallInfo {
+            campaign_id: get("campaign_id"),
+            campaign_name: get("campaign_name"),
+            direction: get("direction"),
+            tracking: get("tracking"),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == CallInfo::default()
+    }
+}
+
 /// Renderer → dispatcher: exactly what to send (unsigned; signing happens at send time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenderedRequest {
@@ -72,6 +104,9 @@ pub struct RenderedRequest {
     pub event_type: EventType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// The call's campaign, direction and tracking number.
+    #[serde(default, skip_serializing_if = "CallInfo::is_empty")]
+    pub call: CallInfo,
     pub first_trigger_at: DateTime<Utc>,
     pub method: Method,
     pub url: String,
@@ -230,6 +265,10 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The class of `last_error`: the last attempt's, `render` when the request could not be
+    /// rendered (no attempt is made), `expired` when the total timeout passed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_class: Option<ErrorClass>,
     /// A send slot reserved under the endpoint's rate limit, when the delivery waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_at: Option<DateTime<Utc>>,
@@ -257,6 +296,7 @@ impl Delivery {
             next_attempt_at: None,
             last_status: None,
             last_error: None,
+            last_error_class: None,
             slot_at: None,
             request,
             sealed_request: None,

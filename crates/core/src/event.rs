@@ -227,8 +227,13 @@ pub struct EventError {
 }
 
 impl EventError {
+    /// Control characters are escaped, as in every validation error
+    /// ([`crate::error::escape_control`]).
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        EventError { field: field.into(), reason: reason.into() }
+        EventError {
+            field: crate::error::escape_control(&field.into()),
+            reason: crate::error::escape_control(&reason.into()),
+        }
     }
 }
 
@@ -309,10 +314,18 @@ fn check_id(field: &str, s: String) -> Result<String, EventError> {
     Ok(s)
 }
 
-/// RFC 3339 with any offset, or unix milliseconds; answers UTC. The UTC time must fall in the
+/// RFC 3339 with any offset, or unix milliseconds (a JSON number, or a string of digits as a
+/// gRPC client writes it); answers UTC. The UTC time must fall in the
 /// years 0000–9999, the only ones RFC 3339 can write back.
 pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
     let t = match v {
+        // Unix milliseconds written as a string (gRPC's `Event.occurred_at` is a string field).
+        Value::String(s) if is_integer(s.trim()) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .ok_or_else(|| format!("`{s}` is not a unix timestamp in milliseconds")),
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e})")),
@@ -326,6 +339,12 @@ pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
         return Err(format!("{v} is outside the years 0000 to 9999 (in UTC) that RFC 3339 can write"));
     }
     Ok(t)
+}
+
+/// `-?[0-9]+`: what a unix timestamp written as text looks like.
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Normalises well-known data points: timestamps to UTC RFC 3339, direction to its canonical
@@ -478,6 +497,23 @@ mod tests {
         assert_eq!(e.lookup("list.1"), Some(json!(2)));
         assert_eq!(e.lookup("call_id"), Some(json!("c")));
         assert_eq!(e.lookup("nope"), None);
+    }
+
+    #[test]
+    fn unix_milliseconds_as_a_string_are_a_timestamp() {
+        let t = Utc.timestamp_millis_opt(1_795_428_000_123).single().unwrap();
+        assert_eq!(parse_timestamp(&json!("1795428000123")).unwrap(), t);
+        assert_eq!(parse_timestamp(&json!(" 1795428000123 ")).unwrap(), t);
+        assert_eq!(parse_timestamp(&json!(1_795_428_000_123_i64)).unwrap(), t);
+        assert_eq!(parse_timestamp(&json!("-1000")).unwrap(), Utc.timestamp_millis_opt(-1000).single().unwrap());
+        let e = parse_event(br#"{"id":"e","type":"campaign.paused","occurred_at":"1795428000123","tenant_id":"t","data":{"call_start_time":"1795428000123"}}"#).unwrap();
+        assert_eq!(e.occurred_at, t);
+        assert_eq!(e.data["call_start_time"], "2026-11-23T10:00:00.123Z");
+        for bad in ["17954280001234567890123", "12.5", "1e3", "", "-"] {
+            assert!(parse_timestamp(&json!(bad)).is_err(), "{bad:?}");
+        }
+        let err = parse_timestamp(&json!("253402300800000")).unwrap_err();
+        assert!(err.contains("outside the years 0000 to 9999"), "{err}");
     }
 
     #[test]

@@ -27,10 +27,7 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
     if !t.campaigns.is_empty() {
         let id = event.data_str("campaign_id");
         let name = event.data_str("campaign_name");
-        let hit = t
-            .campaigns
-            .iter()
-            .any(|c| id.as_deref() == Some(c.as_str()) || name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(c)));
+        let hit = t.campaigns.iter().any(|c| campaign_is(c, id.as_deref(), name.as_deref()));
         if !hit {
             return false;
         }
@@ -42,8 +39,8 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
         }
     }
     if !t.numbers.is_empty() {
-        let tracking = event.data_str("tracking").map(|n| digits(&n));
-        let hit = tracking.is_some_and(|n| t.numbers.iter().any(|x| same_number(&digits(x), &n)));
+        let tracking = event.data_str("tracking");
+        let hit = tracking.is_some_and(|n| t.numbers.iter().any(|x| same_phone_number(x, &n)));
         if !hit {
             return false;
         }
@@ -59,6 +56,18 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
         }
     }
     t.conditions.iter().all(|c| condition_holds(c, event))
+}
+
+/// A campaign named by `wanted` (its id exactly, or its name in any case) is the campaign with
+/// `id` and `name`. Webhook triggers and delivery-log filters both decide this way.
+pub fn campaign_is(wanted: &str, id: Option<&str>, name: Option<&str>) -> bool {
+    id == Some(wanted) || name.is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+}
+
+/// Two spellings of one phone number (`+1 (777) 483-9229`, `7774839229`): the digits agree,
+/// the country code aside. Webhook triggers and delivery-log filters both decide this way.
+pub fn same_phone_number(a: &str, b: &str) -> bool {
+    same_number(&digits(a), &digits(b))
 }
 
 fn digits(s: &str) -> String {

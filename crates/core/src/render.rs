@@ -2,11 +2,28 @@
 //! headers and body per content type and time zone. Webhooks are compiled once per registry
 //! version and rendered per event; a render failure is an error value, never a panic.
 
-use crate::delivery::{DeliveryJob, RenderedRequest};
+use crate::delivery::{CallInfo, DeliveryJob, RenderedRequest};
 use crate::error::ValidationError;
 use crate::template::{CompiledTemplate, ContentType, Escape, InlineTemplate, RenderContext, MAX_RENDERED_BYTES};
 use crate::webhook::{check_url, parse_time_zone, Template, Webhook};
 use std::sync::Arc;
+
+/// A webhook that renders with a registry template sends that template's content type, so the
+/// two must agree: a webhook set to one content type and a template of another is refused
+/// (on writes; the registry fills an unset webhook content type from its template).
+pub fn check_template_content_type(w: &Webhook, t: &Template) -> Result<(), ValidationError> {
+    if w.request.content_type == t.content_type {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        "request.content_type",
+        format!(
+            "`{}` disagrees with the content_type `{}` of template `{}` (request.template_id); leave \
+             request.content_type empty to use the template's, or choose a template of content type `{}`",
+            w.request.content_type, t.content_type, t.id, w.request.content_type
+        ),
+    ))
+}
 
 /// A webhook with its URL, query, headers and body template parsed.
 pub struct CompiledWebhook {
@@ -103,6 +120,7 @@ impl CompiledWebhook {
             event_id: job.event.id.clone(),
             event_type: job.event.event_type,
             call_id: job.event.call_id.clone(),
+            call: CallInfo::of(&job.event),
             first_trigger_at: job.first_trigger_at,
             method,
             url: url.into(),
@@ -132,6 +150,7 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
         event_id: job.event.id.clone(),
         event_type: job.event.event_type,
         call_id: job.event.call_id.clone(),
+        call: CallInfo::of(&job.event),
         first_trigger_at: job.first_trigger_at,
         method: w.request.method,
         url: w.request.url.clone(),

@@ -181,6 +181,17 @@ pub enum TemplateBody {
     Text { source: String },
 }
 
+impl TemplateBody {
+    /// The content type a body renders in when none is given: a fields body's example format
+    /// (a template made from an XML example sends XML), JSON otherwise.
+    pub fn natural_content_type(&self) -> ContentType {
+        match self {
+            TemplateBody::Fields { format, .. } => *format,
+            TemplateBody::Pairs { .. } | TemplateBody::Text { .. } => ContentType::default(),
+        }
+    }
+}
+
 /// What a render reads: the event and the webhook's time zone.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderContext<'a> {
@@ -400,6 +411,34 @@ enum JNode {
     Leaf(usize),
     Obj(Vec<(String, JNode)>),
     Arr(Vec<JNode>),
+}
+
+/// A field path with its separators unified, so either notation finds a field of a JSON or an
+/// XML example: `lead.first` = `lead/first`, `lead.@id` = `lead/@id`, `items[0].sku` =
+/// `items[0]/sku`. Quoted JSON keys (`a["x.y"]`) are kept as written.
+pub fn path_key(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in path.trim().chars() {
+        if quoted {
+            out.push(c);
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => escaped = false,
+            }
+        } else {
+            match c {
+                '"' => {
+                    quoted = true;
+                    out.push(c);
+                }
+                '.' | '/' => out.push('/'),
+                c => out.push(c),
+            }
+        }
+    }
+    out
 }
 
 fn json_key_segment(parent: &str, key: &str) -> String {
@@ -730,7 +769,8 @@ fn compile_source(source: &Source, field: &str) -> Result<Src, ValidationError> 
 
 impl CompiledTemplate {
     /// Validates and compiles a body for a content type. Errors name the offending field
-    /// relative to the body (`example`, `fields[2].path`, `pairs[1].source.token`, `source`).
+    /// relative to the body, as the API spells them (`example`, `fields[2].path`,
+    /// `pairs[1].source.token`, `text`).
     pub fn compile(body: &TemplateBody, content_type: ContentType) -> Result<Self, ValidationError> {
         let compiled = match body {
             TemplateBody::Fields { format, example, fields } => compile_fields(*format, example, fields, content_type)?,
@@ -854,14 +894,31 @@ fn compile_fields(
     check_size("example", example.len())?;
     let parsed = parse_example(format, example)?;
     let index: HashMap<&str, usize> = parsed.leaves.iter().enumerate().map(|(i, l)| (l.path.as_str(), i)).collect();
+    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, leaf) in parsed.leaves.iter().enumerate() {
+        by_key.entry(path_key(&leaf.path)).or_default().push(i);
+    }
     let mut mapped: Vec<Option<Src>> = vec![None; parsed.leaves.len()];
     for (i, mapping) in fields.iter().enumerate() {
         let field = format!("fields[{i}]");
-        let Some(&leaf) = index.get(mapping.path.as_str()) else {
-            return Err(ValidationError::new(
-                format!("{field}.path"),
-                format!("`{}` is not a field of the example", mapping.path),
-            ));
+        let leaf = match index.get(mapping.path.as_str()) {
+            Some(&leaf) => leaf,
+            None => match by_key.get(&path_key(&mapping.path)).map(Vec::as_slice) {
+                Some(&[leaf]) => leaf,
+                Some(several) => {
+                    let names: Vec<&str> = several.iter().map(|&l| parsed.leaves[l].path.as_str()).collect();
+                    return Err(ValidationError::new(
+                        format!("{field}.path"),
+                        format!("`{}` could be any of {}: write it as one of them", mapping.path, names.join(", ")),
+                    ));
+                }
+                None => {
+                    return Err(ValidationError::new(
+                        format!("{field}.path"),
+                        format!("`{}` is not a field of the example", mapping.path),
+                    ))
+                }
+            },
         };
         if mapped[leaf].is_some() {
             return Err(ValidationError::new(
@@ -948,7 +1005,7 @@ fn compile_pairs(pairs: &[FieldMapping], content_type: ContentType) -> Result<Co
 // ---- Text templates -------------------------------------------------------------------------
 
 fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, ValidationError> {
-    check_size("source", source.len())?;
+    check_size("text", source.len())?;
     let processed = preprocess_text(source, content_type);
     let mut env = Environment::new();
     let escape = match content_type {
@@ -965,15 +1022,14 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_filter(JSON_IN_STRING_FILTER, json_in_string);
     env.add_template_owned(BODY_TEMPLATE_NAME, processed.clone())
-        .map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
+        .map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
 
     let mut allowed: HashSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
     for name in ["event", "data", "loop", "caller", "varargs", "kwargs", "self", "super"] {
         allowed.insert(name.to_string());
     }
     let undeclared = {
-        let tmpl =
-            env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("source", jinja_message(&e)))?;
+        let tmpl = env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
         tmpl.undeclared_variables(false)
     };
     let mut used_tokens = Vec::new();
@@ -995,7 +1051,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
             Some(line) => format!("line {line}: unknown token `{name}`{hint}"),
             None => format!("unknown token `{name}`{hint}"),
         };
-        return Err(ValidationError::new("source", message));
+        return Err(ValidationError::new("text", message));
     }
     used_tokens.sort_unstable();
     let uses_event = undeclared.contains("event");
@@ -1018,7 +1074,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
                 | K::BadInclude
                 | K::OutOfFuel
         ) {
-            return Err(ValidationError::new("source", jinja_message(&e)));
+            return Err(ValidationError::new("text", jinja_message(&e)));
         }
     }
     Ok(Compiled::Text { env, tokens: used_tokens, uses_event, uses_data })
@@ -2260,6 +2316,42 @@ mod tests {
     // ---- compile errors -------------------------------------------------------------------
 
     #[test]
+    fn field_paths_take_either_separator_for_json_and_xml() {
+        assert_eq!(path_key("lead.first"), "lead/first");
+        assert_eq!(path_key("lead/@id"), path_key("lead.@id"));
+        assert_eq!(path_key(r#"a["x.y"].b"#), r#"a["x.y"]/b"#);
+        let e = event_with(json!({"ani_first_name": "Ada", "ani": "5551234"}));
+        let xml = "<lead id=\"1\"><first>x</first><phone>y</phone></lead>";
+        for (first, id) in [("lead/first", "lead/@id"), ("lead.first", "lead.@id")] {
+            let body = fields(ContentType::Xml, xml, &[(first, tok("ani_first_name")), (id, tok("ani"))]);
+            assert_eq!(
+                render(&body, ContentType::Xml, &e),
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><lead id=\"5551234\"><first>Ada</first><phone>y</phone></lead>",
+                "{first}"
+            );
+        }
+        let json_example = r#"{"lead": {"first": "x", "items": [{"sku": "a"}]}}"#;
+        for (first, sku) in [("lead.first", "lead.items[0].sku"), ("lead/first", "lead/items[0]/sku")] {
+            let body = fields(ContentType::Json, json_example, &[(first, tok("ani_first_name")), (sku, tok("ani"))]);
+            let out: Value = serde_json::from_str(&render(&body, ContentType::Json, &e)).unwrap();
+            assert_eq!(out, json!({"lead": {"first": "Ada", "items": [{"sku": "5551234"}]}}), "{first}");
+        }
+        // One field mapped under both spellings is still mapped twice.
+        let body = fields(ContentType::Json, json_example, &[("lead.first", tok("ani")), ("lead/first", tok("ani"))]);
+        assert!(compile_err(&body, ContentType::Json).message.contains("mapped more than once"));
+        // When the spellings name two different fields, the exact one wins; a loose match
+        // that fits both is refused naming them.
+        let two = r#"{"a": {"b": 1}, "a/b": 2}"#;
+        let body = fields(ContentType::Json, two, &[("a/b", tok("ani"))]);
+        let out: Value = serde_json::from_str(&render(&body, ContentType::Json, &e)).unwrap();
+        assert_eq!(out, json!({"a": {"b": 1}, "a/b": "5551234"}));
+        let three = r#"{"a": {"b": {"c": 1}}, "a/b": {"c": 2}}"#;
+        let err = compile_err(&fields(ContentType::Json, three, &[("a.b/c", tok("ani"))]), ContentType::Json);
+        assert_eq!(err.field, "fields[0].path");
+        assert!(err.message.contains("a.b.c") && err.message.contains("a/b.c"), "{err}");
+    }
+
+    #[test]
     fn compile_errors_name_their_field() {
         let ex = r#"{"a":"","b":"","c":"","d":""}"#;
         let cases: Vec<(TemplateBody, &str, &str)> = vec![
@@ -2311,8 +2403,8 @@ mod tests {
                 "pairs[1].path",
                 "duplicate",
             ),
-            (text("ok\n{{ ani }}\n{% if ani %}unclosed"), "source", "line 3"),
-            (text("line one\n{{ ani + }}"), "source", "line 2: syntax error"),
+            (text("ok\n{{ ani }}\n{% if ani %}unclosed"), "text", "line 3"),
+            (text("line one\n{{ ani + }}"), "text", "line 2: syntax error"),
         ];
         for (body, field, needle) in cases {
             let err = compile_err(&body, ContentType::Json);
@@ -2327,17 +2419,17 @@ mod tests {
     #[test]
     fn unknown_variables_in_text_templates_are_refused_with_their_line() {
         let err = compile_err(&text("{\n  \"a\": {{ ani }},\n  \"b\": {{ mystery }}\n}"), ContentType::Json);
-        assert_eq!(err.field, "source");
+        assert_eq!(err.field, "text");
         assert_eq!(err.message, "line 3: unknown token `mystery`");
         let err = compile_err(&text("{% for x in nope %}{{ x }}{% endfor %}"), ContentType::Text);
         assert_eq!(err.message, "line 1: unknown token `nope`");
         let err = compile_err(&text("a\n{{ ani | nosuchfilter }}"), ContentType::Text);
         assert_eq!(
             (err.field.as_str(), err.message.as_str()),
-            ("source", "line 2: unknown filter: filter nosuchfilter is unknown")
+            ("text", "line 2: unknown filter: filter nosuchfilter is unknown")
         );
         let err = compile_err(&text("{% include 'other' %}"), ContentType::Text);
-        assert_eq!(err.field, "source");
+        assert_eq!(err.field, "text");
         let err = compile_err(&text("{{ ANI }}"), ContentType::Text);
         assert!(err.message.contains("did you mean `ani`"), "{err}");
         // Catalog tokens, event, data, loop variables, set variables and builtins are fine.
@@ -2367,7 +2459,7 @@ mod tests {
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_TEMPLATE_BYTES));
         assert_eq!(compile_err(&fields(ContentType::Json, &big, &[]), ContentType::Json).field, "example");
         assert_eq!(extract_fields(ContentType::Json, &big).unwrap_err().field, "example");
-        assert_eq!(compile_err(&text(&"x".repeat(MAX_TEMPLATE_BYTES + 1)), ContentType::Text).field, "source");
+        assert_eq!(compile_err(&text(&"x".repeat(MAX_TEMPLATE_BYTES + 1)), ContentType::Text).field, "text");
         let err = InlineTemplate::compile(&"x".repeat(MAX_TEMPLATE_BYTES + 1), "request.url").unwrap_err();
         assert_eq!(err.field, "request.url");
 
@@ -2462,7 +2554,7 @@ mod tests {
         };
         let started = std::time::Instant::now();
         let err = CompiledTemplate::compile(&body, ContentType::Text).unwrap_err();
-        assert_eq!(err.field, "source", "{err}");
+        assert_eq!(err.field, "text", "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
@@ -2488,7 +2580,7 @@ mod tests {
         let err = compile_err(&text("é\n{{ nope }}"), ContentType::Json);
         assert_eq!(err.message, "line 2: unknown token `nope`");
         let err = compile_err(&text("{# ü #}\n日本 {{ ünknown }}"), ContentType::Text);
-        assert_eq!(err.field, "source");
+        assert_eq!(err.field, "text");
     }
 
     #[test]

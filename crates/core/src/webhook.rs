@@ -478,10 +478,10 @@ impl Trigger {
                 return Err(ValidationError::new(format!("conditions[{i}].path"), "is required"));
             }
             if c.op == ConditionOp::In && !c.value.is_array() {
-                return Err(ValidationError::new(format!("conditions[{i}].value"), "must be a list for `in`"));
+                return Err(ValidationError::new(format!("conditions[{i}].value_json"), "must be a list for `in`"));
             }
             if c.op != ConditionOp::Exists && c.value.is_null() {
-                return Err(ValidationError::new(format!("conditions[{i}].value"), "is required"));
+                return Err(ValidationError::new(format!("conditions[{i}].value_json"), "is required"));
             }
         }
         Ok(())
@@ -533,7 +533,7 @@ impl SuccessCondition {
             }
         }
         if self.response_value.is_some() && self.response_path.is_none() {
-            return Err(ValidationError::new("response_path", "is required when response_value is set"));
+            return Err(ValidationError::new("response_path", "is required when response_value_json is set"));
         }
         Ok(())
     }

@@ -198,7 +198,7 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
             let value = if c.value_json.trim().is_empty() {
                 Value::Null
             } else {
-                json_from_proto(&format!("conditions[{i}].value"), &c.value_json)?
+                json_from_proto(&format!("conditions[{i}].value_json"), &c.value_json)?
             };
             Ok(Condition { path: c.path, op, value })
         })
@@ -233,6 +233,13 @@ fn trigger_to_proto(t: &Trigger) -> v1::Trigger {
 }
 
 fn request_from_proto(r: v1::Request) -> Result<RequestSpec, ValidationError> {
+    let body = template_body_from_proto(r.body, "body")?;
+    // Unset: the format of an inline fields body's example (an XML example sends XML).
+    let content_type = if r.content_type.trim().is_empty() {
+        body.as_ref().map(TemplateBody::natural_content_type).unwrap_or_default()
+    } else {
+        content_type_from_proto("content_type", &r.content_type)?
+    };
     let method = if r.method.trim().is_empty() {
         Method::default()
     } else {
@@ -245,10 +252,10 @@ fn request_from_proto(r: v1::Request) -> Result<RequestSpec, ValidationError> {
         url: r.url,
         query: r.query.into_iter().map(kv_from_proto).collect(),
         headers: r.headers.into_iter().map(kv_from_proto).collect(),
-        content_type: content_type_from_proto("content_type", &r.content_type)?,
+        content_type,
         time_zone: r.time_zone,
         template_id: non_empty(r.template_id),
-        body: template_body_from_proto(r.body, "body")?,
+        body,
     })
 }
 
@@ -283,7 +290,7 @@ fn success_from_proto(s: v1::SuccessCondition) -> Result<SuccessCondition, Valid
     let response_value = if s.response_value_json.trim().is_empty() {
         None
     } else {
-        Some(json_from_proto("response_value", &s.response_value_json)?)
+        Some(json_from_proto("response_value_json", &s.response_value_json)?)
     };
     Ok(SuccessCondition { status_codes, response_path: non_empty(s.response_path), response_value })
 }
@@ -351,13 +358,19 @@ fn policy_to_proto(p: &DeliveryPolicy) -> v1::DeliveryPolicy {
 pub fn template_from_proto(t: v1::Template, now: DateTime<Utc>) -> Result<Template, ValidationError> {
     let body = template_body_from_proto(t.body, "body")?
         .ok_or_else(|| ValidationError::new("body", "is required (fields, pairs or text)"))?;
+    // Unset: the format of a fields body's example (a template made from XML sends XML).
+    let content_type = if t.content_type.trim().is_empty() {
+        body.natural_content_type()
+    } else {
+        content_type_from_proto("content_type", &t.content_type)?
+    };
     Ok(Template {
         id: t.id,
         tenant_id: t.tenant_id,
         name: t.name,
         group: if t.group.trim().is_empty() { hookmesh_core::webhook::default_group() } else { t.group },
         description: t.description,
-        content_type: content_type_from_proto("content_type", &t.content_type)?,
+        content_type,
         body,
         version: t.version,
         created_at: timestamp_from_proto("created_at", &t.created_at, now)?,
@@ -508,6 +521,11 @@ pub fn delivery_to_proto(d: &Delivery) -> v1::Delivery {
         next_attempt_at: opt_timestamp_to_proto(d.next_attempt_at.as_ref()),
         last_status: d.last_status.map(u32::from).unwrap_or(0),
         last_error: d.last_error.clone().unwrap_or_default(),
+        last_error_class: d.last_error_class.map(|c| c.as_str().to_string()).unwrap_or_default(),
+        campaign_id: d.request.call.campaign_id.clone().unwrap_or_default(),
+        campaign_name: d.request.call.campaign_name.clone().unwrap_or_default(),
+        direction: d.request.call.direction.clone().unwrap_or_default(),
+        tracking: d.request.call.tracking.clone().unwrap_or_default(),
     }
 }
 
@@ -744,7 +762,7 @@ mod tests {
 
         let mut p = base.clone();
         p.trigger.as_mut().unwrap().conditions[0].value_json = "{nope".into();
-        assert_eq!(field_of(p), "trigger.conditions[0].value");
+        assert_eq!(field_of(p), "trigger.conditions[0].value_json");
 
         let mut p = base.clone();
         p.request.as_mut().unwrap().method = "FETCH".into();
@@ -784,7 +802,7 @@ mod tests {
 
         let mut p = base.clone();
         p.success.as_mut().unwrap().response_value_json = "tru".into();
-        assert_eq!(field_of(p), "success.response_value");
+        assert_eq!(field_of(p), "success.response_value_json");
 
         let mut p = base.clone();
         p.policy.as_mut().unwrap().ordering = "fifo".into();
@@ -887,6 +905,7 @@ mod tests {
             event_id: e.id.clone(),
             event_type: e.event_type,
             call_id: e.call_id.clone(),
+            call: hookmesh_core::delivery::CallInfo::of(&e),
             first_trigger_at: t(0),
             method: Method::Post,
             url: "https://x.example/h".into(),

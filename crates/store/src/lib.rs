@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery, DeliveryStatus};
 use hookmesh_core::health::HealthSample;
+use hookmesh_core::matching::{campaign_is, same_phone_number};
 use hookmesh_core::EventType;
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub struct DeliveryQuery {
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<EventType>,
     pub call_id: Option<String>,
+    /// A campaign id (exactly) or name (any case), as webhook triggers match campaigns.
+    pub campaign: Option<String>,
+    /// Canonical direction: `inbound`, `outbound`, `click_to_call`.
+    pub direction: Option<String>,
+    /// A tracking number, in any spelling of its digits (`+1 777-483-9229` = `7774839229`).
+    pub tracking: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Cursor: only deliveries older than this id's delivery.
@@ -57,6 +64,15 @@ impl DeliveryQuery {
             && self.status.is_none_or(|s| s == d.status)
             && self.event_type.is_none_or(|t| t == d.event_type)
             && self.call_id.as_ref().is_none_or(|c| d.call_id.as_ref() == Some(c))
+            && self.campaign.as_ref().is_none_or(|c| {
+                let call = &d.request.call;
+                campaign_is(c, call.campaign_id.as_deref(), call.campaign_name.as_deref())
+            })
+            && self.direction.as_ref().is_none_or(|x| d.request.call.direction.as_ref() == Some(x))
+            && self
+                .tracking
+                .as_ref()
+                .is_none_or(|t| d.request.call.tracking.as_ref().is_some_and(|n| same_phone_number(t, n)))
             && self.since.is_none_or(|s| d.created_at >= s)
             && self.until.is_none_or(|u| d.created_at < u)
     }

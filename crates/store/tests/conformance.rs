@@ -7,7 +7,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use hookmesh_core::breaker::{Breaker, CircuitState};
-use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, ErrorClass, RenderedRequest};
+use hookmesh_core::delivery::{
+    Attempt, AttemptTrigger, CallInfo, Delivery, DeliveryStatus, ErrorClass, RenderedRequest,
+};
 use hookmesh_core::health::HealthSample;
 use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
 use hookmesh_core::EventType;
@@ -68,6 +70,7 @@ conformance! {
     created_at_never_changes;
     attempts_keep_their_order;
     list_is_newest_first_and_filters;
+    list_filters_by_campaign_direction_and_tracking;
     cursor_pages_have_no_overlap_or_gap;
     limit_zero_means_fifty;
     per_webhook_cap_drops_the_oldest with Retention { per_webhook: 3, ..Retention::default() };
@@ -117,6 +120,7 @@ fn delivery(id: &str, tenant: &str, webhook: &str, at: DateTime<Utc>) -> Deliver
         event_id: format!("evt_{id}"),
         event_type: EventType::CallEnded,
         call_id: Some(format!("call_{id}")),
+        call: CallInfo::default(),
         first_trigger_at: at,
         method: Method::Post,
         url: format!("https://receiver.example/{webhook}"),
@@ -382,6 +386,83 @@ async fn list_is_newest_first_and_filters(store: Arc<dyn Store>) {
     }
     let some = list_ids(&store, DeliveryQuery { since: Some(at(4)), until: Some(at(9)), ..Default::default() }).await;
     assert_eq!(some, ["msg_008", "msg_007", "msg_006", "msg_005", "msg_004"]);
+}
+
+/// The call's campaign (id exactly, or name in any case), direction and tracking number (any
+/// spelling of its digits) filter the log, alone, together and with the other filters; the
+/// call info survives the round trip. Expected ids are written out, not computed by the
+/// filter under test.
+async fn list_filters_by_campaign_direction_and_tracking(store: Arc<dyn Store>) {
+    let base = now_ms() - secs(600);
+    let info = |campaign: Option<(&str, &str)>, direction: Option<&str>, tracking: Option<&str>| CallInfo {
+        campaign_id: campaign.map(|c| c.0.to_string()),
+        campaign_name: campaign.map(|c| c.1.to_string()),
+        direction: direction.map(str::to_string),
+        tracking: tracking.map(str::to_string),
+    };
+    let sales = Some(("cmp-1", "Sales Campaign"));
+    let support = Some(("cmp-2", "Support"));
+    let calls = [
+        info(sales, Some("inbound"), Some("7774839229")),
+        info(sales, Some("outbound"), Some("+1 (777) 483-9229")),
+        info(support, Some("inbound"), Some("5550001111")),
+        info(None, Some("click_to_call"), None),
+        info(sales, None, Some("5550001111")),
+        info(None, None, None),
+    ];
+    let all: Vec<Delivery> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let mut d = delivery(&format!("msg_c{i}"), if i == 4 { "t2" } else { "t1" }, "wh1", base + secs(i as i64));
+            d.request.call = call.clone();
+            d
+        })
+        .collect();
+    put_all(&store, &all).await;
+    let got = store.get_delivery("msg_c1").await.unwrap().expect("stored");
+    assert_eq!(got.request.call, calls[1], "call info round-trips");
+
+    let q = |f: fn(&mut DeliveryQuery)| {
+        let mut q = DeliveryQuery::default();
+        f(&mut q);
+        q
+    };
+    let cases: [(&str, DeliveryQuery, &[&str]); 11] = [
+        ("campaign id", q(|q| q.campaign = Some("cmp-1".into())), &["msg_c4", "msg_c1", "msg_c0"]),
+        (
+            "campaign name, other case",
+            q(|q| q.campaign = Some("sales campaign".into())),
+            &["msg_c4", "msg_c1", "msg_c0"],
+        ),
+        ("campaign id is exact", q(|q| q.campaign = Some("CMP-1".into())), &[]),
+        ("unknown campaign", q(|q| q.campaign = Some("cmp-9".into())), &[]),
+        ("direction", q(|q| q.direction = Some("inbound".into())), &["msg_c2", "msg_c0"]),
+        ("click to call", q(|q| q.direction = Some("click_to_call".into())), &["msg_c3"]),
+        ("tracking, other spelling", q(|q| q.tracking = Some("777-483-9229".into())), &["msg_c1", "msg_c0"]),
+        ("tracking with country code", q(|q| q.tracking = Some("+15550001111".into())), &["msg_c4", "msg_c2"]),
+        (
+            "campaign and direction",
+            q(|q| (q.campaign, q.direction) = (Some("Sales Campaign".into()), Some("outbound".into()))),
+            &["msg_c1"],
+        ),
+        (
+            "campaign, tracking and tenant",
+            q(|q| {
+                (q.campaign, q.tracking, q.tenant_id) =
+                    (Some("cmp-1".into()), Some("5550001111".into()), Some("t2".into()))
+            }),
+            &["msg_c4"],
+        ),
+        (
+            "tracking and webhook",
+            q(|q| (q.tracking, q.webhook_id) = (Some("5550001111".into()), Some("wh2".into()))),
+            &[],
+        ),
+    ];
+    for (what, query, want) in cases {
+        assert_eq!(list_ids(&store, query).await, want, "{what}");
+    }
 }
 
 async fn cursor_pages_have_no_overlap_or_gap(store: Arc<dyn Store>) {

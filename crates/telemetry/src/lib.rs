@@ -17,7 +17,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,17 +34,30 @@ pub fn init_logging(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Readiness of one process: set once backends are connected and the registry is caught up.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Readiness of one process: set once backends are connected and the registry is caught up,
+/// cleared when shutdown starts. `/readyz` and the gRPC health service both answer from it;
+/// [`Readiness::subscribe`] follows its changes (gRPC `Health/Watch`).
+#[derive(Clone)]
+pub struct Readiness(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
 
 impl Readiness {
     pub fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.0.send_replace(ready);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    /// A receiver that sees every later change (and the current value first).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
     }
 }
 

@@ -106,7 +106,9 @@ pub async fn send(
         started_at,
         method: req.method,
         url: req.url.clone(),
-        request_headers: headers.into_iter().filter(|(k, _)| k != "webhook-signature").collect(),
+        // Every header as sent, `webhook-signature` included: it is no secret (an HMAC under
+        // the webhook's key), and a receiver debugging a failed verification needs it.
+        request_headers: headers,
         request_body: req.body.clone(),
         response_status: None,
         response_headers: Vec::new(),

@@ -24,7 +24,7 @@ use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions, Order
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
-use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, RenderedRequest};
+use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, ErrorClass, RenderedRequest};
 use hookmesh_core::event::{operational_event, EventType};
 use hookmesh_core::health::HealthSample;
 use hookmesh_core::retry::{decide, Decision};
@@ -186,7 +186,8 @@ impl Dispatcher {
         let mut d = Delivery::new(request, now);
         if let Some(reason) = d.request.render_error.clone() {
             d.status = DeliveryStatus::Error;
-            d.last_error = Some(format!("render: {reason}"));
+            d.last_error = Some(reason);
+            d.last_error_class = Some(ErrorClass::Render);
             self.save(&d).await?;
             metrics().completed("error");
             return Ok(());
@@ -213,20 +214,21 @@ impl Dispatcher {
         let now = Utc::now();
         let webhook = self.registry.webhook_at_least(&d.webhook_id, d.request.webhook_version, REGISTRY_WAIT).await;
         let stop_reason = match &webhook {
-            None => Some("the webhook was deleted".to_string()),
-            Some(w) if !w.enabled => Some("the webhook is disabled".to_string()),
+            None => Some((None, "the webhook was deleted".to_string())),
+            Some(w) if !w.enabled => Some((None, "the webhook is disabled".to_string())),
             Some(_)
                 if now
                     > d.created_at
                         + chrono::Duration::from_std(d.request.policy.total_timeout())
                             .unwrap_or(chrono::Duration::MAX) =>
             {
-                Some("the total timeout passed before the attempt could start".to_string())
+                Some((Some(ErrorClass::Expired), "the total timeout passed before the attempt could start".to_string()))
             }
             Some(_) => None,
         };
-        if let Some(reason) = stop_reason {
+        if let Some((class, reason)) = stop_reason {
             d.last_error = Some(reason);
+            d.last_error_class = class;
             return self.settle_error(d).await;
         }
         let webhook = webhook.expect("checked above");
@@ -527,6 +529,7 @@ impl Dispatcher {
         d.attempts += 1;
         d.last_status = attempt.response_status;
         d.last_error = attempt.error.clone();
+        d.last_error_class = attempt.error_class;
         let attempt = self.vault.attempt_for_storage(d, attempt);
         let attempt = attempt.as_ref();
         self.store.add_attempt(&d.id, attempt).await?;

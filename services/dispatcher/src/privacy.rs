@@ -117,11 +117,19 @@ fn mask_request(m: &Masker, r: &mut RenderedRequest) {
     if let Some(e) = &mut r.render_error {
         m.mask_in_place(e);
     }
+    // A tenant may mask a call data point the log shows (`mask_fields`: tracking, …).
+    let call = &mut r.call;
+    for v in
+        [&mut call.campaign_id, &mut call.campaign_name, &mut call.direction, &mut call.tracking].into_iter().flatten()
+    {
+        m.mask_in_place(v);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hookmesh_core::delivery::CallInfo;
     use hookmesh_core::delivery::{AttemptTrigger, DeliveryStatus};
     use hookmesh_core::event::EventType;
     use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
@@ -135,6 +143,11 @@ mod tests {
             event_id: "evt_1".into(),
             event_type: EventType::CallEnded,
             call_id: Some("call_1".into()),
+            call: CallInfo {
+                campaign_name: Some("Sales".into()),
+                tracking: Some("7776734736".into()),
+                ..Default::default()
+            },
             first_trigger_at: chrono::Utc::now(),
             method: Method::Post,
             url: "https://crm.example/calls?from=7776734736".into(),
@@ -171,6 +184,8 @@ mod tests {
         assert!(!text.contains("7776734736") && !text.contains("freddy@example.com"), "{text}");
         assert!(stored.request.personal.is_empty());
         assert_eq!(stored.request.url, "https://crm.example/calls?from=********36");
+        assert_eq!(stored.request.call.tracking.as_deref(), Some("********36"));
+        assert_eq!(stored.request.call.campaign_name.as_deref(), Some("Sales"));
         let body: serde_json::Value = serde_json::from_str(&stored.request.body).unwrap();
         assert_eq!(body["email"], "***");
         assert_eq!(body["duration"], 36);
@@ -179,6 +194,7 @@ mod tests {
         vault.open(&mut reopened).unwrap();
         assert_eq!(reopened.request.body, d.request.body);
         assert_eq!(reopened.request.url, d.request.url);
+        assert_eq!(reopened.request.call, d.request.call);
         assert_eq!(reopened.request.personal, d.request.personal);
         assert!(reopened.sealed_request.is_none());
 

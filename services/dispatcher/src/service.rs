@@ -10,6 +10,7 @@
 use crate::{client, signing_keys, DispatchError, Dispatcher};
 use chrono::{DateTime, Utc};
 use hookmesh_core::delivery::{AttemptTrigger, Delivery, DeliveryJob, DeliveryStatus};
+use hookmesh_core::event::Direction;
 use hookmesh_core::render::CompiledWebhook;
 use hookmesh_core::tokens::sample_event;
 use hookmesh_core::EventType;
@@ -36,30 +37,27 @@ fn parse_time(field: &str, s: &str) -> Result<Option<DateTime<Utc>>, Status> {
     if s.is_empty() {
         return Ok(None);
     }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|e| Status::invalid_argument(format!("{field}: `{s}` is not an RFC 3339 time ({e})")))
+    DateTime::parse_from_rfc3339(s).map(|t| Some(t.with_timezone(&Utc))).map_err(|e| {
+        Status::invalid_argument(format!(
+            "{field}: `{}` is not an RFC 3339 time ({e})",
+            hookmesh_core::error::escape_control(s)
+        ))
+    })
 }
 
 impl DeliveryApi {
     /// A delivery the caller may see; another tenant's answers exactly like a missing one.
     /// It is answered in its stored form (masked for tenants that mask personal data).
     async fn delivery(&self, p: &Principal, id: &str) -> Result<Delivery, Status> {
-        self.dispatcher
-            .store
-            .get_delivery(id)
-            .await
-            .map_err(store_err)?
-            .filter(|d| p.can_see(&d.tenant_id))
-            .ok_or_else(|| Status::not_found(format!("delivery `{id}` not found")))
+        self.dispatcher.store.get_delivery(id).await.map_err(store_err)?.filter(|d| p.can_see(&d.tenant_id)).ok_or_else(
+            || Status::not_found(format!("delivery `{}` not found", hookmesh_core::error::escape_control(id))),
+        )
     }
 
     fn webhook(&self, p: &Principal, id: &str) -> Result<std::sync::Arc<hookmesh_core::webhook::Webhook>, Status> {
-        self.dispatcher
-            .registry
-            .webhook(id)
-            .filter(|w| p.can_see(&w.tenant_id))
-            .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))
+        self.dispatcher.registry.webhook(id).filter(|w| p.can_see(&w.tenant_id)).ok_or_else(|| {
+            Status::not_found(format!("webhook `{}` not found", hookmesh_core::error::escape_control(id)))
+        })
     }
 
     /// Sends a stored delivery again now (resend and recover); answers it and the attempt as
@@ -116,14 +114,33 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         let status = match r.status.as_str() {
             "" => None,
             s => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-                Status::invalid_argument(format!("status: `{s}` is not pending, success, retrying or error"))
+                Status::invalid_argument(format!(
+                    "status: `{}` is not pending, success, retrying or error",
+                    hookmesh_core::error::escape_control(s)
+                ))
             })?),
         };
         let event_type = match r.event_type.as_str() {
             "" => None,
+            s => Some(EventType::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "event_type: unknown event type `{}`",
+                    hookmesh_core::error::escape_control(s)
+                ))
+            })?),
+        };
+        let direction = match r.direction.as_str() {
+            "" => None,
             s => Some(
-                EventType::parse(s)
-                    .ok_or_else(|| Status::invalid_argument(format!("event_type: unknown event type `{s}`")))?,
+                Direction::parse(s)
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "direction: `{}` is not inbound, outbound or click_to_call",
+                            hookmesh_core::error::escape_control(s)
+                        ))
+                    })?
+                    .as_str()
+                    .to_string(),
             ),
         };
         let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
@@ -133,6 +150,9 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
             status,
             event_type,
             call_id: opt(r.call_id),
+            campaign: opt(r.campaign),
+            direction,
+            tracking: opt(r.tracking),
             since: parse_time("since", &r.since)?,
             until: parse_time("until", &r.until)?,
             before: opt(r.before),
@@ -182,11 +202,12 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
             None => sample_event(),
         };
         let template = match &webhook.request.template_id {
-            Some(tid) => Some(
-                registry
-                    .template(tid)
-                    .ok_or_else(|| Status::failed_precondition(format!("template `{tid}` not found")))?,
-            ),
+            Some(tid) => Some(registry.template(tid).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "template `{}` not found",
+                    hookmesh_core::error::escape_control(tid)
+                ))
+            })?),
             None => None,
         };
         let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref())

@@ -369,6 +369,8 @@ pub struct PreviewArgs {
     pub event_file: Option<PathBuf>,
 }
 
+// Parsed once per run: the size of the list filters' variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum DeliveryCmd {
     /// Search the delivery log, newest first.
@@ -410,6 +412,15 @@ pub struct DeliveryListArgs {
     pub event_type: Option<String>,
     #[arg(long)]
     pub call_id: Option<String>,
+    /// The call's campaign: its id (exactly) or its name (any case).
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// The call's direction: inbound, outbound, click_to_call.
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// The call's tracking number, in any spelling of its digits.
+    #[arg(long)]
+    pub tracking: Option<String>,
     /// RFC 3339 time, or how long ago: 30m, 1h, 2d.
     #[arg(long)]
     pub since: Option<String>,
@@ -550,22 +561,9 @@ fn status_error(addr: &str, s: &Status) -> anyhow::Error {
     }
 }
 
-/// An error and its causes on one line, without repeating the generic "transport error".
+/// An error and its causes on one line ([`crate::one_line`]).
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        e.to_string()
-    } else {
-        parts.join(": ")
-    }
+    crate::one_line(std::iter::successors(Some(e), |e| e.source()))
 }
 
 fn normalise_addr(addr: &str) -> String {
@@ -1802,6 +1800,10 @@ fn delivery_json(d: &v1::Delivery) -> Value {
         "event_id": d.event_id,
         "event_type": d.event_type,
         "call_id": opt_str(&d.call_id),
+        "campaign_id": opt_str(&d.campaign_id),
+        "campaign_name": opt_str(&d.campaign_name),
+        "direction": opt_str(&d.direction),
+        "tracking": opt_str(&d.tracking),
         "status": d.status,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
@@ -1809,6 +1811,7 @@ fn delivery_json(d: &v1::Delivery) -> Value {
         "next_attempt_at": opt_str(&d.next_attempt_at),
         "last_status": if d.last_status == 0 { Value::Null } else { json!(d.last_status) },
         "last_error": opt_str(&d.last_error),
+        "last_error_class": opt_str(&d.last_error_class),
     })
 }
 
@@ -1846,13 +1849,26 @@ fn describe_delivery(d: &v1::Delivery) -> String {
         ("webhook", d.webhook_id.clone()),
         ("event", format!("{} ({})", d.event_id, d.event_type)),
         ("call", d.call_id.clone()),
+        ("campaign", campaign_text(d)),
+        ("direction", d.direction.clone()),
+        ("tracking", d.tracking.clone()),
         ("created", d.created_at.clone()),
         ("updated", d.updated_at.clone()),
         ("attempts", d.attempts.to_string()),
         ("next attempt", d.next_attempt_at.clone()),
         ("last status", if d.last_status == 0 { String::new() } else { d.last_status.to_string() }),
         ("last error", d.last_error.clone()),
+        ("error class", d.last_error_class.clone()),
     ])
+}
+
+/// `Sales Campaign (cmp-1)`, or whichever of the two the call carried.
+fn campaign_text(d: &v1::Delivery) -> String {
+    match (d.campaign_name.is_empty(), d.campaign_id.is_empty()) {
+        (false, false) => format!("{} ({})", d.campaign_name, d.campaign_id),
+        (false, true) => d.campaign_name.clone(),
+        (true, _) => d.campaign_id.clone(),
+    }
 }
 
 fn attempt_line(a: &v1::Attempt) -> String {
@@ -1924,6 +1940,9 @@ async fn delivery_cmd(ctx: &Ctx, cmd: DeliveryCmd) -> Result<()> {
                     status: a.status.unwrap_or_default(),
                     event_type: a.event_type.unwrap_or_default(),
                     call_id: a.call_id.unwrap_or_default(),
+                    campaign: a.campaign.unwrap_or_default(),
+                    direction: a.direction.unwrap_or_default(),
+                    tracking: a.tracking.unwrap_or_default(),
                     since: since.unwrap_or_default(),
                     until: until.unwrap_or_default(),
                     limit: a.limit.unwrap_or(0),
@@ -1947,6 +1966,9 @@ async fn delivery_cmd(ctx: &Ctx, cmd: DeliveryCmd) -> Result<()> {
                             d.webhook_id.clone(),
                             d.event_type.clone(),
                             or_dash(&d.call_id),
+                            or_dash(if d.campaign_name.is_empty() { &d.campaign_id } else { &d.campaign_name }),
+                            or_dash(&d.direction),
+                            or_dash(&d.tracking),
                             d.attempts.to_string(),
                             status_or_dash(d.last_status),
                             d.created_at.clone(),
@@ -1954,7 +1976,19 @@ async fn delivery_cmd(ctx: &Ctx, cmd: DeliveryCmd) -> Result<()> {
                     })
                     .collect();
                 out(&table(
-                    &["ID", "STATUS", "WEBHOOK", "EVENT_TYPE", "CALL_ID", "ATTEMPTS", "LAST_STATUS", "CREATED_AT"],
+                    &[
+                        "ID",
+                        "STATUS",
+                        "WEBHOOK",
+                        "EVENT_TYPE",
+                        "CALL_ID",
+                        "CAMPAIGN",
+                        "DIRECTION",
+                        "TRACKING",
+                        "ATTEMPTS",
+                        "LAST_STATUS",
+                        "CREATED_AT",
+                    ],
                     &rows,
                 ));
                 if !resp.next.is_empty() {

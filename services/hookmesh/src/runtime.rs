@@ -1,13 +1,17 @@
 //! Running roles: `hookmesh standalone` runs all four stages in one process; `hookmesh
 //! ingest|router|renderer|dispatcher` runs one. Either way the process builds its backends
 //! (Kafka and Redis, or the in-memory ones in standalone), creates missing topics,
-//! materialises the registry, starts its stage loops, mounts its gRPC services (plus server
-//! reflection) on one port, and serves `/healthz`, `/readyz`, `/metrics` on the admin port.
+//! materialises the registry, starts its stage loops, mounts its gRPC services on one port
+//! (plus server reflection, both `grpc.reflection.v1` and `grpc.reflection.v1alpha`, and the
+//! standard `grpc.health.v1.Health`), and serves `/healthz`, `/readyz`, `/metrics` on the
+//! admin port. `/readyz` and gRPC health answer from the same readiness: not ready until the
+//! backends are connected and the registry is caught up, not ready again once shutdown starts.
 //!
 //! Shutdown on SIGINT/SIGTERM: readiness drops, the stage loops stop consuming, in-flight work
 //! finishes (bounded), offsets are committed, the process exits.
 
 use crate::config::Settings;
+use crate::health::GrpcHealth;
 use anyhow::{bail, Context};
 use hookmesh_bus::kafka::{KafkaBus, KafkaConfig};
 use hookmesh_bus::registry::ConfigView;
@@ -52,6 +56,9 @@ impl Role {
         }
     }
 }
+
+/// How long shutdown waits for the gRPC server to finish its answers in flight.
+const GRPC_DRAIN: Duration = Duration::from_secs(5);
 
 /// One future for SIGINT and SIGTERM.
 pub async fn shutdown_signal() {
@@ -129,11 +136,20 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         registry.reencrypt_stale().await.context("re-encrypting secrets under the current master key")?;
     }
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hookmesh_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("gRPC reflection")?;
-    let mut grpc = tonic::transport::Server::builder().add_routes(tonic::service::Routes::new(reflection));
+    // Reflection in both versions: grpcurl and recent clients ask v1, many others (Python's
+    // grpcio-reflection among them) still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hookmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("gRPC reflection v1")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("gRPC reflection v1alpha")?;
+    let mut grpc = tonic::transport::Server::builder()
+        .add_routes(tonic::service::Routes::new(reflection_v1))
+        .add_service(reflection_v1alpha);
+    // The management services this process mounts, for the health service.
+    let mut served: Vec<&'static str> = Vec::new();
     if !s.auth.is_enabled() {
         tracing::warn!(
             "no API tokens configured (HOOKMESH_TOKENS): the management API is open to anyone who reaches it"
@@ -151,6 +167,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             dedup_ttl: hookmesh_ingest::DEFAULT_DEDUP_TTL,
         };
         stages.spawn(hookmesh_ingest::run(ingest.clone(), group(Role::Ingest), shutdown.clone()));
+        served.push(v1::ingest_service_server::SERVICE_NAME);
         grpc = grpc.add_service(v1::ingest_service_server::IngestServiceServer::with_interceptor(
             hookmesh_ingest::service::IngestApi { ingest },
             intercept.clone(),
@@ -160,6 +177,11 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
         stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
         let api = || hookmesh_router::registry::RegistryApi { registry: registry.clone() };
+        served.extend([
+            v1::webhook_service_server::SERVICE_NAME,
+            v1::template_service_server::SERVICE_NAME,
+            v1::tenant_service_server::SERVICE_NAME,
+        ]);
         grpc = grpc
             .add_service(v1::webhook_service_server::WebhookServiceServer::with_interceptor(api(), intercept.clone()))
             .add_service(v1::template_service_server::TemplateServiceServer::with_interceptor(api(), intercept.clone()))
@@ -168,6 +190,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     if roles.contains(&Role::Renderer) {
         let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
         stages.spawn(hookmesh_renderer::run(renderer, group(Role::Renderer), shutdown.clone()));
+        served.push(v1::render_service_server::SERVICE_NAME);
         grpc = grpc.add_service(v1::render_service_server::RenderServiceServer::with_interceptor(
             hookmesh_renderer::service::RenderApi { registry: registry.clone() },
             intercept.clone(),
@@ -192,18 +215,22 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         );
         let api = Arc::new(dispatcher.clone());
         stages.spawn(hookmesh_dispatcher::run(dispatcher, group(Role::Dispatcher), shutdown.clone()));
+        served.push(v1::delivery_service_server::SERVICE_NAME);
         grpc = grpc.add_service(v1::delivery_service_server::DeliveryServiceServer::with_interceptor(
             hookmesh_dispatcher::service::DeliveryApi { dispatcher: api },
             intercept.clone(),
         ));
     }
 
+    let health = GrpcHealth::new(readiness.clone(), served.iter().map(|n| n.to_string()));
+    let grpc = grpc.add_service(health.into_server());
+
     let listener = tokio::net::TcpListener::bind(s.grpc_addr)
         .await
         .with_context(|| format!("grpc_addr: cannot bind {}", s.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
     let grpc_shutdown = shutdown.clone();
-    let server = tokio::spawn(
+    let mut server = tokio::spawn(
         grpc.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             grpc_shutdown.cancelled().await
         }),
@@ -220,9 +247,11 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     // One machine-readable line on stdout, for scripts and tests that start on port 0.
     println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}");
 
+    let mut server_stopped = false;
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down: finishing in-flight work"),
-        res = server => {
+        res = &mut server => {
+            server_stopped = true;
             shutdown.cancel();
             res.context("gRPC server task")?.context("gRPC server")?;
         }
@@ -235,6 +264,12 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }
     }
     let _ = admin.await;
+    // The gRPC server stops gracefully: answers in flight (a health watcher's NOT_SERVING
+    // among them) are written out before the process exits; a client that keeps a stream
+    // open does not hold the exit for long.
+    if !server_stopped && tokio::time::timeout(GRPC_DRAIN, &mut server).await.is_err() {
+        tracing::info!("gRPC clients still connected after {GRPC_DRAIN:?}; closing");
+    }
     metrics_flush.cancel();
     if let Some(h) = otlp_metrics {
         let _ = h.await;

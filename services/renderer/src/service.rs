@@ -35,11 +35,9 @@ impl v1::render_service_server::RenderService for RenderApi {
         let webhook = match req.target {
             None => return Err(Status::invalid_argument("target: give webhook_id, webhook or template_id")),
             Some(Target::TemplateId(id)) => {
-                let t = self
-                    .registry
-                    .template(&id)
-                    .filter(|t| p.can_see(&t.tenant_id))
-                    .ok_or_else(|| Status::not_found(format!("template `{id}` not found")))?;
+                let t = self.registry.template(&id).filter(|t| p.can_see(&t.tenant_id)).ok_or_else(|| {
+                    Status::not_found(format!("template `{}` not found", hookmesh_core::error::escape_control(&id)))
+                })?;
                 let compiled = CompiledTemplate::compile(&t.body, t.content_type)
                     .map_err(|e| Status::failed_precondition(e.to_string()))?;
                 let body = compiled
@@ -53,11 +51,11 @@ impl v1::render_service_server::RenderService for RenderApi {
                 };
                 return Ok(Response::new(v1::PreviewResponse { request: Some(request) }));
             }
-            Some(Target::WebhookId(id)) => self
-                .registry
-                .webhook(&id)
-                .filter(|w| p.can_see(&w.tenant_id))
-                .ok_or_else(|| Status::not_found(format!("webhook `{id}` not found")))?,
+            Some(Target::WebhookId(id)) => {
+                self.registry.webhook(&id).filter(|w| p.can_see(&w.tenant_id)).ok_or_else(|| {
+                    Status::not_found(format!("webhook `{}` not found", hookmesh_core::error::escape_control(&id)))
+                })?
+            }
             Some(Target::Webhook(w)) => {
                 let mut w = convert::webhook_from_proto(w, now).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 w.tenant_id = p.owner(&w.tenant_id)?;
@@ -69,12 +67,14 @@ impl v1::render_service_server::RenderService for RenderApi {
             }
         };
         let template = match &webhook.request.template_id {
-            Some(tid) => Some(
-                self.registry
-                    .template(tid)
-                    .filter(|t| t.tenant_id == webhook.tenant_id)
-                    .ok_or_else(|| Status::invalid_argument(format!("request.template_id: no template `{tid}`")))?,
-            ),
+            Some(tid) => {
+                Some(self.registry.template(tid).filter(|t| t.tenant_id == webhook.tenant_id).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "request.template_id: no template `{}`",
+                        hookmesh_core::error::escape_control(tid)
+                    ))
+                })?)
+            }
             None => None,
         };
         let compiled = CompiledWebhook::compile(webhook.clone(), template.as_deref())

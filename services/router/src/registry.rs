@@ -6,7 +6,7 @@
 
 use chrono::Utc;
 use hookmesh_bus::registry::{ConfigView, WriteError};
-use hookmesh_core::render::CompiledWebhook;
+use hookmesh_core::render::{check_template_content_type, CompiledWebhook};
 use hookmesh_core::signing::generate_secret;
 use hookmesh_core::template::{extract_fields, ContentType};
 use hookmesh_core::webhook::{SigningSecret, Template, Webhook};
@@ -45,7 +45,7 @@ fn new_id(prefix: &str) -> String {
 }
 
 fn not_found(kind: &str, id: &str) -> Status {
-    Status::not_found(format!("{kind} `{id}` not found"))
+    Status::not_found(format!("{kind} `{}` not found", hookmesh_core::error::escape_control(id)))
 }
 
 impl RegistryApi {
@@ -77,15 +77,32 @@ impl RegistryApi {
                 Some(t) if t.tenant_id == w.tenant_id => Some(t.clone()),
                 _ => {
                     return Err(Status::invalid_argument(format!(
-                        "request.template_id: no template `{tid}` in tenant `{}`",
-                        w.tenant_id
+                        "request.template_id: no template `{}` in tenant `{}`",
+                        hookmesh_core::error::escape_control(tid),
+                        hookmesh_core::error::escape_control(&w.tenant_id)
                     )))
                 }
             },
             None => None,
         };
+        if let Some(t) = &template {
+            check_template_content_type(w, t).map_err(invalid)?;
+        }
         CompiledWebhook::compile(Arc::new(w.clone()), template.as_deref()).map_err(invalid)?;
         Ok(())
+    }
+
+    /// A webhook that leaves its content type unset and renders with a registry template sends
+    /// the template's content type.
+    fn adopt_template_content_type(&self, w: &mut Webhook, unset: bool) {
+        if !unset {
+            return;
+        }
+        if let Some(t) = w.request.template_id.as_deref().and_then(|id| self.registry.template(id)) {
+            if t.tenant_id == w.tenant_id {
+                w.request.content_type = t.content_type;
+            }
+        }
     }
 
     fn check_template(&self, t: &Template) -> Result<(), Status> {
@@ -115,6 +132,10 @@ impl RegistryApi {
     }
 }
 
+fn content_type_unset(w: &v1::Webhook) -> bool {
+    w.request.as_ref().is_none_or(|r| r.content_type.trim().is_empty())
+}
+
 fn check_version(expected: u64, actual: u64) -> Result<(), Status> {
     if expected != 0 && expected != actual {
         return Err(Status::aborted(format!(
@@ -134,8 +155,10 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         let req = request.into_inner();
         let wire = req.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
         let now = Utc::now();
+        let unset = content_type_unset(&wire);
         let mut w = convert::webhook_from_proto(wire, now).map_err(invalid)?;
         w.tenant_id = p.owner(&w.tenant_id)?;
+        self.adopt_template_content_type(&mut w, unset);
         if w.id.is_empty() {
             w.id = new_id("wh");
         } else if self.registry.webhook(&w.id).is_some() {
@@ -195,8 +218,10 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
             return Err(Status::invalid_argument("tenant_id: a webhook cannot move to another tenant"));
         }
         let now = Utc::now();
+        let unset = content_type_unset(&wire);
         let mut w = convert::webhook_from_proto(wire, now).map_err(invalid)?;
         w.tenant_id = current.tenant_id.clone();
+        self.adopt_template_content_type(&mut w, unset);
         w.secrets = current.secrets.clone();
         w.created_at = current.created_at;
         w.updated_at = now;
@@ -329,7 +354,8 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         // Every webhook using the template must still compile with the new version.
         for w in self.registry.snapshot().webhooks.values() {
             if w.request.template_id.as_deref() == Some(t.id.as_str()) {
-                CompiledWebhook::compile(w.clone(), Some(&t))
+                check_template_content_type(w, &t)
+                    .and_then(|()| CompiledWebhook::compile(w.clone(), Some(&t)).map(|_| ()))
                     .map_err(|e| Status::failed_precondition(format!("webhook `{}` would break: {e}", w.id)))?;
             }
         }
@@ -363,8 +389,12 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         request: Request<v1::ExtractFieldsRequest>,
     ) -> Result<Response<v1::ExtractFieldsResponse>, Status> {
         let req = request.into_inner();
-        let format = ContentType::parse(&req.format)
-            .ok_or_else(|| Status::invalid_argument(format!("format: `{}` is not json or xml", req.format)))?;
+        let format = ContentType::parse(&req.format).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "format: `{}` is not json or xml",
+                hookmesh_core::error::escape_control(&req.format)
+            ))
+        })?;
         let fields = extract_fields(format, &req.example).map_err(invalid)?;
         Ok(Response::new(v1::ExtractFieldsResponse {
             fields: fields.iter().map(convert::field_mapping_to_proto).collect(),
