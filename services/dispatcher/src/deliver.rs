@@ -1,0 +1,201 @@
+//! One delivery's story: a new request is recorded as `pending` (and queued in its call's lane
+//! for `per_call` webhooks), attempted through the gate, and settled as `success`, a scheduled
+//! retry, or `error`, every outcome recorded before the input offset may be committed.
+
+use super::*;
+use crate::gate::Gate;
+
+/// The lane of a `per_call` webhook's delivery: one call of one webhook.
+pub(crate) fn lane_of(d: &Delivery) -> Option<String> {
+    (d.request.policy.ordering == Ordering::PerCall)
+        .then(|| format!("{}/{}", d.webhook_id, d.call_id.as_deref().unwrap_or(&d.event_id)))
+}
+
+impl Dispatcher {
+    /// Handles a request from `hookmesh.requests`. `order` is released once the delivery is
+    /// recorded (and queued in its call's lane), so later records of the same key may start
+    /// while this one's HTTP attempt is in flight.
+    pub async fn deliver_new(
+        &self,
+        request: RenderedRequest,
+        order: Option<&OrderRelease>,
+    ) -> Result<(), DispatchError> {
+        if let Some(existing) = self.store.get_delivery(&request.delivery_id).await? {
+            if existing.status != DeliveryStatus::Pending || existing.next_attempt_at.is_some() {
+                tracing::debug!(delivery = %existing.id, "already handled; redelivered request skipped");
+                return Ok(());
+            }
+        }
+        let now = Utc::now();
+        let mut d = Delivery::new(request, now);
+        if let Some(reason) = d.request.render_error.clone() {
+            d.status = DeliveryStatus::Error;
+            d.last_error = Some(reason);
+            d.last_error_class = Some(ErrorClass::Render);
+            self.save(&d).await?;
+            metrics().completed("error");
+            return Ok(());
+        }
+        self.save(&d).await?;
+        let may_go = match lane_of(&d) {
+            Some(lane) => self.store.lane_push(&lane, &d.id).await?,
+            None => true,
+        };
+        if let Some(o) = order {
+            o.release();
+        }
+        if !may_go {
+            // An earlier event of this call is still being delivered; this one waits its turn.
+            return Ok(());
+        }
+        self.attempt(d, AttemptTrigger::Scheduled).await
+    }
+
+    /// Runs one attempt of a pending or retrying delivery and settles it, unless the endpoint's
+    /// circuit, rate limit or concurrency says to wait: then it is rescheduled without counting
+    /// as an attempt, and nothing else waits for it.
+    pub async fn attempt(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(), DispatchError> {
+        let now = Utc::now();
+        let webhook = self.registry.webhook_at_least(&d.webhook_id, d.request.webhook_version, REGISTRY_WAIT).await;
+        let stop_reason = match &webhook {
+            None => Some((None, "the webhook was deleted".to_string())),
+            Some(w) if !w.enabled => Some((None, "the webhook is disabled".to_string())),
+            Some(_)
+                if now
+                    > d.created_at
+                        + chrono::Duration::from_std(d.request.policy.total_timeout())
+                            .unwrap_or(chrono::Duration::MAX) =>
+            {
+                Some((Some(ErrorClass::Expired), "the total timeout passed before the attempt could start".to_string()))
+            }
+            Some(_) => None,
+        };
+        if let Some((class, reason)) = stop_reason {
+            d.last_error = Some(reason);
+            d.last_error_class = class;
+            return self.settle_error(d).await;
+        }
+        let webhook = webhook.expect("checked above");
+        let permit = match self.gate(&webhook, &mut d, now).await? {
+            Gate::Go(permit) => permit,
+            Gate::Wait(wait) => return self.defer(d, wait).await,
+        };
+        let keys = signing_keys(&webhook);
+        let span = otel::stage_span(
+            "webhook.attempt",
+            SpanKind::Client,
+            d.request.traceparent.as_deref().map(str::as_bytes),
+            hookmesh_bus::trace::child_of,
+        );
+        span.set_attribute("webhook.id", d.webhook_id.clone());
+        span.set_attribute("delivery.id", d.id.clone());
+        span.set_attribute("attempt", i64::from(d.attempts + 1));
+        let mut request = d.request.clone();
+        request.traceparent = d.request.traceparent.as_ref().map(|_| span.traceparent());
+        metrics().in_flight.inc();
+        let (attempt, result) =
+            client::send(&self.client, &self.config.address_policy, &request, &keys, d.attempts + 1, trigger).await;
+        metrics().in_flight.dec();
+        if let Some(status) = attempt.response_status {
+            span.set_attribute("http.response.status_code", i64::from(status));
+        }
+        if let Some(e) = &attempt.error {
+            span.fail(e.clone());
+        }
+        drop(span);
+        drop(permit);
+        self.endpoint(&webhook).observe(attempt.duration_ms);
+        self.record_attempt(&mut d, &attempt).await?;
+        self.store
+            .record_health(
+                &d.webhook_id,
+                &HealthSample {
+                    at: attempt.started_at,
+                    duration_ms: attempt.duration_ms,
+                    status: attempt.response_status.unwrap_or(0),
+                    success: attempt.succeeded(),
+                },
+            )
+            .await?;
+        // A refused address is this deployment's configuration, not the endpoint's health.
+        if attempt.error_class != Some(hookmesh_core::delivery::ErrorClass::Blocked) {
+            self.update_breaker(&webhook, attempt.succeeded()).await?;
+        }
+        let decision =
+            decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
+        match decision {
+            Decision::Delivered => {
+                self.store.cancel_retry(&d.id).await?;
+                d.status = DeliveryStatus::Success;
+                d.next_attempt_at = None;
+                metrics().completed("success");
+                let latency = (Utc::now() - d.created_at).to_std().unwrap_or_default();
+                metrics().delivery_latency.observe(latency.as_secs_f64());
+                d.updated_at = Utc::now();
+                self.save(&d).await?;
+                self.advance_lane(&d).await?;
+            }
+            Decision::Retry(delay) => {
+                let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                self.store.schedule_retry(&d.id, due).await?;
+                d.status = DeliveryStatus::Retrying;
+                d.next_attempt_at = Some(due);
+                metrics().retries_scheduled.inc();
+                d.updated_at = Utc::now();
+                self.save(&d).await?;
+            }
+            Decision::GiveUp(reason) => {
+                d.last_error = Some(format!("{}; gave up: {reason}", d.last_error.clone().unwrap_or_default()));
+                // Reports about reports are not made: that could chain webhooks into a loop.
+                if !d.event_type.is_operational() {
+                    let details = json!({"delivery_id": d.id, "event_id": d.event_id, "event_type": d.event_type.as_str(),
+                        "attempts": d.attempts, "last_status": d.last_status, "reason": reason});
+                    self.emit(EventType::WebhookAttemptExhausted, &webhook, details).await;
+                }
+                self.settle_error(d).await?;
+            }
+            Decision::Disable => {
+                d.last_error = Some("receiver answered 410 Gone; webhook disabled".to_string());
+                self.settle_error(d).await?;
+                self.disable_webhook(&webhook, "the receiver answered 410 Gone").await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a delivery in `error` and lets the next event of its call go.
+    pub(crate) async fn settle_error(&self, mut d: Delivery) -> Result<(), DispatchError> {
+        self.store.cancel_retry(&d.id).await?;
+        d.status = DeliveryStatus::Error;
+        d.next_attempt_at = None;
+        d.slot_at = None;
+        d.updated_at = Utc::now();
+        self.save(&d).await?;
+        metrics().completed("error");
+        let shown = self.vault.for_display(&d);
+        let error = shown.last_error.as_deref().unwrap_or("");
+        tracing::info!(delivery = %d.id, webhook = %d.webhook_id, attempts = d.attempts, error, "delivery ended in error");
+        self.advance_lane(&d).await
+    }
+
+    /// A finished delivery of a `per_call` webhook hands its call's lane to the next event.
+    pub(crate) async fn advance_lane(&self, d: &Delivery) -> Result<(), DispatchError> {
+        if let Some(lane) = lane_of(d) {
+            if let Some(next) = self.store.lane_pop(&lane, &d.id).await? {
+                self.store.schedule_retry(&next, Utc::now()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reschedules without an attempt (circuit open, rate limit, endpoint busy).
+    pub(crate) async fn defer(&self, mut d: Delivery, wait: Duration) -> Result<(), DispatchError> {
+        let due = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        self.store.schedule_retry(&d.id, due).await?;
+        d.next_attempt_at = Some(due);
+        d.updated_at = Utc::now();
+        self.save(&d).await?;
+        metrics().deferred.inc();
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! The delivery log as the dispatcher writes it: deliveries and attempts go through the
+//! privacy vault (masked for storage, the exact request sealed), attempts also to the
+//! `hookmesh.attempts` history stream.
+
+use super::*;
+
+impl Dispatcher {
+    /// Stores `d` (in its working form) as the delivery log keeps it (see [`privacy`]).
+    pub async fn save(&self, d: &Delivery) -> Result<(), DispatchError> {
+        Ok(self.store.put_delivery(&self.vault.for_storage(d)).await?)
+    }
+
+    /// A stored delivery in its working form.
+    pub async fn load(&self, id: &str) -> Result<Option<Delivery>, DispatchError> {
+        match self.store.get_delivery(id).await? {
+            Some(mut d) => {
+                self.vault.open(&mut d).map_err(DispatchError::Sealed)?;
+                Ok(Some(d))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Appends an attempt to the log and the history stream, updating the delivery's summary.
+    pub async fn record_attempt(&self, d: &mut Delivery, attempt: &Attempt) -> Result<(), DispatchError> {
+        d.attempts += 1;
+        d.last_status = attempt.response_status;
+        d.last_error = attempt.error.clone();
+        d.last_error_class = attempt.error_class;
+        let attempt = self.vault.attempt_for_storage(d, attempt);
+        let attempt = attempt.as_ref();
+        self.store.add_attempt(&d.id, attempt).await?;
+        metrics().attempt(if attempt.succeeded() { "success" } else { "failure" }, client::class_label(attempt));
+        metrics().response_time.observe(attempt.duration_ms as f64 / 1000.0);
+        // The history stream is best effort: the delivery log is the record of truth, and a
+        // failed publish must not cause the HTTP request to be sent again.
+        let entry = serde_json::json!({
+            "delivery_id": d.id, "webhook_id": d.webhook_id, "tenant_id": d.tenant_id,
+            "event_id": d.event_id, "attempt": attempt,
+        });
+        if let Err(e) =
+            self.bus.publish(&self.topics.attempts, Record::new(d.id.clone(), Bytes::from(entry.to_string()))).await
+        {
+            tracing::warn!(error = %e, delivery = %d.id, "attempt history publish failed");
+        }
+        Ok(())
+    }
+}
