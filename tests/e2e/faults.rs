@@ -2,9 +2,10 @@
 //!
 //! tansu, a redis-server with the append-only file (`appendfsync always`, as the README tells
 //! operators), and the four roles as separate processes (two dispatchers) in consumer groups
-//! with cooperative rebalancing. (Not as static members: with `group.instance.id` set, tansu
-//! 0.6 gave a restarted stage no partitions at all, and with the range assignor not even a
-//! first start; static membership is for brokers that implement it, see the README.) A plain Kafka producer (idempotent, `acks=all`)
+//! with the default (eager) rebalancing. (Not as static members nor cooperative: with
+//! `group.instance.id` set, tansu 0.6 gave a restarted stage no partitions at all, and with
+//! `cooperative-sticky` it once left two partitions with no owner; both are for brokers that
+//! implement them, see the README.) A plain Kafka producer (idempotent, `acks=all`)
 //! publishes calls to `calls.raw` at a fixed rate to two webhooks: a healthy CRM receiver and
 //! a receiver that fails until every fault is over and then recovers. While it runs, each
 //! stage is SIGKILLed and restarted twice at seeded random instants, both dispatchers are
@@ -147,7 +148,40 @@ async fn publish_calls(bootstrap: String, stop: Arc<AtomicBool>) -> Vec<String> 
     published
 }
 
-async fn create_webhook(d: &Deployment, name: &str, url: String, policy: Option<v1::DeliveryPolicy>) -> String {
+/// What the delivery log and the retry schedule say about a call that never arrived.
+async fn explain_missing(d: &Deployment, redis_url: &str, webhook_id: &str, call_id: &str) -> String {
+    let id = hookmesh_core::delivery::delivery_id(webhook_id, &format!("{call_id}-e"));
+    let mut client = d.procs["dispatcher-0"].deliveries().await;
+    let logged = match client.get_delivery(v1::GetDeliveryRequest { id: id.clone() }).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            let dl = r.delivery.unwrap_or_default();
+            format!(
+                "status {:?}, {} attempts, last error {:?}, next attempt {:?}",
+                dl.status,
+                r.attempts.len(),
+                dl.last_error,
+                dl.next_attempt_at
+            )
+        }
+        Err(e) => format!("not in the delivery log ({})", e.code()),
+    };
+    let mut conn = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let due: Option<f64> = redis::cmd("ZSCORE").arg("hm:retries").arg(&id).query_async(&mut conn).await.unwrap_or(None);
+    let seen: bool = redis::cmd("EXISTS")
+        .arg(format!("hm:seen:dedup:acme:{call_id}-e"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(false);
+    format!("{call_id} ({id}): {logged}; retry due {due:?}; ingest dedup mark {seen}")
+}
+
+async fn create_webhook(
+    d: &Deployment,
+    name: &str,
+    url: String,
+    policy: Option<v1::DeliveryPolicy>,
+) -> (String, String) {
     let mut w = webhook("acme", name, &url);
     w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
     w.policy = policy;
@@ -158,7 +192,7 @@ async fn create_webhook(d: &Deployment, name: &str, url: String, policy: Option<
         .await
         .expect("webhook created")
         .into_inner();
-    created.secret
+    (created.webhook.expect("created webhook").id, created.secret)
 }
 
 /// The longest wait between consecutive first deliveries of distinct calls at `rx` from the
@@ -196,8 +230,8 @@ async fn killing_every_stage_and_redis_loses_nothing() {
     let crm = Receiver::start().await;
     let flaky = Receiver::start().await;
     flaky.script(&[], 503);
-    let crm_secret = create_webhook(&d, "CRM", crm.url("/crm/{{ callid }}"), None).await;
-    let flaky_secret = create_webhook(
+    let (crm_id, crm_secret) = create_webhook(&d, "CRM", crm.url("/crm/{{ callid }}"), None).await;
+    let (flaky_id, flaky_secret) = create_webhook(
         &d,
         "Analytics",
         flaky.url("/flaky/{{ callid }}"),
@@ -257,13 +291,18 @@ async fn killing_every_stage_and_redis_loses_nothing() {
         crm_expected.is_subset(&got(&crm)) && flaky_expected.is_subset(&got(&flaky))
     })
     .await;
-    let missing: Vec<_> =
-        crm_expected.difference(&got(&crm)).chain(flaky_expected.difference(&got(&flaky))).cloned().collect();
-    assert!(
-        complete,
-        "{}",
-        context(&format!("{} of {} calls published; missing: {missing:?}", missing.len(), published.len()))
-    );
+    if !complete {
+        let mut why = Vec::new();
+        for (rx, prefix, webhook_id) in [(&crm, "crm", &crm_id), (&flaky, "flaky", &flaky_id)] {
+            let missing: Vec<_> = expected(prefix).difference(&got(rx)).cloned().collect();
+            why.push(format!("{} of {} calls missing at /{prefix}", missing.len(), published.len()));
+            for uri in missing.iter().take(5) {
+                let call = uri.rsplit('/').next().unwrap_or_default();
+                why.push(explain_missing(&d, &d.redis.url(), webhook_id, call).await);
+            }
+        }
+        panic!("{}", context(&why.join("\n")));
+    }
 
     // Repeats only with the first request's webhook-id; every signature verifies.
     for (rx, secret) in [(&crm, &crm_secret), (&flaky, &flaky_secret)] {
@@ -310,5 +349,100 @@ async fn killing_every_stage_and_redis_loses_nothing() {
         published.len(),
         faults.len(),
         flaky.count()
+    );
+}
+
+/// A broker that stops answering stalls the pipeline and loses nothing: `Publish` answers an
+/// error (never OK) while it cannot write, the client's retry after the outage is accepted,
+/// and every call is delivered once the broker is back, repeats only with the same
+/// `webhook-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_stalls_the_pipeline_and_loses_nothing() {
+    let broker = TansuBroker::start();
+    let redis = RedisServer::start();
+    let args = [
+        "--kafka",
+        &broker.bootstrap(),
+        "--redis",
+        &redis.url(),
+        "--partitions",
+        "2",
+        "--kafka-session-timeout-ms",
+        &SESSION_TIMEOUT.as_millis().to_string(),
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let router = Hookmesh::start_role("router", &args);
+    let ingest = Hookmesh::start_role("ingest", &args);
+    let _renderer = Hookmesh::start_role("renderer", &args);
+    let _dispatcher = Hookmesh::start_role("dispatcher", &args);
+    let rx = Receiver::start().await;
+    let mut w = webhook("acme", "CRM", &rx.url("/crm/{{ callid }}"));
+    w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
+    let secret = router
+        .webhooks()
+        .await
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+        .await
+        .expect("webhook created")
+        .into_inner()
+        .secret;
+    let ended = |call: &str| event(&format!("{call}-e"), "call.ended", "acme", call, json!({"ani": "5550001111"}));
+    let items = |calls: &[&str]| v1::PublishRequest {
+        events: calls
+            .iter()
+            .map(|c| v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(ended(c).to_string())) })
+            .collect(),
+    };
+    assert_eq!(ingest.publish(&[ended("before")]).await.accepted, 1);
+    rx.wait_for(1, Duration::from_secs(60)).await;
+
+    broker.pause();
+    let started = Instant::now();
+    let during = ingest.ingest().await.publish(items(&["during"])).await;
+    let waited = started.elapsed();
+    let status = during.expect_err("Publish must not answer OK while the broker cannot write");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(rx.count() == 1, "nothing is delivered while the broker is down: {:?}", rx.received());
+    broker.resume();
+
+    // The client retries what failed, as a client would until the broker is back; new calls
+    // go through as well.
+    let mut answers = Vec::new();
+    let accepted = wait_until_async(
+        Duration::from_secs(60),
+        || {
+            let ingest = &ingest;
+            let items = items(&["during", "after"]);
+            async move { ingest.ingest().await.publish(items).await.map(|r| r.into_inner()) }
+        },
+        |answer: &Result<v1::PublishResponse, tonic::Status>| {
+            answers.push(format!("{answer:?}"));
+            answer.as_ref().is_ok_and(|r| r.accepted == 2)
+        },
+    )
+    .await;
+    assert!(accepted, "Publish after the outage never accepted both: {answers:#?}\n{}", tail(&ingest.log_text(), 30));
+    let want: BTreeSet<String> = ["before", "during", "after"].iter().map(|c| format!("/crm/{c}")).collect();
+    let complete = wait_until(Duration::from_secs(120), || {
+        want.is_subset(&rx.received().into_iter().map(|r| r.uri).collect::<BTreeSet<_>>())
+    })
+    .await;
+    assert!(complete, "after the outage: {:?}\ningest log:\n{}", rx.received(), tail(&ingest.log_text(), 30));
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for r in rx.received() {
+        verify_signature(&secret, &r).expect("signed");
+        let id = r.header("webhook-id").unwrap();
+        assert_eq!(
+            ids.entry(r.uri.clone()).or_insert_with(|| id.clone()),
+            &id,
+            "a repeat of {} with another id",
+            r.uri
+        );
+    }
+    println!(
+        "broker outage: Publish answered {:?} after {waited:?}; accepted again after {} tries",
+        status.code(),
+        answers.len()
     );
 }

@@ -6,7 +6,8 @@
 //!   (`enable.auto.offset.store=false`): [`Consumer::commit`] stores an offset, librdkafka
 //!   commits stored offsets periodically and on close. The stage loop stores the low-water
 //!   mark, so an offset is never committed past work in flight; a crash re-delivers.
-//! - Group members rebalance cooperatively (`cooperative-sticky`) and, given a stable
+//! - Group members rebalance with [`KafkaConfig::assignment_strategy`] (eager by default,
+//!   `cooperative-sticky` where the broker supports it) and, given a stable
 //!   [`KafkaConfig::instance_id`], join as static members: a restarted stage resumes its own
 //!   partitions as soon as it has joined, without waiting for the session timeout.
 //! - Readers (registry, DLQ listing) assign every partition from the beginning without
@@ -42,7 +43,7 @@ pub struct KafkaConfig {
     /// the same name takes its partitions back at once instead of waiting for the session
     /// timeout and a rebalance of the whole group. Two live processes must never share it.
     pub instance_id: Option<String>,
-    /// `partition.assignment.strategy` of group members (default `cooperative-sticky`).
+    /// `partition.assignment.strategy` of group members (default [`DEFAULT_ASSIGNMENT_STRATEGY`]).
     pub assignment_strategy: String,
     pub extra: Vec<(String, String)>,
 }
@@ -55,7 +56,7 @@ impl KafkaConfig {
             session_timeout_ms: 10_000,
             replication_factor: 1,
             instance_id: None,
-            assignment_strategy: "cooperative-sticky".to_string(),
+            assignment_strategy: DEFAULT_ASSIGNMENT_STRATEGY.to_string(),
             extra: Vec::new(),
         }
     }
@@ -70,6 +71,15 @@ impl KafkaConfig {
     }
 }
 
+/// Eager rebalancing (`range`, `roundrobin`): every rebalance revokes and reassigns all
+/// partitions of the group. `cooperative-sticky` moves only the partitions that change hands
+/// and lets the other members keep consuming, but it relies on the broker to complete the
+/// follow-up rebalance that hands out revoked partitions: against tansu 0.6 two of four
+/// partitions stayed owned by no member for minutes after two dispatchers restarted together
+/// (seen in the fault suite), so it is a setting for brokers that implement it (Apache Kafka
+/// 2.4+), not the default.
+pub const DEFAULT_ASSIGNMENT_STRATEGY: &str = "range,roundrobin";
+
 fn backend(e: KafkaError) -> BusError {
     BusError::Backend(e.to_string())
 }
@@ -77,24 +87,48 @@ fn backend(e: KafkaError) -> BusError {
 #[derive(Clone)]
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when librdkafka declares it fatally failed (see [`KafkaBus::publish`]).
+    /// With a generation number, so of many senders that see it fail only one replaces it.
+    producer: Arc<parking_lot::RwLock<(u64, FutureProducer)>>,
 }
 
 impl KafkaBus {
     pub fn connect(config: KafkaConfig) -> Result<Self> {
-        let producer: FutureProducer = config
+        let producer = Self::new_producer(&config)?;
+        Ok(KafkaBus { config, producer: Arc::new(parking_lot::RwLock::new((0, producer))) })
+    }
+
+    fn new_producer(config: &KafkaConfig) -> Result<FutureProducer> {
+        config
             .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
             .create()
-            .map_err(backend)?;
-        Ok(KafkaBus { config, producer })
+            .map_err(backend)
+    }
+
+    fn producer(&self) -> (u64, FutureProducer) {
+        self.producer.read().clone()
+    }
+
+    /// An idempotent producer whose message timed out while the broker was unreachable asks
+    /// for a new epoch when the broker is back; a broker can answer that with a fatal error
+    /// (tansu answers `ProducerFenced`), after which librdkafka refuses every send. Replace
+    /// such a producer (once, whoever notices first) so the next send goes through.
+    fn replace_if_fatal(&self, generation: u64, failed: &FutureProducer) -> Result<bool> {
+        let Some((code, reason)) = failed.client().fatal_error() else { return Ok(false) };
+        let mut current = self.producer.write();
+        if current.0 == generation {
+            tracing::warn!(?code, reason, "the Kafka producer failed fatally; starting a new one");
+            *current = (generation + 1, Self::new_producer(&self.config)?);
+        }
+        Ok(true)
     }
 
     fn partitions_of(&self, topic: &str) -> Result<usize> {
-        let md = self.producer.client().fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(backend)?;
+        let md = self.producer().1.client().fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(backend)?;
         let t =
             md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
         if t.error().is_some() || t.partitions().is_empty() {
@@ -124,8 +158,6 @@ impl KafkaBus {
             // most this long (the stage loops poll continuously, so this is never hit alive).
             .set("max.poll.interval.ms", (self.config.session_timeout_ms * 5).max(30_000).to_string());
         if commits {
-            // Incremental (cooperative) rebalancing: a member joining or leaving moves only the
-            // partitions that change hands; the others keep consuming through the rebalance.
             c.set("partition.assignment.strategy", &self.config.assignment_strategy);
             if let Some(id) = &self.config.instance_id {
                 c.set("group.instance.id", format!("{id}.{group}"));
@@ -171,14 +203,23 @@ impl Bus for KafkaBus {
         for (k, v) in &record.headers {
             headers = headers.insert(Header { key: k, value: Some(v.as_slice()) });
         }
-        let mut fr: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(record.key.as_str()).headers(headers);
-        if let Some(p) = &record.payload {
-            fr = fr.payload(p.as_ref());
+        // A fatally failed producer is replaced once and the record sent again with the new one.
+        for _ in 0..2 {
+            let mut fr: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(topic).key(record.key.as_str()).headers(headers.clone());
+            if let Some(p) = &record.payload {
+                fr = fr.payload(p.as_ref());
+            }
+            let (generation, producer) = self.producer();
+            match producer.send(fr, Duration::from_secs(30)).await {
+                Ok(d) => return Ok((d.partition, d.offset)),
+                Err((e, _)) if self.replace_if_fatal(generation, &producer)? => {
+                    tracing::warn!(topic, error = %e, "send failed on a fatally failed producer; sending again");
+                }
+                Err((e, _)) => return Err(backend(e)),
+            }
         }
-        match self.producer.send(fr, Duration::from_secs(30)).await {
-            Ok(d) => Ok((d.partition, d.offset)),
-            Err((e, _)) => Err(backend(e)),
-        }
+        Err(BusError::Backend(format!("publishing to `{topic}`: the Kafka producer failed fatally twice")))
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
@@ -212,7 +253,8 @@ impl Bus for KafkaBus {
             let n = b.partitions_of(&t)?;
             (0..n as i32)
                 .map(|p| {
-                    b.producer
+                    b.producer()
+                        .1
                         .client()
                         .fetch_watermarks(&t, p, Duration::from_secs(10))
                         .map(|(_, high)| high)

@@ -49,6 +49,22 @@ impl TansuBroker {
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is answered, as when
+    /// the broker's host stalls or the network drops packets.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} tansu");
+    }
 }
 
 impl Drop for TansuBroker {

@@ -14,7 +14,8 @@
 //! kafka_session_timeout_ms = 10000       # HOOKMESH_KAFKA_SESSION_TIMEOUT_MS
 //! instance_id = "dispatcher-0"           # HOOKMESH_INSTANCE_ID: a stable, unique name of this
 //!                                        # process (the pod name): static Kafka group membership
-//! kafka_assignment_strategy = "cooperative-sticky"  # HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY
+//! kafka_assignment_strategy = "range,roundrobin"  # HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY, or
+//!                                        # cooperative-sticky on brokers that support it
 //! retry_lease_secs = 90                  # HOOKMESH_RETRY_LEASE_SECS: how long a claimed retry
 //!                                        # stays with a dispatcher that died before it comes back
 //! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX
@@ -82,8 +83,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "HOOKMESH_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// How a consumer group shares partitions (`partition.assignment.strategy`):
-    /// `cooperative-sticky` (default: a rebalance moves only the partitions that change hands),
-    /// `range`, `roundrobin`.
+    /// `range,roundrobin` (default, eager), `range`, `roundrobin`, or `cooperative-sticky` (a
+    /// rebalance moves only the partitions that change hands; needs a broker that completes
+    /// incremental rebalances, such as Apache Kafka 2.4+).
     #[arg(long, env = "HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY")]
     pub kafka_assignment_strategy: Option<String>,
     /// Seconds a claimed retry stays leased to a dispatcher (it comes back after this when the
@@ -226,7 +228,7 @@ impl SettingsArgs {
                 .kafka_assignment_strategy
                 .clone()
                 .or(file.kafka_assignment_strategy)
-                .unwrap_or_else(|| "cooperative-sticky".into()),
+                .unwrap_or_else(|| hookmesh_bus::kafka::DEFAULT_ASSIGNMENT_STRATEGY.into()),
             retry_lease: std::time::Duration::from_secs(
                 self.retry_lease_secs.or(file.retry_lease_secs).unwrap_or(DEFAULT_RETRY_LEASE_SECS),
             ),
