@@ -43,6 +43,9 @@ pub struct KafkaConfig {
     /// the same name takes its partitions back at once instead of waiting for the session
     /// timeout and a rebalance of the whole group. Two live processes must never share it.
     pub instance_id: Option<String>,
+    /// How long a publish waits for the broker's acknowledgement (`message.timeout.ms`) before
+    /// it fails: while the broker is unreachable, `Publish` answers UNAVAILABLE after this.
+    pub message_timeout_ms: u32,
     /// `partition.assignment.strategy` of group members (default [`DEFAULT_ASSIGNMENT_STRATEGY`]).
     pub assignment_strategy: String,
     pub extra: Vec<(String, String)>,
@@ -56,6 +59,7 @@ impl KafkaConfig {
             session_timeout_ms: 10_000,
             replication_factor: 1,
             instance_id: None,
+            message_timeout_ms: 30_000,
             assignment_strategy: DEFAULT_ASSIGNMENT_STRATEGY.to_string(),
             extra: Vec::new(),
         }
@@ -104,7 +108,7 @@ impl KafkaBus {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
             .create()
             .map_err(backend)
     }
@@ -114,14 +118,29 @@ impl KafkaBus {
     }
 
     /// An idempotent producer whose message timed out while the broker was unreachable asks
-    /// for a new epoch when the broker is back; a broker can answer that with a fatal error
-    /// (tansu answers `ProducerFenced`), after which librdkafka refuses every send. Replace
-    /// such a producer (once, whoever notices first) so the next send goes through.
-    fn replace_if_fatal(&self, generation: u64, failed: &FutureProducer) -> Result<bool> {
-        let Some((code, reason)) = failed.client().fatal_error() else { return Ok(false) };
+    /// for a new epoch when the broker is back; a broker can refuse it for good (tansu answers
+    /// `ProducerFenced` to every later send). Replace such a producer (once, whoever notices
+    /// first) so the next send goes through with a new producer id.
+    fn replace_if_fatal(&self, generation: u64, failed: &FutureProducer, error: &KafkaError) -> Result<bool> {
+        // The broker no longer accepts this producer's id or epoch: every later send fails the
+        // same way, though librdkafka does not always flag the producer as fatally failed.
+        let fenced = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            )
+        );
+        let reason = match failed.client().fatal_error() {
+            Some((_, reason)) => reason,
+            None if fenced => error.to_string(),
+            None => return Ok(false),
+        };
         let mut current = self.producer.write();
         if current.0 == generation {
-            tracing::warn!(?code, reason, "the Kafka producer failed fatally; starting a new one");
+            tracing::warn!(reason, "the Kafka producer can no longer send; starting a new one");
             *current = (generation + 1, Self::new_producer(&self.config)?);
         }
         Ok(true)
@@ -211,9 +230,9 @@ impl Bus for KafkaBus {
                 fr = fr.payload(p.as_ref());
             }
             let (generation, producer) = self.producer();
-            match producer.send(fr, Duration::from_secs(30)).await {
+            match producer.send(fr, Duration::from_millis(u64::from(self.config.message_timeout_ms))).await {
                 Ok(d) => return Ok((d.partition, d.offset)),
-                Err((e, _)) if self.replace_if_fatal(generation, &producer)? => {
+                Err((e, _)) if self.replace_if_fatal(generation, &producer, &e)? => {
                     tracing::warn!(topic, error = %e, "send failed on a fatally failed producer; sending again");
                 }
                 Err((e, _)) => return Err(backend(e)),

@@ -37,7 +37,6 @@ impl Default for LoopOptions {
     }
 }
 
-/// Runs until `shutdown` is cancelled. `name` labels logs.
 /// Runs `attempt` until it succeeds, backing off from 50 ms doubling to 5 s: a handler's
 /// future completes only once what its record produced is acknowledged, so transient bus or
 /// store failures are retried here rather than dropping the record.
@@ -80,6 +79,43 @@ impl OrderRelease {
     }
 }
 
+/// Runs one pipeline stage until `shutdown`: subscribes to `topic` as `group`, and hands every
+/// record to `handle` (with the stage and the record's order release), retrying it until it
+/// succeeds, so an offset is committed only once what its record produced is acknowledged.
+/// The loop reports its consumer lag; `name` labels logs and `what` says what a failed attempt
+/// was doing.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_stage<S, H, Fut, T, E>(
+    name: &'static str,
+    what: &'static str,
+    stage: Arc<S>,
+    bus: Arc<dyn crate::Bus>,
+    topic: &str,
+    group: &str,
+    options: LoopOptions,
+    shutdown: CancellationToken,
+    handle: H,
+) -> Result<(), crate::BusError>
+where
+    S: Send + Sync + 'static,
+    H: Fn(Arc<S>, Message, OrderRelease) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let consumer = bus.subscribe(topic, group).await?;
+    let options = LoopOptions { lag_from: Some((bus, topic.to_string())), ..options };
+    run_consumer(name, consumer, options, shutdown, move |msg, order| {
+        let (stage, handle) = (stage.clone(), handle.clone());
+        async move {
+            until_ok(what, || handle(stage.clone(), msg.clone(), order.clone())).await;
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Runs until `shutdown` is cancelled. `name` labels logs.
 pub async fn run_consumer<H, Fut>(
     name: &'static str,
     mut consumer: Box<dyn Consumer>,

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use chrono::DateTime;
 use chrono::Utc;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions, OrderRelease};
+use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
@@ -148,23 +148,25 @@ impl Dispatcher {
 
 /// Consumes `hookmesh.requests` and runs the retry loop until `shutdown`.
 pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = dispatcher.bus.subscribe(&dispatcher.topics.requests, &group).await?;
     let dispatcher = Arc::new(dispatcher);
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
+    let (bus, topic) = (dispatcher.bus.clone(), dispatcher.topics.requests.clone());
     // Ordered by key (webhook/call) only until each delivery is recorded and queued in its
     // call's lane: see `deliver_new`.
-    let options = LoopOptions {
-        max_in_flight: dispatcher.config.max_in_flight,
-        ordered_by_key: true,
-        lag_from: Some((dispatcher.bus.clone(), dispatcher.topics.requests.clone())),
-        ..Default::default()
-    };
-    let d = dispatcher.clone();
-    run_consumer("dispatcher", consumer, options, shutdown, move |msg, order| {
-        let d = d.clone();
-        async move { until_ok("dispatcher: recording the delivery", || d.handle(&msg, Some(&order))).await }
-    })
+    let options =
+        LoopOptions { max_in_flight: dispatcher.config.max_in_flight, ordered_by_key: true, ..Default::default() };
+    let result = run_stage(
+        "dispatcher",
+        "dispatcher: recording the delivery",
+        dispatcher,
+        bus,
+        &topic,
+        &group,
+        options,
+        shutdown,
+        |d, msg, order| async move { d.handle(&msg, Some(&order)).await },
+    )
     .await;
     let _ = retries.await;
-    Ok(())
+    result
 }

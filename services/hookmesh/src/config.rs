@@ -16,6 +16,8 @@
 //!                                        # process (the pod name): static Kafka group membership
 //! kafka_assignment_strategy = "range,roundrobin"  # HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY, or
 //!                                        # cooperative-sticky on brokers that support it
+//! kafka_message_timeout_ms = 30000       # HOOKMESH_KAFKA_MESSAGE_TIMEOUT_MS: how long a write waits
+//!                                        # for an unreachable broker before Publish answers UNAVAILABLE
 //! retry_lease_secs = 90                  # HOOKMESH_RETRY_LEASE_SECS: how long a claimed retry
 //!                                        # stays with a dispatcher that died before it comes back
 //! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX
@@ -88,6 +90,10 @@ pub struct SettingsArgs {
     /// incremental rebalances, such as Apache Kafka 2.4+).
     #[arg(long, env = "HOOKMESH_KAFKA_ASSIGNMENT_STRATEGY")]
     pub kafka_assignment_strategy: Option<String>,
+    /// How long a write to Kafka waits for the broker's acknowledgement before it fails (ms):
+    /// while the broker is unreachable, `Publish` answers UNAVAILABLE after this.
+    #[arg(long, env = "HOOKMESH_KAFKA_MESSAGE_TIMEOUT_MS")]
+    pub kafka_message_timeout_ms: Option<u32>,
     /// Seconds a claimed retry stays leased to a dispatcher (it comes back after this when the
     /// dispatcher dies); must exceed the longest attempt (60 s).
     #[arg(long, env = "HOOKMESH_RETRY_LEASE_SECS")]
@@ -153,6 +159,7 @@ struct FileSettings {
     kafka_session_timeout_ms: Option<u32>,
     instance_id: Option<String>,
     kafka_assignment_strategy: Option<String>,
+    kafka_message_timeout_ms: Option<u32>,
     retry_lease_secs: Option<u64>,
     redis_prefix: Option<String>,
     max_in_flight: Option<usize>,
@@ -183,6 +190,7 @@ pub struct Settings {
     pub kafka_session_timeout_ms: u32,
     pub instance_id: Option<String>,
     pub kafka_assignment_strategy: String,
+    pub kafka_message_timeout_ms: u32,
     pub retry_lease: std::time::Duration,
     pub redis_prefix: String,
     pub max_in_flight: usize,
@@ -229,6 +237,7 @@ impl SettingsArgs {
                 .clone()
                 .or(file.kafka_assignment_strategy)
                 .unwrap_or_else(|| hookmesh_bus::kafka::DEFAULT_ASSIGNMENT_STRATEGY.into()),
+            kafka_message_timeout_ms: self.kafka_message_timeout_ms.or(file.kafka_message_timeout_ms).unwrap_or(30_000),
             retry_lease: std::time::Duration::from_secs(
                 self.retry_lease_secs.or(file.retry_lease_secs).unwrap_or(DEFAULT_RETRY_LEASE_SECS),
             ),
@@ -326,6 +335,9 @@ impl SettingsArgs {
                 "kafka_assignment_strategy: `{}` is not one of cooperative-sticky, range, roundrobin",
                 s.kafka_assignment_strategy
             );
+        }
+        if !(1000..=300_000).contains(&s.kafka_message_timeout_ms) {
+            bail!("kafka_message_timeout_ms: must be between 1000 and 300000, got {}", s.kafka_message_timeout_ms);
         }
         if s.retry_lease.as_secs() == 0 {
             bail!("retry_lease_secs: must be at least 1");

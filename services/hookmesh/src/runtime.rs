@@ -79,6 +79,7 @@ async fn build_bus(s: &Settings, standalone: bool, role: &str) -> anyhow::Result
             config.replication_factor = s.replication_factor;
             config.instance_id = s.instance_id.clone();
             config.assignment_strategy = s.kafka_assignment_strategy.clone();
+            config.message_timeout_ms = s.kafka_message_timeout_ms;
             Ok(Arc::new(KafkaBus::connect(config).with_context(|| format!("kafka: cannot connect to `{brokers}`"))?))
         }
         None if standalone => Ok(Arc::new(MemoryBus::new())),

@@ -14,7 +14,7 @@
 pub mod service;
 
 use bytes::Bytes;
-use hookmesh_bus::stage::{run_consumer, until_ok, LoopOptions};
+use hookmesh_bus::stage::{run_stage, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Record};
@@ -126,22 +126,20 @@ impl Ingest {
 /// Consumes `calls.raw` until `shutdown`; offsets are committed once each record is forwarded
 /// or dead-lettered.
 pub async fn run(ingest: Ingest, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = ingest.bus.subscribe(&ingest.topics.raw, &group).await?;
-    let ingest = Arc::new(ingest);
-    run_consumer(
+    let (bus, topic) = (ingest.bus.clone(), ingest.topics.raw.clone());
+    run_stage(
         "ingest",
-        consumer,
-        LoopOptions { lag_from: Some((ingest.bus.clone(), ingest.topics.raw.clone())), ..Default::default() },
+        "ingest: forwarding",
+        Arc::new(ingest),
+        bus,
+        &topic,
+        &group,
+        LoopOptions::default(),
         shutdown,
-        move |msg, _order| {
-            let ingest = ingest.clone();
-            async move {
-                let bytes = msg.payload.clone().unwrap_or_default();
-                until_ok("ingest: forwarding", || ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)))
-                    .await;
-            }
+        |ingest, msg, _order| async move {
+            let bytes = msg.payload.clone().unwrap_or_default();
+            ingest.accept_traced(&bytes, "calls.raw", msg.header(TRACEPARENT)).await
         },
     )
-    .await;
-    Ok(())
+    .await
 }

@@ -11,7 +11,7 @@ pub mod service;
 
 use bytes::Bytes;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions};
+use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
@@ -119,18 +119,17 @@ impl Renderer {
 
 /// Consumes `hookmesh.jobs` until `shutdown`.
 pub async fn run(renderer: Renderer, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = renderer.bus.subscribe(&renderer.topics.jobs, &group).await?;
-    let renderer = Arc::new(renderer);
-    run_consumer(
+    let (bus, topic) = (renderer.bus.clone(), renderer.topics.jobs.clone());
+    run_stage(
         "renderer",
-        consumer,
-        LoopOptions { lag_from: Some((renderer.bus.clone(), renderer.topics.jobs.clone())), ..Default::default() },
+        "renderer: producing the request",
+        Arc::new(renderer),
+        bus,
+        &topic,
+        &group,
+        LoopOptions::default(),
         shutdown,
-        move |msg, _order| {
-            let renderer = renderer.clone();
-            async move { until_ok("renderer: producing the request", || renderer.handle(&msg)).await }
-        },
+        |renderer, msg, _order| async move { renderer.handle(&msg).await },
     )
-    .await;
-    Ok(())
+    .await
 }

@@ -11,7 +11,7 @@ pub mod registry;
 
 use bytes::Bytes;
 use hookmesh_bus::registry::ConfigView;
-use hookmesh_bus::stage::{run_consumer, unreadable, until_ok, LoopOptions};
+use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
@@ -79,20 +79,17 @@ impl Router {
 
 /// Consumes `hookmesh.events` until `shutdown`.
 pub async fn run(router: Router, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
-    let consumer = router.bus.subscribe(&router.topics.events, &group).await?;
-    let router = Arc::new(router);
-    run_consumer(
+    let (bus, topic) = (router.bus.clone(), router.topics.events.clone());
+    run_stage(
         "router",
-        consumer,
-        LoopOptions { lag_from: Some((router.bus.clone(), router.topics.events.clone())), ..Default::default() },
+        "router: producing jobs",
+        Arc::new(router),
+        bus,
+        &topic,
+        &group,
+        LoopOptions::default(),
         shutdown,
-        move |msg, _order| {
-            let router = router.clone();
-            async move {
-                until_ok("router: producing jobs", || router.handle(&msg)).await;
-            }
-        },
+        |router, msg, _order| async move { router.handle(&msg).await },
     )
-    .await;
-    Ok(())
+    .await
 }
