@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod auth;
 pub mod convert;
+pub mod status;
 
 /// Encoded `FileDescriptorSet` of every hookmesh proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hookmesh_descriptor");

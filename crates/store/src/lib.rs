@@ -34,6 +34,14 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Worth retrying with backoff (the backend was unreachable or busy), as opposed to data
+    /// that will stay unreadable however often it is read.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A page of the delivery log, newest first.

@@ -16,6 +16,7 @@ use hookmesh_core::tokens::sample_event;
 use hookmesh_core::EventType;
 use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
+use hookmesh_proto::status;
 use hookmesh_proto::v1;
 use hookmesh_store::DeliveryQuery;
 use std::sync::Arc;
@@ -25,12 +26,20 @@ pub struct DeliveryApi {
     pub dispatcher: Arc<Dispatcher>,
 }
 
-fn internal(e: DispatchError) -> Status {
-    Status::unavailable(e.to_string())
+impl From<DispatchError> for Status {
+    fn from(e: DispatchError) -> Status {
+        match &e {
+            DispatchError::Store(s) => status::backend(&e, s.is_retriable()),
+            DispatchError::Bus(b) => status::backend(&e, b.is_retriable()),
+            // The sealed original request cannot be opened (a missing or wrong master key):
+            // retrying will not help until the deployment is fixed.
+            DispatchError::Sealed(_) => Status::failed_precondition(e.to_string()),
+        }
+    }
 }
 
 fn store_err(e: hookmesh_store::StoreError) -> Status {
-    Status::unavailable(e.to_string())
+    Status::from(DispatchError::Store(e))
 }
 
 fn parse_time(field: &str, s: &str) -> Result<Option<DateTime<Utc>>, Status> {
@@ -85,7 +94,7 @@ impl DeliveryApi {
         )
         .await;
         let previous_error = d.last_error.clone();
-        self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(internal)?;
+        self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(Status::from)?;
         if attempt.succeeded() {
             self.dispatcher.store.cancel_retry(&d.id).await.map_err(store_err)?;
             d.status = DeliveryStatus::Success;
@@ -95,7 +104,7 @@ impl DeliveryApi {
             d.last_error = attempt.error.clone().or(previous_error);
         }
         d.updated_at = Utc::now();
-        self.dispatcher.save(&d).await.map_err(internal)?;
+        self.dispatcher.save(&d).await.map_err(Status::from)?;
         let vault = &self.dispatcher.vault;
         let shown = convert::attempt_to_proto(&vault.attempt_for_storage(&d, &attempt));
         Ok((vault.for_display(&d).into_owned(), shown))

@@ -2,6 +2,7 @@
 
 use crate::{Ingest, Outcome, HEADER_FIELD, HEADER_REASON, HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_TENANT};
 use hookmesh_proto::auth::Principal;
+use hookmesh_proto::status;
 use hookmesh_proto::v1::{self, publish_item::Payload};
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
@@ -93,7 +94,7 @@ impl v1::ingest_service_server::IngestService for IngestApi {
         .await;
         for (index, outcome) in outcomes.into_iter().flatten() {
             let r = &mut results[index];
-            match outcome.map_err(|e| Status::unavailable(e.to_string()))? {
+            match outcome.map_err(|e| status::backend(&e, e.is_retriable()))? {
                 Outcome::Accepted(id) => {
                     r.accepted = true;
                     r.event_id = id;
@@ -131,15 +132,15 @@ impl v1::ingest_service_server::IngestService for IngestApi {
         let limit = if req.limit == 0 { 100 } else { req.limit.min(10_000) } as usize;
         let bus = &self.ingest.bus;
         let topic = &self.ingest.topics.dlq;
-        let ends = bus.end_offsets(topic).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut reader = bus.reader(topic).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let ends = bus.end_offsets(topic).await.map_err(|e| status::backend(&e, e.is_retriable()))?;
+        let mut reader = bus.reader(topic).await.map_err(|e| status::backend(&e, e.is_retriable()))?;
         let mut entries = std::collections::VecDeque::new();
         let caught_up = |pos: &[i64]| pos.iter().zip(&ends).all(|(p, e)| p >= e);
         while !caught_up(&reader.positions()) {
             let m = tokio::time::timeout(std::time::Duration::from_secs(5), reader.recv())
                 .await
                 .map_err(|_| Status::deadline_exceeded("reading the dead-letter topic timed out"))?
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(|e| status::backend(&e, e.is_retriable()))?;
             let tenant = header(&m, HEADER_TENANT);
             if tenant_filter.as_ref().is_some_and(|t| *t != tenant) {
                 continue;

@@ -36,7 +36,7 @@ fn write_error(e: WriteError) -> Status {
         WriteError::Conflict { expected, found } => Status::aborted(format!(
             "version conflict: the object changed (expected version {expected}, now {found}); fetch it and retry"
         )),
-        WriteError::Bus(b) => Status::unavailable(b.to_string()),
+        WriteError::Bus(b) => hookmesh_proto::status::backend(&b, b.is_retriable()),
     }
 }
 
@@ -239,7 +239,10 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         let req = request.into_inner();
         let current = self.webhook(&p, &req.id)?;
         check_version(req.expected_version, current.version)?;
-        self.registry.delete_webhook(&req.id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        self.registry
+            .delete_webhook(&req.id)
+            .await
+            .map_err(|e| hookmesh_proto::status::backend(&e, e.is_retriable()))?;
         Ok(Response::new(v1::DeleteWebhookResponse {}))
     }
 
@@ -380,7 +383,10 @@ impl v1::template_service_server::TemplateService for RegistryApi {
         {
             return Err(Status::failed_precondition(format!("template `{}` is used by webhook `{}`", req.id, w.id)));
         }
-        self.registry.delete_template(&req.id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        self.registry
+            .delete_template(&req.id)
+            .await
+            .map_err(|e| hookmesh_proto::status::backend(&e, e.is_retriable()))?;
         Ok(Response::new(v1::DeleteTemplateResponse {}))
     }
 
