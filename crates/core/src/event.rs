@@ -13,7 +13,7 @@
 //! }
 //! ```
 //! `data` holds the data points of the token catalog under their token names
-//! (see [`crate::tokens`]); unknown keys are kept and reachable by attribute filters and text
+//! (see [`crate::catalog`]); unknown keys are kept and reachable by attribute filters and text
 //! templates. Timestamps are normalised to UTC at ingest.
 //!
 //! Validation never loses input: [`parse_event`] answers with an [`EventError`] naming the
@@ -350,20 +350,20 @@ fn is_integer(s: &str) -> bool {
 /// Normalises well-known data points: timestamps to UTC RFC 3339, direction to its canonical
 /// spelling. Type errors in them name the field.
 fn normalise_data(event: &mut Event) -> Result<(), EventError> {
-    for (key, ty) in crate::tokens::typed_data_fields() {
+    for (key, ty) in crate::catalog::typed_data_fields() {
         let Some(v) = event.data.get_mut(key) else { continue };
         if v.is_null() {
             continue;
         }
         let field = || format!("data.{key}");
         match ty {
-            crate::tokens::TokenType::Timestamp => {
+            crate::catalog::TokenType::Timestamp => {
                 let t = parse_timestamp(v).map_err(|r| EventError::new(field(), r))?;
                 *v = Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             }
-            crate::tokens::TokenType::Integer | crate::tokens::TokenType::Number => {
+            crate::catalog::TokenType::Integer | crate::catalog::TokenType::Number => {
                 if let Value::String(s) = v {
-                    let parsed: Option<Value> = if matches!(ty, crate::tokens::TokenType::Integer) {
+                    let parsed: Option<Value> = if matches!(ty, crate::catalog::TokenType::Integer) {
                         s.trim().parse::<i64>().ok().map(Value::from)
                     } else {
                         s.trim().parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))

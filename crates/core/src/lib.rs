@@ -15,6 +15,7 @@
 //! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets.
 
 pub mod breaker;
+pub mod catalog;
 pub mod delivery;
 pub mod error;
 pub mod event;
