@@ -4,12 +4,12 @@
 //! memory backends with an in-memory span exporter.
 
 use axum::http::HeaderMap;
-use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, MemoryBus};
 use hookmesh_dispatcher::ssrf::{AddressPolicy, Network};
 use hookmesh_dispatcher::{Dispatcher, DispatcherConfig};
 use hookmesh_ingest::Ingest;
+use hookmesh_registry::ConfigView;
 use hookmesh_renderer::Renderer;
 use hookmesh_router::Router;
 use hookmesh_store::{MemoryStore, Store};

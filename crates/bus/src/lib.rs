@@ -1,6 +1,5 @@
-//! Topics: the [`Bus`] trait the stage loops talk to, its in-memory implementation, the
-//! low-water-mark commit tracker, and the configuration registry view that every service
-//! materialises from the compacted `hookmesh.config` topic.
+//! Topics: the [`Bus`] trait the stage loops talk to, its Kafka and in-memory
+//! implementations, the low-water-mark commit tracker and the stage loop.
 //!
 //! # Guarantees every implementation keeps
 //! - [`Bus::publish`] returns only once the record is acknowledged (durable for Kafka).
@@ -16,8 +15,6 @@
 pub mod kafka;
 pub mod memory;
 pub mod offsets;
-pub mod registry;
-pub mod secrets;
 pub mod stage;
 pub mod topics;
 pub mod trace;

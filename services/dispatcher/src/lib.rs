@@ -26,7 +26,6 @@ use gate::EndpointLocal;
 use bytes::Bytes;
 use chrono::DateTime;
 use chrono::Utc;
-use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
@@ -38,6 +37,7 @@ use hookmesh_core::retry::{decide, Decision};
 use hookmesh_core::signing::secret_key;
 use hookmesh_core::webhook::Ordering;
 use hookmesh_core::webhook::Webhook;
+use hookmesh_registry::ConfigView;
 use hookmesh_store::DeliveryQuery;
 use hookmesh_store::{Store, StoreError};
 use hookmesh_telemetry::{metrics, otel, SpanKind};
@@ -70,7 +70,7 @@ pub struct DispatcherConfig {
     pub endpoint_concurrency: u32,
     pub breaker: BreakerPolicy,
     /// The master key: seals the original requests of tenants that mask personal data.
-    pub cipher: Option<hookmesh_bus::secrets::SecretCipher>,
+    pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
 }
 
 impl Default for DispatcherConfig {

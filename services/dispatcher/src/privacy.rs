@@ -16,9 +16,9 @@
 //! and the API still show masked values, but the store holds the original. Deployments that
 //! mask should configure `HOOKMESH_MASTER_KEY`.
 
-use hookmesh_bus::secrets::{self, SecretCipher};
 use hookmesh_core::delivery::{Attempt, Delivery, RenderedRequest};
 use hookmesh_core::privacy::Masker;
+use hookmesh_registry::secrets::{self, SecretCipher};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 

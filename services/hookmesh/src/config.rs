@@ -199,7 +199,7 @@ pub struct Settings {
     pub log_json: bool,
     pub address_policy: hookmesh_dispatcher::ssrf::AddressPolicy,
     pub auth: hookmesh_proto::auth::Authenticator,
-    pub cipher: Option<hookmesh_bus::secrets::SecretCipher>,
+    pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
     pub endpoint_concurrency: u32,
     pub breaker: hookmesh_core::breaker::BreakerPolicy,
 }
@@ -272,7 +272,7 @@ impl SettingsArgs {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
             cipher: match self.master_key.clone().or(file.master_key).filter(|k| !k.is_empty()) {
                 Some(k) => Some(
-                    hookmesh_bus::secrets::SecretCipher::new(
+                    hookmesh_registry::secrets::SecretCipher::new(
                         &k,
                         &self.master_keys_old.clone().or(file.master_keys_old).unwrap_or_default(),
                     )

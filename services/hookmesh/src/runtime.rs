@@ -14,12 +14,12 @@ use crate::config::Settings;
 use crate::health::GrpcHealth;
 use anyhow::{bail, Context};
 use hookmesh_bus::kafka::{KafkaBus, KafkaConfig};
-use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, MemoryBus};
 use hookmesh_dispatcher::{Dispatcher, DispatcherConfig};
 use hookmesh_ingest::Ingest;
 use hookmesh_proto::v1;
+use hookmesh_registry::ConfigView;
 use hookmesh_renderer::Renderer;
 use hookmesh_router::Router;
 use hookmesh_store::{MemoryStore, Retention, Store};
@@ -177,7 +177,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     if roles.contains(&Role::Router) {
         let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
         stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
-        let api = || hookmesh_router::registry::RegistryApi { registry: registry.clone() };
+        let api = || hookmesh_router::service::RegistryApi { registry: registry.clone() };
         served.extend([
             v1::webhook_service_server::SERVICE_NAME,
             v1::template_service_server::SERVICE_NAME,

@@ -41,7 +41,7 @@ pub fn run(cmd: TokenCmd) -> anyhow::Result<()> {
             println!("entry (add to HOOKMESH_TOKENS):         {}", entry(&token, &tenant));
         }
         TokenCmd::Hash { token, tenant } => println!("{}", entry(&token, &tenant)),
-        TokenCmd::MasterKey => println!("{}", hookmesh_bus::secrets::new_master_key()),
+        TokenCmd::MasterKey => println!("{}", hookmesh_registry::secrets::new_master_key()),
     }
     Ok(())
 }

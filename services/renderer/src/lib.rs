@@ -10,7 +10,6 @@
 pub mod service;
 
 use bytes::Bytes;
-use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
@@ -19,6 +18,7 @@ use hookmesh_core::delivery::{DeliveryJob, RenderedRequest};
 use hookmesh_core::privacy::personal_values;
 use hookmesh_core::render::{failed_request, CompiledWebhook};
 use hookmesh_core::webhook::Webhook;
+use hookmesh_registry::ConfigView;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
 use parking_lot::Mutex;
 use std::collections::HashMap;

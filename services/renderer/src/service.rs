@@ -1,7 +1,6 @@
 //! `RenderService.Preview`: render a stored webhook, an unsaved definition or a template on
 //! the sample event (built from the token catalog's examples) or on a given event.
 
-use hookmesh_bus::registry::ConfigView;
 use hookmesh_core::delivery::DeliveryJob;
 use hookmesh_core::event::Event;
 use hookmesh_core::render::CompiledWebhook;
@@ -10,6 +9,7 @@ use hookmesh_core::tokens::sample_event;
 use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
 use hookmesh_proto::v1::{self, preview_request::Target};
+use hookmesh_registry::ConfigView;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

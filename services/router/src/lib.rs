@@ -5,12 +5,11 @@
 //! conditions; disabled webhooks get nothing) and produces one [`DeliveryJob`] per match to
 //! `hookmesh.jobs`, keyed `webhook_id/call_id`. The offset is committed only after every job of
 //! the event is acknowledged. The router also owns the registry's management API
-//! ([`registry::RegistryApi`]: `WebhookService`, `TemplateService`).
+//! ([`service::RegistryApi`]: `WebhookService`, `TemplateService`).
 
-pub mod registry;
+pub mod service;
 
 use bytes::Bytes;
-use hookmesh_bus::registry::ConfigView;
 use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::trace::{self, TRACEPARENT};
@@ -18,6 +17,7 @@ use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::DeliveryJob;
 use hookmesh_core::event::Event;
 use hookmesh_core::matching::matches;
+use hookmesh_registry::ConfigView;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

@@ -8,7 +8,7 @@
 //! then reads back whether its write won.
 
 use crate::secrets::{self, SecretCipher};
-use crate::{Bus, BusError, Record};
+use hookmesh_bus::{Bus, BusError, Record};
 use hookmesh_core::privacy::TenantSettings;
 use hookmesh_core::webhook::{Template, Webhook};
 use parking_lot::RwLock;
@@ -113,7 +113,7 @@ impl ConfigView {
 
     /// Applies one record. The state is changed in place unless a snapshot of it is still held
     /// somewhere (then it is copied once), so reading a topic of n webhooks costs O(n).
-    fn apply(&self, msg: &crate::Message) {
+    fn apply(&self, msg: &hookmesh_bus::Message) {
         let mut guard = self.state.write();
         let state = Arc::make_mut(&mut *guard);
         let (kind, id) = msg.key.split_once('/').unwrap_or(("", msg.key.as_str()));

@@ -5,7 +5,6 @@
 //! expects, waits until this process's view has applied it, and answers from the view.
 
 use chrono::Utc;
-use hookmesh_bus::registry::{ConfigView, WriteError};
 use hookmesh_core::render::{check_template_content_type, CompiledWebhook};
 use hookmesh_core::signing::generate_secret;
 use hookmesh_core::template::{extract_fields, ContentType};
@@ -14,6 +13,7 @@ use hookmesh_core::ValidationError;
 use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
 use hookmesh_proto::v1;
+use hookmesh_registry::{ConfigView, WriteError};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
