@@ -8,14 +8,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn create(hm: &Hookmesh, w: v1::Webhook) -> (v1::Webhook, String) {
-    let resp = hm
-        .webhooks()
-        .await
-        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
-        .await
-        .expect("webhook created")
-        .into_inner();
-    (resp.webhook.unwrap(), resp.secret)
+    hm.create_webhook(w).await
 }
 
 #[tokio::test]

@@ -185,14 +185,8 @@ async fn create_webhook(
     let mut w = webhook("acme", name, &url);
     w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
     w.policy = policy;
-    let created = d.procs["router-0"]
-        .webhooks()
-        .await
-        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
-        .await
-        .expect("webhook created")
-        .into_inner();
-    (created.webhook.expect("created webhook").id, created.secret)
+    let (created, secret) = d.procs["router-0"].create_webhook(w).await;
+    (created.id, secret)
 }
 
 /// The longest wait between consecutive first deliveries of distinct calls at `rx` from the
@@ -384,14 +378,7 @@ async fn a_broker_outage_fails_publish_and_loses_nothing_accepted() {
     let rx = Receiver::start().await;
     let mut w = webhook("acme", "CRM", &rx.url("/crm/{{ callid }}"));
     w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
-    let secret = router
-        .webhooks()
-        .await
-        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
-        .await
-        .expect("webhook created")
-        .into_inner()
-        .secret;
+    let (_, secret) = router.create_webhook(w).await;
     let ended = |call: &str| event(&format!("{call}-e"), "call.ended", "acme", call, json!({"ani": "5550001111"}));
     let items = |calls: &[&str]| v1::PublishRequest {
         events: calls

@@ -102,6 +102,18 @@ impl Hookmesh {
         v1::render_service_client::RenderServiceClient::new(self.channel().await)
     }
 
+    /// Creates `w` (enabled); answers the stored webhook and its signing secret.
+    pub async fn create_webhook(&self, w: v1::Webhook) -> (v1::Webhook, String) {
+        let resp = self
+            .webhooks()
+            .await
+            .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+            .await
+            .expect("webhook created")
+            .into_inner();
+        (resp.webhook.expect("the created webhook"), resp.secret)
+    }
+
     /// Runs `hookmesh ctl --addr <this> <args>`; answers (exit success, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(BIN).arg("ctl").arg("--addr").arg(self.url()).args(args).output().expect("ctl runs");
