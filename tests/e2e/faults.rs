@@ -295,6 +295,12 @@ async fn killing_every_stage_and_redis_loses_nothing() {
                 why.push(explain_missing(&d, &d.redis.url(), webhook_id, call).await);
             }
         }
+        // Which partitions each process consumes, and how far behind it is.
+        for name in INSTANCES {
+            let metrics = http_get(&format!("http://{}/metrics", d.procs[name].admin)).await.1;
+            let lag: Vec<&str> = metrics.lines().filter(|l| l.starts_with("hookmesh_consumer_lag{")).collect();
+            why.push(format!("{name}: {lag:?}"));
+        }
         panic!("{}", context(&why.join("\n")));
     }
 
