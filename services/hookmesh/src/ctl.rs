@@ -1,4 +1,5 @@
-//! `hookmesh ctl`: every management call of the gRPC API from the shell.
+//! `hookmesh ctl`: every management call of the gRPC API from the shell. The connection
+//! (address, bearer token, errors that read as one line) is `hookmesh-client`'s.
 //!
 //! Decisions:
 //! - Flags build the wire `Webhook`/`Template` directly; the server validates and its errors
@@ -19,35 +20,21 @@
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
 use clap::{Args, Subcommand, ValueEnum};
+use hookmesh_client::{Answer, Client, ConnectArgs};
 use hookmesh_core::webhook::ConditionOp;
 use hookmesh_proto::convert;
 use hookmesh_proto::v1;
-use hookmesh_proto::v1::delivery_service_client::DeliveryServiceClient;
-use hookmesh_proto::v1::ingest_service_client::IngestServiceClient;
-use hookmesh_proto::v1::render_service_client::RenderServiceClient;
-use hookmesh_proto::v1::template_service_client::TemplateServiceClient;
-use hookmesh_proto::v1::tenant_service_client::TenantServiceClient;
-use hookmesh_proto::v1::webhook_service_client::WebhookServiceClient;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 
 // ---------------------------------------------------------------------------------------------
 // arguments
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
-    /// Address of the hookmesh management API.
-    #[arg(long, env = "HOOKMESH_ADDR", default_value = "http://127.0.0.1:7600", global = true)]
-    pub addr: String,
-    /// Bearer token sent as `authorization: Bearer <token>` on every call.
-    #[arg(long, env = "HOOKMESH_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
@@ -473,130 +460,26 @@ pub enum DlqCmd {
 // ---------------------------------------------------------------------------------------------
 // connection
 
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-struct Auth(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-type Svc = InterceptedService<Channel, Auth>;
-
+/// What every command gets: the connection, and whether to print JSON.
 struct Ctx {
-    channel: Channel,
-    auth: Auth,
-    addr: String,
+    client: Client,
     json: bool,
 }
 
-impl Ctx {
-    fn webhooks(&self) -> WebhookServiceClient<Svc> {
-        WebhookServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-    fn templates(&self) -> TemplateServiceClient<Svc> {
-        TemplateServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-    fn render(&self) -> RenderServiceClient<Svc> {
-        RenderServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-    fn deliveries(&self) -> DeliveryServiceClient<Svc> {
-        DeliveryServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-    fn tenants(&self) -> TenantServiceClient<Svc> {
-        TenantServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-    fn ingest(&self) -> IngestServiceClient<Svc> {
-        IngestServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-}
+impl std::ops::Deref for Ctx {
+    type Target = Client;
 
-/// Turns a gRPC answer into the message or a one-line error.
-trait Answer<T> {
-    fn answer(self, ctx: &Ctx) -> Result<T>;
-}
-
-impl<T> Answer<T> for Result<tonic::Response<T>, Status> {
-    fn answer(self, ctx: &Ctx) -> Result<T> {
-        self.map(tonic::Response::into_inner).map_err(|s| status_error(&ctx.addr, &s))
+    fn deref(&self) -> &Client {
+        &self.client
     }
-}
-
-fn code_name(c: Code) -> &'static str {
-    match c {
-        Code::Ok => "ok",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown",
-        Code::InvalidArgument => "invalid argument",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::PermissionDenied => "permission denied",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::FailedPrecondition => "failed precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out of range",
-        Code::Unimplemented => "unimplemented",
-        Code::Internal => "internal",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data loss",
-        Code::Unauthenticated => "unauthenticated",
-    }
-}
-
-/// `<code>: <message>`; a transport failure during the call reads as an unreachable server.
-fn status_error(addr: &str, s: &Status) -> anyhow::Error {
-    if s.code() == Code::Unavailable && std::error::Error::source(s).is_some() {
-        return anyhow!("cannot reach hookmesh at {addr}: {}", s.message());
-    }
-    if s.message().is_empty() {
-        anyhow!("{}", code_name(s.code()))
-    } else {
-        anyhow!("{}: {}", code_name(s.code()), s.message())
-    }
-}
-
-/// An error and its causes on one line ([`crate::one_line`]).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::one_line(std::iter::successors(Some(e), |e| e.source()))
-}
-
-fn normalise_addr(addr: &str) -> String {
-    let addr = addr.trim();
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-async fn connect(args: &CtlArgs) -> Result<Ctx> {
-    let addr = normalise_addr(&args.addr);
-    let endpoint = Endpoint::from_shared(addr.clone())
-        .map_err(|e| anyhow!("--addr `{addr}` is not a valid address: {e}"))?
-        .connect_timeout(Duration::from_secs(5));
-    let auth = match args.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(token) => Some(
-            MetadataValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| anyhow!("--token contains characters that cannot be sent in a header"))?,
-        ),
-        None => None,
-    };
-    let channel =
-        endpoint.connect().await.map_err(|e| anyhow!("cannot reach hookmesh at {addr}: {}", error_chain(&e)))?;
-    Ok(Ctx { channel, auth: Auth(auth), addr, json: args.output == Output::Json })
 }
 
 // ---------------------------------------------------------------------------------------------
 // entry point
 
 pub async fn run(args: CtlArgs) -> Result<()> {
-    let ctx = connect(&args).await?;
+    let client = args.connect.connect().await?;
+    let ctx = Ctx { client, json: args.output == Output::Json };
     match args.command {
         CtlCommand::Webhook(cmd) => webhook_cmd(&ctx, cmd).await,
         CtlCommand::Template(cmd) => template_cmd(&ctx, cmd).await,
@@ -2560,12 +2443,7 @@ mod tests {
     }
 
     #[test]
-    fn status_errors_read_as_one_line() {
-        let e = status_error("http://x", &Status::invalid_argument("request.url: scheme `ftp` is not http or https"));
-        assert_eq!(e.to_string(), "invalid argument: request.url: scheme `ftp` is not http or https");
-        assert_eq!(status_error("http://x", &Status::not_found("webhook wh_1")).to_string(), "not found: webhook wh_1");
-        assert_eq!(normalise_addr("127.0.0.1:7600"), "http://127.0.0.1:7600");
-        assert_eq!(normalise_addr("https://h:1"), "https://h:1");
+    fn originals_are_shown_on_one_line() {
         assert_eq!(preview_bytes(b"ab\ncd", 3), "ab …");
     }
 }
