@@ -1,6 +1,7 @@
 //! What `ctl` prints on stdout: tables, `key:  value` descriptions, JSON documents, and the
 //! small text forms (`-` for nothing, `5m` for 300 seconds) they share.
 
+use comfy_table::{presets, Table};
 use hookmesh_proto::v1;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -26,34 +27,22 @@ fn cell(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// Aligned plain-text columns, two spaces apart; the last column is not padded.
+/// Aligned plain-text columns, two spaces apart, no borders; the last column is not padded.
+/// Control characters in cells are written as spaces, so a row is one line.
 pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let cols = headers.len();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate().take(cols) {
-            widths[i] = widths[i].max(c.chars().count());
-        }
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header(headers.iter().copied());
+    for r in rows {
+        t.add_row(r.iter().take(headers.len()).map(|c| cell(c)));
+    }
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
     }
     let mut text = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::new();
-        for (i, c) in cells.enumerate().take(cols) {
-            if i > 0 {
-                l.push_str("  ");
-            }
-            l.push_str(c);
-            if i + 1 < cols {
-                l.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.chars().count())));
-            }
-        }
-        text.push_str(l.trim_end());
+    for line in t.lines() {
+        text.push_str(line.trim_end());
         text.push('\n');
-    };
-    line(&mut headers.iter().copied());
-    for r in &rows {
-        line(&mut r.iter().map(String::as_str));
     }
     text
 }

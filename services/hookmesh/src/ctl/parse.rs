@@ -98,8 +98,9 @@ pub(super) fn parse_status_ranges(s: &str) -> Result<Vec<v1::StatusRange>> {
     Ok(ranges)
 }
 
-/// A duration in seconds: `90s`, `30m`, `1h`, `2d`, `1w`, `1h30m`; a bare number is seconds
-/// when `bare_secs`.
+/// A duration in whole seconds, as humantime reads it (`90s`, `30m`, `1h`, `2d`, `1w`,
+/// `1h30m`, `1h 30m`, `2 days`), units in any case (`30M` is 30 minutes); a bare number is
+/// seconds when `bare_secs`.
 fn parse_duration_secs(s: &str, bare_secs: bool) -> Result<u64, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -108,29 +109,17 @@ fn parse_duration_secs(s: &str, bare_secs: bool) -> Result<u64, String> {
     if let Ok(n) = t.parse::<u64>() {
         return if bare_secs { Ok(n) } else { Err(format!("`{s}` needs a unit (s, m, h, d), e.g. {n}h")) };
     }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
+    let d = humantime::parse_duration(&t.to_lowercase()).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => format!("`{s}` is too long"),
+        humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("`{s}` is not a duration: `{value}` has no unit")
         }
-        let unit = match c.to_ascii_lowercase() {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(format!("`{s}` is not a duration (e.g. 90s, 30m, 1h, 2d)")),
-        };
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 30m, 1h, 2d)"))?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("`{s}` is too long"))?;
-        num.clear();
+        e => format!("`{s}` is not a duration (e.g. 90s, 30m, 1h, 2d): {e}"),
+    })?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("`{s}` is not a whole number of seconds"));
     }
-    if !num.is_empty() {
-        return Err(format!("`{s}` is not a duration: `{num}` has no unit"));
-    }
-    Ok(total)
+    Ok(d.as_secs())
 }
 
 /// clap value parser: seconds or a duration with a unit.
@@ -302,6 +291,13 @@ mod tests {
         assert!(parse_duration_secs("", true).is_err());
         assert_eq!(parse_schedule("5, 5m,30m,2h").unwrap(), [5, 300, 1800, 7200]);
         assert!(parse_schedule("5,soon").is_err());
+        // What humantime reads beyond the short forms; units in any case, `M` is minutes.
+        assert_eq!(parse_duration_secs("1h 30m", false), Ok(5400));
+        assert_eq!(parse_duration_secs("2 days", false), Ok(172_800));
+        assert_eq!(parse_duration_secs("30M", false), Ok(1800));
+        assert!(parse_duration_secs("500ms", true).unwrap_err().contains("whole number of seconds"));
+        assert!(parse_duration_secs("1h30", false).unwrap_err().contains("`30` has no unit"));
+        assert!(parse_duration_secs("99999999999999999999w", false).is_err());
     }
 
     #[test]
