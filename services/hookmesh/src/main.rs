@@ -69,24 +69,10 @@ fn main() {
         }
     });
     if let Err(e) = result {
-        // One line whatever it echoes: control characters in values are escaped.
-        eprintln!("error: {}", hookmesh_core::error::escape_control(&one_line(e.chain())));
+        // One line whatever it echoes: each cause said once, control characters in values escaped.
+        eprintln!("error: {}", hookmesh_core::error::escape_control(&hookmesh_client::one_line(e.chain())));
         std::process::exit(1);
     }
-}
-
-/// An error and its causes on one line, `outer: cause: root cause`, each said once: a cause
-/// whose text an earlier part already contains is left out (hyper's "tcp connect error" is
-/// its own source's text too), and so is tonic's generic "transport error".
-pub fn one_line<'a>(chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for err in chain {
-        let text = err.to_string();
-        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }
 
 async fn run_role(role: runtime::Role, args: config::SettingsArgs) -> anyhow::Result<()> {

@@ -4,23 +4,21 @@
 //! presses an IVR option) → `call.ended`, with campaign, direction, tracking number, caller
 //! (ANI) details, durations and a recording URL, through `IngestService.Publish`. Calls start at
 //! `--rate` per second until `--calls` calls (or `--duration` seconds) have started. A progress
-//! line is printed every second and a summary at the end.
+//! line is printed every second and a summary at the end. The connection (`--addr`, `--token`)
+//! is `hookmesh-client`'s, as `ctl`'s.
 
 use anyhow::Context;
 use chrono::{Duration as ChronoDuration, SecondsFormat, Utc};
-use hookmesh_proto::v1::{self, ingest_service_client::IngestServiceClient, publish_item::Payload};
+use hookmesh_client::{Answer, Client, ConnectArgs};
+use hookmesh_proto::v1::{self, publish_item::Payload};
 use rand::Rng;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
-    /// gRPC address of hookmesh.
-    #[arg(long, env = "HOOKMESH_ADDR", default_value = "http://127.0.0.1:7600")]
-    pub addr: String,
-    /// Bearer token for the management API, if required.
-    #[arg(long, env = "HOOKMESH_TOKEN")]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Tenant the calls belong to.
     #[arg(long, default_value = "demo")]
     pub tenant: String,
@@ -124,20 +122,7 @@ struct Totals {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
-        .with_context(|| format!("--addr `{}` is not a URL", args.addr))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach hookmesh at {}", args.addr))?;
-    let token = args.token.clone();
-    let mut client = IngestServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(t) = &token {
-            let value =
-                format!("Bearer {t}").parse().map_err(|_| tonic::Status::invalid_argument("token is not ASCII"))?;
-            req.metadata_mut().insert("authorization", value);
-        }
-        Ok(req)
-    });
+    let api = args.connect.connect().await?;
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let target = if deadline.is_some() { u64::MAX } else { args.calls };
@@ -150,7 +135,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             let due = started + Duration::from_secs_f64(totals.calls as f64 / args.rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 if !pending.is_empty() {
-                    flush(&mut client, &mut pending, &mut totals).await?;
+                    flush(&api, &mut pending, &mut totals).await?;
                 }
                 tokio::time::sleep(wait).await;
             }
@@ -158,14 +143,14 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         pending.extend(call_events(&args, totals.calls, &mut rng));
         totals.calls += 1;
         if pending.len() >= args.batch {
-            flush(&mut client, &mut pending, &mut totals).await?;
+            flush(&api, &mut pending, &mut totals).await?;
         }
         if !args.quiet && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             progress(&totals, started, target);
         }
     }
-    flush(&mut client, &mut pending, &mut totals).await?;
+    flush(&api, &mut pending, &mut totals).await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "simulated {} calls, {} events in {:.1}s ({:.0} events/s): accepted {}, rejected {}, duplicates {}",
@@ -193,28 +178,14 @@ fn progress(t: &Totals, started: Instant, target: u64) {
     );
 }
 
-async fn flush<T>(
-    client: &mut IngestServiceClient<T>,
-    pending: &mut Vec<serde_json::Value>,
-    totals: &mut Totals,
-) -> anyhow::Result<()>
-where
-    T: tonic::client::GrpcService<tonic::body::Body>,
-    T::Error: Into<tonic::codegen::StdError>,
-    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-{
+async fn flush(api: &Client, pending: &mut Vec<serde_json::Value>, totals: &mut Totals) -> anyhow::Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
     let events =
         pending.drain(..).map(|v| v1::PublishItem { payload: Some(Payload::Json(v.to_string())) }).collect::<Vec<_>>();
     let n = events.len() as u64;
-    let resp = client
-        .publish(v1::PublishRequest { events })
-        .await
-        .map_err(|s| anyhow::anyhow!("publish failed: {}: {}", s.code().description(), s.message()))?
-        .into_inner();
+    let resp = api.ingest().publish(v1::PublishRequest { events }).await.answer(api).context("publish failed")?;
     totals.events += n;
     totals.accepted += u64::from(resp.accepted);
     totals.rejected += u64::from(resp.rejected);
