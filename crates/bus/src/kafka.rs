@@ -250,8 +250,18 @@ impl Bus for KafkaBus {
         };
         // A member still without partitions once a dead member's session has surely expired
         // (plus a join's worth of time) was left out by the coordinator.
-        let watchdog = Some(Watchdog::new(Duration::from_millis(u64::from(self.config.session_timeout_ms) + 2_000)));
-        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n], watchdog }))
+        let wait = Duration::from_millis(u64::from(self.config.session_timeout_ms) + 2_000);
+        let watchdog = Some(Watchdog::new(wait));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = self.consumer(group, false)?;
+        let stall_check = tokio::spawn(watch_for_stalled_partitions(probe, topic.to_string(), n, wait, stalled.clone()));
+        Ok(Box::new(KafkaConsumer {
+            topic: Arc::from(topic),
+            consumer,
+            positions: vec![0; n],
+            watchdog,
+            stalled: Some((stalled, stall_check)),
+        }))
     }
 
     async fn reader(&self, topic: &str) -> Result<Box<dyn Consumer>> {
@@ -263,7 +273,13 @@ impl Bus for KafkaBus {
             tpl.add_partition_offset(topic, p as i32, Offset::Beginning).map_err(backend)?;
         }
         consumer.assign(&tpl).map_err(backend)?;
-        Ok(Box::new(KafkaConsumer { topic: Arc::from(topic), consumer, positions: vec![0; n], watchdog: None }))
+        Ok(Box::new(KafkaConsumer {
+            topic: Arc::from(topic),
+            consumer,
+            positions: vec![0; n],
+            watchdog: None,
+            stalled: None,
+        }))
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
@@ -291,6 +307,77 @@ struct KafkaConsumer {
     positions: Vec<i64>,
     /// Group members only: rejoins when the group leaves this member without partitions.
     watchdog: Option<Watchdog>,
+    /// Group members only: set by [`watch_for_stalled_partitions`] when a partition of the
+    /// group has records waiting and its committed offset has not moved for a while.
+    stalled: Option<(Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.stalled {
+            task.abort();
+        }
+    }
+}
+
+/// Watches the group's committed offsets against the end of every partition of `topic`: a
+/// partition with records waiting whose committed offset has not moved over two looks `wait`
+/// apart has no working owner. Seen with tansu when two members of a group restarted together:
+/// the coordinator left two of four partitions assigned to no one while every member had some,
+/// so no member saw an empty assignment. The flag makes this member rejoin, which makes the
+/// coordinator assign every partition again. (A partition whose owner is stuck on a slow
+/// record trips it too; the rejoin then costs a rebalance, never a record.)
+async fn watch_for_stalled_partitions(
+    probe: StreamConsumer,
+    topic: String,
+    partitions: usize,
+    wait: Duration,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let probe = Arc::new(probe);
+    let mut previous: Option<Vec<(i64, i64)>> = None;
+    loop {
+        tokio::time::sleep(wait).await;
+        let (probe, name) = (probe.clone(), topic.clone());
+        let sample = tokio::task::spawn_blocking(move || -> Option<Vec<(i64, i64)>> {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions as i32 {
+                tpl.add_partition(&name, p);
+            }
+            let committed = probe.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+            (0..partitions as i32)
+                .map(|p| {
+                    let (start, end) = probe.fetch_watermarks(&name, p, Duration::from_secs(5)).ok()?;
+                    // Nothing committed yet: the group reads from the start.
+                    let at = match committed.find_partition(&name, p)?.offset() {
+                        Offset::Offset(o) => o,
+                        _ => start,
+                    };
+                    Some((at, end))
+                })
+                .collect()
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(sample) = sample else { continue };
+        if let Some(before) = &previous {
+            // A committed offset is the next record to read, so a caught-up partition has its
+            // committed offset at the end.
+            let stuck: Vec<usize> = sample
+                .iter()
+                .zip(before)
+                .enumerate()
+                .filter(|(_, ((at, end), (was, _)))| at == was && end > at)
+                .map(|(p, _)| p)
+                .collect();
+            if !stuck.is_empty() {
+                tracing::warn!(%topic, partitions = ?stuck, "partitions with records waiting made no progress; rejoining the consumer group");
+                stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        previous = Some(sample);
+    }
 }
 
 /// A group member that has had no partition for a long while rejoins the group.
@@ -313,6 +400,16 @@ impl Watchdog {
 }
 
 impl KafkaConsumer {
+    fn rejoin_if_stalled(&mut self) {
+        let Some((flag, _)) = &self.stalled else { return };
+        if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.consumer.unsubscribe();
+            if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+                tracing::warn!(topic = %self.topic, error = %e, "rejoining the consumer group failed");
+            }
+        }
+    }
+
     fn check_assignment(&mut self) {
         let Some(w) = self.watchdog.as_mut() else { return };
         let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
@@ -345,8 +442,14 @@ impl Consumer for KafkaConsumer {
                 _ = tokio::time::sleep(Duration::from_secs(1)), if self.watchdog.is_some() => None,
             };
             match received {
-                Some(m) => break m?,
-                None => self.check_assignment(),
+                Some(m) => {
+                    self.rejoin_if_stalled();
+                    break m?;
+                }
+                None => {
+                    self.rejoin_if_stalled();
+                    self.check_assignment();
+                }
             }
         };
         let p = msg.partition as usize;
