@@ -159,11 +159,16 @@ async fn the_binary_exports_spans_and_metrics_over_otlp() {
     // (trace id, span name) of every span received.
     let spans: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let span_sink = spans.clone();
+    // The tenant header of every metrics request received.
+    let tenants: Arc<Mutex<Vec<String>>> = Arc::default();
+    let tenant_sink = tenants.clone();
     let app = axum::Router::new()
         .route(
             "/v1/metrics",
-            axum::routing::post(move |body: axum::body::Bytes| {
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let sink = sink.clone();
+                let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                tenant_sink.lock().push(tenant);
                 async move {
                     let req = ExportMetricsServiceRequest::decode(body).expect("an OTLP metrics request");
                     let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
@@ -229,6 +234,8 @@ async fn the_binary_exports_spans_and_metrics_over_otlp() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
             ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            // Percent-encoded, as the variable's format has it.
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "X-Scope-OrgID=tenant%201"),
         ],
     );
     let rx = Receiver::start().await;
@@ -269,4 +276,6 @@ async fn the_binary_exports_spans_and_metrics_over_otlp() {
     .await;
     let names: std::collections::BTreeSet<String> = points.lock().iter().map(|p| p.1.clone()).collect();
     assert!(pushed, "the collector did not get the delivery's counters; it got {names:?}");
+    let tenants = tenants.lock();
+    assert!(tenants.iter().all(|t| t == "tenant 1"), "headers from OTEL_EXPORTER_OTLP_METRICS_HEADERS: {tenants:?}");
 }

@@ -29,14 +29,26 @@ pub fn init_from_env(role: &str) -> anyhow::Result<Option<opentelemetry_sdk::tra
     // reqwest (under the exporter) is built with rustls and no default crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
-    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("hookmesh-{role}"));
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource)
+        .with_resource(resource(&service_name(role)))
         .build();
     install(provider.clone());
     Ok(Some(provider))
+}
+
+/// `OTEL_SERVICE_NAME`, or `hookmesh-<role>` when it is not set.
+pub(crate) fn service_name(role: &str) -> String {
+    std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| format!("hookmesh-{role}"))
+}
+
+/// The resource traces and metrics are sent under: `service.name`, plus what the SDK reads
+/// from the environment (`OTEL_RESOURCE_ATTRIBUTES`).
+pub(crate) fn resource(service_name: &str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build()
 }
 
 /// Makes `provider` the process's tracer provider and turns spans on (tests install an

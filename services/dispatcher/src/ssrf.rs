@@ -7,46 +7,28 @@
 //! with a literal IP never reach the resolver and are checked before sending. Redirects are
 //! never followed (see [`crate::client`]). `require_https` refuses plain-HTTP receivers.
 
+use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-/// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`).
+/// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`); a bare address is a network of
+/// one (`/32`, `/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Network(IpNet);
 
 impl Network {
     pub fn parse(s: &str) -> Result<Network, String> {
-        let (ip, prefix) = match s.trim().split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = ip.parse().map_err(|_| format!("`{s}` is not an IP network (e.g. 10.0.0.0/8)"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => {
-                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?
-            }
-            None => max,
-        };
-        Ok(Network { addr, prefix })
+        let t = s.trim();
+        t.parse::<IpNet>()
+            .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+            .map(Network)
+            .map_err(|_| format!("`{s}` is not an IP network (e.g. 10.0.0.0/8, fd00::/8)"))
     }
 
+    /// True when `ip` (IPv4-mapped and NAT64 forms as the IPv4 address they reach) is in the
+    /// network.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&canonical(ip))
     }
 }
 
@@ -224,6 +206,15 @@ mod tests {
         assert!(p.check_url(&url).is_ok());
         let https = AddressPolicy { require_https: true, ..Default::default() };
         assert!(https.check_url(&url::Url::parse("http://example.com/").unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_bare_address_is_a_network_of_one_and_host_bits_are_ignored() {
+        let one = Network::parse(" 10.1.2.3 ").unwrap();
+        assert!(one.contains(ip("10.1.2.3")) && !one.contains(ip("10.1.2.4")));
+        assert!(Network::parse("fd00::1").unwrap().contains(ip("fd00::1")));
+        assert!(Network::parse("10.9.9.9/8").unwrap().contains(ip("10.0.0.1")));
+        assert!(!Network::parse("10.0.0.0/8").unwrap().contains(ip("::a00:1")));
     }
 
     #[tokio::test]

@@ -25,7 +25,8 @@
 //!
 //! # Measures
 //! - latency: receiver arrival − the moment the event's Publish call was sent; first
-//!   arrival of each (webhook, event) pair.
+//!   arrival of each (webhook, event) pair. Recorded in microseconds into an HDR histogram
+//!   (3 significant digits), which gives the percentiles and the maximum.
 //! - deliveries/s: unique deliveries ÷ (last unique arrival − first Publish sent).
 //! - CPU seconds per 1000 deliveries: CPU the hookmesh processes used between the first
 //!   Publish and the last expected delivery (so start-up and configuration are not counted),
@@ -1145,12 +1146,24 @@ fn loadavg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// Latencies in microseconds, 3 significant digits, up to an hour (a longer one counts as an
+/// hour).
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_max(3_600_000_000, 3).expect("bounds and precision are in range")
+}
+
+impl Latency {
+    /// Percentiles of `micros` (see [`latency_histogram`]), in milliseconds; all 0 when
+    /// nothing was recorded.
+    fn of(micros: &hdrhistogram::Histogram<u64>) -> Self {
+        let ms = |us: u64| round(us as f64 / 1e3, 1);
+        Latency {
+            p50: ms(micros.value_at_quantile(0.50)),
+            p90: ms(micros.value_at_quantile(0.90)),
+            p99: ms(micros.value_at_quantile(0.99)),
+            max: ms(micros.max()),
+        }
     }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    round(sorted[i] as f64 / 1e6, 1)
 }
 
 async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Result<RunReport> {
@@ -1271,20 +1284,19 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     drop(cluster); // kills every process
 
     // Analyse.
-    let (mut latencies, mut arrivals, duplicates, unexpected, unreadable) = {
+    let (latency, mut arrivals, duplicates, unexpected, unreadable) = {
         let inner = sink.inner.lock().unwrap();
-        let mut lat = Vec::with_capacity(inner.first.len());
+        let mut lat = latency_histogram();
         let mut arr = Vec::with_capacity(inner.first.len());
         for (&key, &at) in &inner.first {
             let e = (key & 0xffff_ffff) as usize;
             arr.push(at);
             if let Some(s) = sent.get(e).map(|s| s.load(Ordering::Relaxed)).filter(|&s| s > 0) {
-                lat.push(at.saturating_sub(s - 1));
+                lat.saturating_record(at.saturating_sub(s - 1) / 1_000);
             }
         }
         (lat, arr, inner.duplicates, inner.unexpected, inner.unreadable)
     };
-    latencies.sort_unstable();
     arrivals.sort_unstable();
     let unique = arrivals.len() as u64;
     let last_ns = arrivals.last().copied().unwrap_or(done_ns);
@@ -1348,12 +1360,7 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
         deliveries_lost: expected.saturating_sub(unique),
         deliveries_duplicated: duplicates,
         deliveries_per_s: round(deliveries_per_s, 1),
-        latency_ms: Latency {
-            p50: percentile(&latencies, 0.50),
-            p90: percentile(&latencies, 0.90),
-            p99: percentile(&latencies, 0.99),
-            max: percentile(&latencies, 1.0),
-        },
+        latency_ms: Latency::of(&latency),
         cpu_seconds_per_1000_deliveries: per_1000(run_cpu_hookmesh),
         processes,
         limit: Limit {
@@ -1652,6 +1659,21 @@ mod tests {
         for t in &all {
             let v: Value = serde_json::from_str(t).unwrap();
             assert_eq!(v["id"], "%event_id%");
+        }
+    }
+
+    #[test]
+    fn latency_percentiles_in_milliseconds() {
+        let mut micros = latency_histogram();
+        let none = Latency::of(&micros);
+        assert_eq!((none.p50, none.p90, none.p99, none.max), (0.0, 0.0, 0.0, 0.0));
+        for ms in 1..=1000 {
+            micros.saturating_record(ms * 1000);
+        }
+        let l = Latency::of(&micros);
+        // Within the histogram's 3 significant digits of the exact ranks.
+        for (got, want) in [(l.p50, 500.0), (l.p90, 900.0), (l.p99, 990.0), (l.max, 1000.0)] {
+            assert!((got - want).abs() <= want / 1000.0 + 0.1, "{got} ≉ {want}");
         }
     }
 
