@@ -254,7 +254,8 @@ impl Bus for KafkaBus {
         let watchdog = Some(Watchdog::new(wait));
         let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let probe = self.consumer(group, false)?;
-        let stall_check = tokio::spawn(watch_for_stalled_partitions(probe, topic.to_string(), n, wait, stalled.clone()));
+        let stall_check =
+            tokio::spawn(watch_for_stalled_partitions(probe, topic.to_string(), n, wait, stalled.clone()));
         Ok(Box::new(KafkaConsumer {
             topic: Arc::from(topic),
             consumer,
