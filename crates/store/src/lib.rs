@@ -11,9 +11,11 @@
 //!
 //! How the store fits the pipeline, and what survives which fault: `docs/architecture.md`.
 
+pub mod embedded;
 pub mod memory;
 pub mod redis;
 
+pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
