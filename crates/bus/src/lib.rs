@@ -13,6 +13,7 @@
 //! The pipeline these topics connect, and the contract between its stages:
 //! `docs/architecture.md`.
 
+pub mod embedded;
 pub mod kafka;
 pub mod memory;
 pub mod offsets;
@@ -22,6 +23,7 @@ pub mod stage;
 pub mod topics;
 pub mod trace;
 
+pub use embedded::EmbeddedBus;
 pub use memory::MemoryBus;
 pub use offsets::OffsetTracker;
 
