@@ -21,7 +21,10 @@
 //!   topic has committed past them (the engine's compactions return the space). Compacted
 //!   topics keep the newest record of each key (tombstones included): an older record of the
 //!   key is deleted when a newer one is appended, so reading the config topic from the start
-//!   costs one record per live key.
+//!   costs one record per live key. Besides, every second the writer thread deletes records of
+//!   non-compacted topics older than the retention ([`DEFAULT_RETENTION`], 7 days, as Kafka's
+//!   `retention.ms`), read or not: this bounds topics nobody consumes (`hookmesh.attempts`,
+//!   the DLQ). Offsets are never reused after a deletion.
 //! - **One process per directory**, a `FORMAT` file with the layout version
 //!   (`hookmesh-bus 1`) that a binary reading another version refuses naming the file, and a
 //!   damaged directory is an error naming it, never a panic.
@@ -35,12 +38,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The layout this binary reads and writes.
 pub const FORMAT: &str = "hookmesh-bus 1";
 /// Most publish jobs applied under one fsync.
 const GROUP_MAX: usize = 4096;
+/// How long records of non-compacted topics are kept at most (as Kafka's default).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the retention sweep runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The durable embedded bus; cheap to clone (one shared engine).
 #[derive(Clone)]
@@ -57,7 +65,7 @@ struct Inner {
     /// `group/<topic id><group>` → committed offsets (JSON); `latest/<topic id><key>` →
     /// partition ‖ offset of the key's newest record (compacted topics).
     meta: Keyspace,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: Arc<RwLock<HashMap<String, Arc<Topic>>>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -235,8 +243,15 @@ fn check_format(dir: &Path) -> std::result::Result<(), String> {
 }
 
 impl EmbeddedBus {
-    /// Opens (creating when missing) the bus in `dir`.
+    /// Opens (creating when missing) the bus in `dir`, keeping records for
+    /// [`DEFAULT_RETENTION`].
     pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedBus> {
+        Self::open_with_retention(dir, DEFAULT_RETENTION)
+    }
+
+    /// Opens the bus in `dir`; records of non-compacted topics older than `retention` are
+    /// deleted whether or not every group has read them (Kafka's `retention.ms`).
+    pub fn open_with_retention(dir: impl AsRef<Path>, retention: Duration) -> Result<EmbeddedBus> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| BusError::Backend(format!("embedded bus {}: cannot create: {e}", dir.display())))?;
@@ -271,17 +286,24 @@ impl EmbeddedBus {
             db,
             log,
             meta,
-            topics: RwLock::new(HashMap::new()),
+            topics: Arc::new(RwLock::new(HashMap::new())),
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
         };
         inner.load()?;
         let inner = Arc::new(inner);
         let (tx, rx) = mpsc::channel::<Job>();
-        let (db, log, meta, dir) = (inner.db.clone(), inner.log.clone(), inner.meta.clone(), inner.dir.clone());
+        let writer = Writer {
+            db: inner.db.clone(),
+            log: inner.log.clone(),
+            meta: inner.meta.clone(),
+            dir: inner.dir.clone(),
+            topics: inner.topics.clone(),
+            retention,
+        };
         let thread = std::thread::Builder::new()
             .name("hm-bus-writer".into())
-            .spawn(move || run_writer(rx, db, log, meta, dir))
+            .spawn(move || writer.run(rx))
             .map_err(|e| BusError::Backend(format!("embedded bus: writer thread: {e}")))?;
         *inner.jobs.lock() = Some(tx);
         *inner.writer.lock() = Some(thread);
@@ -379,16 +401,86 @@ impl Drop for Inner {
     }
 }
 
-fn run_writer(rx: mpsc::Receiver<Job>, db: Database, log: Keyspace, meta: Keyspace, dir: PathBuf) {
-    let err = |what: &str, e: fjall::Error| BusError::Backend(format!("embedded bus {}: {what}: {e}", dir.display()));
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// The writer thread's handles.
+struct Writer {
+    db: Database,
+    log: Keyspace,
+    meta: Keyspace,
+    dir: PathBuf,
+    topics: Arc<RwLock<HashMap<String, Arc<Topic>>>>,
+    retention: Duration,
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<Job>) {
+        let mut last_sweep = Instant::now();
+        loop {
+            let first = match rx.recv_timeout(SWEEP_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.sweep();
+                    last_sweep = Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+                last_sweep = Instant::now();
+            }
+            let mut jobs = vec![first];
+            while jobs.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.append(jobs);
+        }
+    }
+
+    /// Deletes the records of non-compacted topics older than the retention (oldest first, up
+    /// to 10,000 per partition per sweep). Not fsynced on its own.
+    fn sweep(&self) {
+        let cutoff = now_ms().saturating_sub(self.retention.as_millis().min(i64::MAX as u128) as i64);
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().filter(|t| !t.compacted).cloned().collect();
+        for t in topics {
+            for (p, part) in t.partitions.iter().enumerate() {
+                let base = part.base.load(Ordering::SeqCst);
+                let end = part.durable_end.load(Ordering::SeqCst);
+                if base >= end {
+                    continue;
+                }
+                let mut b = self.db.batch();
+                let mut new_base = base;
+                for kv in self.log.range(log_key(t.id, p as i32, base)..log_key(t.id, p as i32, end)).take(10_000) {
+                    let Ok((k, v)) = kv.into_inner() else { break };
+                    let ts = v.get(..8).map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes"))).unwrap_or(0);
+                    if ts >= cutoff {
+                        break;
+                    }
+                    b.remove(&self.log, k.to_vec());
+                    new_base = key_offset(&k) + 1;
+                }
+                if new_base > base {
+                    match b.commit() {
+                        Ok(()) => {
+                            part.base.fetch_max(new_base, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, dir = %self.dir.display(), "embedded bus: retention sweep failed")
+                        }
+                    }
+                }
             }
         }
+    }
+
+    fn append(&self, jobs: Vec<Job>) {
+        let (db, log, meta) = (&self.db, &self.log, &self.meta);
+        let err = |what: &str, e: fjall::Error| {
+            BusError::Backend(format!("embedded bus {}: {what}: {e}", self.dir.display()))
+        };
         let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
             let t = job.topic.clone();
@@ -399,7 +491,7 @@ fn run_writer(rx: mpsc::Receiver<Job>, db: Database, log: Keyspace, meta: Keyspa
                 let p = crate::partition_for(&r.key, t.partitions.len() as u32);
                 let part = &t.partitions[p as usize];
                 let offset = part.next.load(Ordering::SeqCst) + out.iter().filter(|(q, _)| *q == p).count() as i64;
-                b.insert(&log, log_key(t.id, p, offset).to_vec(), encode(now_ms(), r));
+                b.insert(log, log_key(t.id, p, offset).to_vec(), encode(now_ms(), r));
                 if t.compacted {
                     let lk = latest_key(t.id, &r.key);
                     // The newest record of the key replaces the previous one (which may be in
@@ -421,11 +513,11 @@ fn run_writer(rx: mpsc::Receiver<Job>, db: Database, log: Keyspace, meta: Keyspa
                             })
                         });
                     if let Some((q, o)) = previous {
-                        b.remove(&log, log_key(t.id, q, o).to_vec());
+                        b.remove(log, log_key(t.id, q, o).to_vec());
                     }
                     let mut v = (p as u32).to_be_bytes().to_vec();
                     v.extend_from_slice(&offset.to_be_bytes());
-                    b.insert(&meta, lk, v);
+                    b.insert(meta, lk, v);
                 }
                 out.push((p, offset));
                 match touched.iter_mut().find(|(q, _)| *q == p) {
@@ -434,7 +526,7 @@ fn run_writer(rx: mpsc::Receiver<Job>, db: Database, log: Keyspace, meta: Keyspa
                 }
             }
             for (p, end) in &touched {
-                b.insert(&meta, end_key(t.id, *p), end.to_be_bytes().to_vec());
+                b.insert(meta, end_key(t.id, *p), end.to_be_bytes().to_vec());
             }
             let res = b.commit().map_err(|e| err("append", e));
             if res.is_ok() {

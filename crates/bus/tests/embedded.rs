@@ -212,3 +212,27 @@ fn a_foreign_format_is_refused_naming_the_file() {
     let err = EmbeddedBus::open(dir.path()).err().expect("refused").to_string();
     assert!(err.contains(&dir.path().join("FORMAT").display().to_string()) && err.contains("hookmesh-bus 7"), "{err}");
 }
+
+#[tokio::test]
+async fn records_past_the_retention_are_reclaimed_even_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = EmbeddedBus::open_with_retention(dir.path(), Duration::from_secs(1)).unwrap();
+    bus.ensure_topic(&spec("attempts", 2, false)).await.unwrap();
+    bus.ensure_topic(&spec("config", 1, true)).await.unwrap();
+    for i in 0..20 {
+        bus.publish("attempts", Record::new(format!("d{i}"), "x")).await.unwrap();
+    }
+    bus.publish("config", Record::new("webhook/a", "a1")).await.unwrap();
+    assert_eq!(read_all(&bus, "attempts").await.len(), 20);
+    // Nobody reads `attempts`: its records go once they are older than the retention.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !read_all(&bus, "attempts").await.is_empty() {
+        assert!(Instant::now() < deadline, "records past the retention are still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bus.end_offsets("attempts").await.unwrap().iter().sum::<i64>(), 20, "offsets are not reused");
+    assert_eq!(read_all(&bus, "config").await.len(), 1, "compacted topics keep their newest records");
+    let (_, o) = bus.publish("attempts", Record::new("d0", "y")).await.unwrap();
+    assert!(o >= 1);
+    assert_eq!(read_all(&bus, "attempts").await.len(), 1);
+}

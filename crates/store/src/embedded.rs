@@ -23,8 +23,9 @@
 //!   turned into an error naming the directory.
 //! - Retention as in the other stores: a new delivery evicts the oldest of its webhook beyond
 //!   the per-webhook cap and every delivery older than the max age (with their attempts);
-//!   expired dedup marks are swept by the writer thread. The engine reclaims the space of
-//!   removed entries in its background compactions.
+//!   besides, the writer thread sweeps deliveries past the max age and expired dedup marks
+//!   every second, also when nothing is written. The engine reclaims the space of removed
+//!   entries in its background compactions.
 //!
 //! # Why fjall
 //! Measured with a throwaway program that mimics this store's writes: W concurrent writers,
@@ -71,6 +72,8 @@ pub const FORMAT: &str = "hookmesh-store 1";
 const GROUP_MAX: usize = 4096;
 /// Expired dedup marks removed per group commit.
 const SWEEP_MAX: usize = 256;
+/// How often retention runs when the store is idle (or busy).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The durable embedded store; see the module docs for what it guarantees.
 pub struct EmbeddedStore {
@@ -277,7 +280,21 @@ impl Drop for EmbeddedStore {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
+        let mut last_sweep = std::time::Instant::now();
+        loop {
+            let first = match rx.recv_timeout(SWEEP_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.sweep();
+                    last_sweep = std::time::Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+                last_sweep = std::time::Instant::now();
+            }
             let mut replies = Vec::with_capacity(64);
             replies.push(first(&mut self));
             while replies.len() < GROUP_MAX {
@@ -385,6 +402,12 @@ impl Writer {
             self.remove_delivery(&mut b, &tk, &d.webhook_id)?;
             evicted.insert(tk);
         }
+        self.evict_aged(&mut b, &evicted)?;
+        b.commit().map_err(self.err("retention"))
+    }
+
+    /// Removes (into `b`) up to 1024 deliveries older than the max age, except `skip`.
+    fn evict_aged(&mut self, b: &mut fjall::OwnedWriteBatch, skip: &std::collections::HashSet<Vec<u8>>) -> Result<()> {
         let cutoff = Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
         let upto = sortable_time(cutoff);
         let old: Vec<(Vec<u8>, String)> = self
@@ -396,11 +419,22 @@ impl Writer {
             .collect::<std::result::Result<_, _>>()
             .map_err(self.err("by_time"))?;
         for (tk, webhook) in old {
-            if !evicted.contains(&tk) {
-                self.remove_delivery(&mut b, &tk, &webhook)?;
+            if !skip.contains(&tk) {
+                self.remove_delivery(b, &tk, &webhook)?;
             }
         }
-        b.commit().map_err(self.err("retention"))
+        Ok(())
+    }
+
+    /// Retention while running, also when nothing is written: deliveries past the max age and
+    /// expired dedup marks. Not fsynced on its own (a removal lost to a crash is redone).
+    fn sweep(&mut self) {
+        self.sweep_seen();
+        let mut b = self.batch();
+        let swept = self.evict_aged(&mut b, &std::collections::HashSet::new());
+        if let Err(e) = swept.and_then(|_| b.commit().map_err(self.err("retention"))) {
+            tracing::warn!(error = %e, "embedded store: retention sweep failed");
+        }
     }
 
     fn record_health(&mut self, endpoint: &str, sample: &HealthSample) -> Result<()> {

@@ -250,3 +250,23 @@ fn a_damaged_directory_is_an_error_naming_it_not_a_panic() {
         Ok(_) => panic!("a scrambled engine directory opened as if intact"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_past_the_max_age_go_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention { max_age: Duration::from_secs(2), ..Retention::default() };
+    let s = EmbeddedStore::open(dir.path(), retention).unwrap();
+    for i in 0..3 {
+        s.put_delivery(&delivery(&format!("old{i}"), "wh", now_ms())).await.unwrap();
+        s.add_attempt(&format!("old{i}"), &attempt(1, now_ms())).await.unwrap();
+    }
+    assert_eq!(s.list_deliveries(&DeliveryQuery::default()).await.unwrap().len(), 3);
+    // No further writes: the writer's sweep removes them once they are past the max age.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.list_deliveries(&DeliveryQuery::default()).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "deliveries past the max age are still listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.get_delivery("old0").await.unwrap().is_none());
+    assert!(s.attempts("old0").await.unwrap().is_empty(), "attempts go with their delivery");
+}
