@@ -1,4 +1,5 @@
-//! Topics: the [`Bus`] trait the stage loops talk to, its in-memory implementation, the
+//! Topics: the [`Bus`] trait the stage loops talk to, its implementations (Kafka, durable
+//! embedded, in-memory), the
 //! low-water-mark commit tracker, and the configuration registry view that every service
 //! materialises from the compacted `hookmesh.config` topic.
 //!
