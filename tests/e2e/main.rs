@@ -8,6 +8,7 @@ mod control;
 mod ctl;
 mod delivery;
 mod distributed;
+mod durable;
 mod faults;
 mod privacy;
 mod readme;

@@ -24,6 +24,11 @@ pub struct Hookmesh {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The `data=` of the listening line: the data directory, or `memory`.
+    pub data: Option<String>,
+    /// A standalone started without `--data-dir`/`--ephemeral` gets a fresh data directory of
+    /// its own (the durable default), removed with this.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Hookmesh {
@@ -42,12 +47,23 @@ impl Hookmesh {
 
     /// [`Hookmesh::start_role`] with extra environment variables.
     pub fn start_role_env(role: &str, extra: &[&str], env: &[(&str, &str)]) -> Hookmesh {
+        let own_dir = (role == "standalone"
+            && !extra.iter().any(|a| a.starts_with("--data-dir") || *a == "--ephemeral")
+            && !env.iter().any(|(k, _)| *k == "HOOKMESH_DATA_DIR"))
+        .then(|| tempfile::tempdir().expect("a temporary data directory"));
+        let data_args: Vec<String> = match &own_dir {
+            Some(d) => vec!["--data-dir".into(), d.path().display().to_string()],
+            None => Vec::new(),
+        };
         let mut child = Command::new(BIN)
+            // Never the developer's own data directory.
+            .env_remove("HOOKMESH_DATA_DIR")
             .envs(env.iter().copied())
             .args([role, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             // Test receivers listen on loopback, which the SSRF guard refuses by default.
             .args(if extra.contains(&"--no-default-allow") { vec![] } else { vec!["--allow-networks", "127.0.0.0/8"] })
             .args(extra.iter().filter(|a| **a != "--no-default-allow"))
+            .args(&data_args)
             .env("HOOKMESH_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -70,8 +86,9 @@ impl Hookmesh {
             v.parse().expect("socket address")
         };
         let (grpc, admin) = (field("grpc"), field("admin"));
+        let data = line.split_whitespace().find_map(|w| w.strip_prefix("data=")).map(str::to_string);
         std::thread::spawn(move || for _ in stdout.lines() {});
-        Hookmesh { child, grpc, admin, log }
+        Hookmesh { child, grpc, admin, log, data, _data_dir: own_dir }
     }
 
     pub fn url(&self) -> String {

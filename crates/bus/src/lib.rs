@@ -1,5 +1,5 @@
-//! Topics: the [`Bus`] trait the stage loops talk to, its Kafka and in-memory
-//! implementations, the low-water-mark commit tracker and the stage loop.
+//! Topics: the [`Bus`] trait the stage loops talk to, its implementations (Kafka, durable
+//! embedded, in-memory), the low-water-mark commit tracker and the stage loop.
 //!
 //! # Guarantees every implementation keeps
 //! - [`Bus::publish`] returns only once the record is acknowledged (durable for Kafka).
@@ -12,6 +12,7 @@
 //! The pipeline these topics connect, and the contract between its stages:
 //! `docs/architecture.md`.
 
+pub mod embedded;
 pub mod kafka;
 pub mod memory;
 pub mod offsets;
@@ -19,6 +20,7 @@ pub mod stage;
 pub mod topics;
 pub mod trace;
 
+pub use embedded::EmbeddedBus;
 pub use memory::MemoryBus;
 pub use offsets::OffsetTracker;
 

@@ -1,8 +1,9 @@
-//! Bus semantics every backend keeps, run against the in-memory bus and against a real
+//! Bus semantics every backend keeps, run against the in-memory bus, the durable embedded bus
+//! (in a fresh temporary directory per test) and against a real
 //! Kafka-protocol broker (`tansu`, started on a free loopback port).
 
 use hookmesh_bus::kafka::{KafkaBus, KafkaConfig};
-use hookmesh_bus::{Bus, Consumer, MemoryBus, Record, TopicSpec};
+use hookmesh_bus::{Bus, Consumer, EmbeddedBus, MemoryBus, Record, TopicSpec};
 use hookmesh_testkit::tansu::TansuBroker;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,6 +105,13 @@ macro_rules! conformance {
         mod memory {
             use super::*;
             $(#[tokio::test] async fn $name() { super::$name(Arc::new(MemoryBus::new())).await })*
+        }
+        mod embedded {
+            use super::*;
+            $(#[tokio::test] async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(Arc::new(EmbeddedBus::open(dir.path()).unwrap())).await
+            })*
         }
         mod kafka {
             use super::*;

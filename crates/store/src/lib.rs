@@ -1,6 +1,7 @@
 //! State that outlives one message: the retry schedule, ingest dedup keys, the delivery log
-//! with its attempts, and endpoint health. [`Store`] is the trait the stages use; the
-//! in-memory implementation backs standalone mode.
+//! with its attempts, and endpoint health. [`Store`] is the trait the stages use; the durable
+//! embedded implementation backs standalone mode (the in-memory one with `--ephemeral`), Redis
+//! the distributed roles.
 //!
 //! # Guarantees every implementation keeps
 //! - [`Store::claim_due`] hands a due retry to exactly one claimant at a time; a claim is a
@@ -11,9 +12,11 @@
 //!
 //! How the store fits the pipeline, and what survives which fault: `docs/architecture.md`.
 
+pub mod embedded;
 pub mod memory;
 pub mod redis;
 
+pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

@@ -1,5 +1,6 @@
 //! Conformance suite: every behaviour the [`Store`] trait promises, written once as a generic
-//! function and run against each backend: the memory store, and the Redis store against a
+//! function and run against each backend: the memory store, the durable embedded store (in a
+//! fresh temporary directory per test), and the Redis store against a
 //! real `redis-server` (one per test, on a free loopback port, stopped when the test ends).
 //!
 //! Waiting on real time (dedup TTLs, max age, leases) polls the condition with a deadline
@@ -14,7 +15,7 @@ use hookmesh_core::health::HealthSample;
 use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
 use hookmesh_core::EventType;
 use hookmesh_store::{
-    DeliveryQuery, MemoryStore, RedisStore, Retention, Store, StoreError, HEALTH_SAMPLES, HEALTH_WINDOW,
+    DeliveryQuery, EmbeddedStore, MemoryStore, RedisStore, Retention, Store, StoreError, HEALTH_SAMPLES, HEALTH_WINDOW,
 };
 use hookmesh_testkit::redis::RedisServer;
 use std::collections::HashSet;
@@ -32,6 +33,19 @@ macro_rules! conformance {
                 async fn $name() {
                     let retention = retention!($($retention)?);
                     super::$name(Arc::new(MemoryStore::with_retention(retention))).await;
+                }
+            )*
+        }
+
+        mod embedded_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let retention = retention!($($retention)?);
+                    let store = EmbeddedStore::open(dir.path(), retention).expect("open the embedded store");
+                    super::$name(Arc::new(store)).await;
                 }
             )*
         }

@@ -5,7 +5,9 @@
 //! 1. Starts loopback HTTP receivers in this process (axum; each records the arrival time and
 //!    the event id from the body, answers 200 at once, after 2 s, or 500, by scenario).
 //! 2. Starts hookmesh as separate OS processes from this executable: `hookmesh standalone`
-//!    (backend `memory`), or a `tansu` broker, a `redis-server` and the four roles (backend
+//!    (backend `memory`: `--ephemeral`; backend `embedded`: the durable default on a fresh
+//!    data directory `<log dir>/<run>-data`, whose bytes on disk per delivery the report
+//!    gives as `extra.disk_bytes_per_delivery`), or a `tansu` broker, a `redis-server` and the four roles (backend
 //!    `kafka-redis`, router first), each on free loopback ports, and reads the
 //!    `hookmesh <role> listening grpc=… admin=…` line each prints.
 //! 3. Creates the scenario's webhooks through `WebhookService` (32 at a time), plus one
@@ -70,8 +72,10 @@ use tonic::transport::Channel;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// `hookmesh standalone` on its embedded in-memory bus and store.
+    /// `hookmesh standalone --ephemeral`: the in-memory bus and store.
     Memory,
+    /// `hookmesh standalone` on its durable embedded bus and store (a fresh data directory).
+    Embedded,
     /// tansu (Kafka protocol) + redis-server + the four roles as separate processes.
     KafkaRedis,
 }
@@ -80,6 +84,7 @@ impl Backend {
     fn name(self) -> &'static str {
         match self {
             Backend::Memory => "memory",
+            Backend::Embedded => "embedded",
             Backend::KafkaRedis => "kafka-redis",
         }
     }
@@ -732,6 +737,8 @@ struct Cluster {
     ingest: SocketAddr,
     /// Admin port (/metrics) of the process that dispatches (standalone or dispatcher).
     dispatcher_admin: SocketAddr,
+    /// The data directory of backend `embedded`.
+    data_dir: Option<PathBuf>,
 }
 
 const COMMON: &[&str] =
@@ -742,12 +749,22 @@ async fn start_cluster(backend: Backend, logdir: &Path, tag: &str) -> anyhow::Re
     let common: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
     let wait = Duration::from_secs(60);
     match backend {
-        Backend::Memory => {
+        Backend::Memory | Backend::Embedded => {
             let mut args = vec!["standalone".to_string()];
             args.extend(common);
+            let data_dir = (backend == Backend::Embedded).then(|| logdir.join(format!("{tag}-data")));
+            match &data_dir {
+                Some(d) => {
+                    if d.exists() {
+                        std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+                    }
+                    args.extend(["--data-dir".to_string(), d.display().to_string()]);
+                }
+                None => args.push("--ephemeral".to_string()),
+            }
             let (i, rx) = spawn_hookmesh(&mut procs, "standalone", &args, logdir, tag)?;
             let l = wait_listening(&mut procs, i, rx, wait).await?;
-            Ok(Cluster { procs, management: l.grpc, ingest: l.grpc, dispatcher_admin: l.admin })
+            Ok(Cluster { procs, management: l.grpc, ingest: l.grpc, dispatcher_admin: l.admin, data_dir })
         }
         Backend::KafkaRedis => {
             let tansu = find_binary("tansu")
@@ -810,7 +827,13 @@ async fn start_cluster(backend: Backend, logdir: &Path, tag: &str) -> anyhow::Re
             for (i, rx) in started {
                 addrs.push(wait_listening(&mut procs, i, rx, wait).await?);
             }
-            Ok(Cluster { procs, management: router.grpc, ingest: addrs[0].grpc, dispatcher_admin: addrs[2].admin })
+            Ok(Cluster {
+                procs,
+                management: router.grpc,
+                ingest: addrs[0].grpc,
+                dispatcher_admin: addrs[2].admin,
+                data_dir: None,
+            })
         }
     }
 }
@@ -1119,6 +1142,19 @@ struct RunReport {
     extra: serde_json::Map<String, Value>,
 }
 
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
@@ -1281,6 +1317,7 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     let metrics = dispatcher_metrics(cluster.dispatcher_admin).await;
     let processes = cluster.procs.stats(&cpu_before, &cpu_after);
     let hits_at_end: Vec<u64> = receivers.receivers.iter().map(|r| r.hits.load(Ordering::Relaxed)).collect();
+    let data_dir = cluster.data_dir.clone();
     drop(cluster); // kills every process
 
     // Analyse.
@@ -1345,6 +1382,11 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     if !plan.settle.is_zero() {
         extra.insert("settle_seconds".into(), json!(plan.settle.as_secs_f64()));
         extra.insert("settle_hookmesh_cpu_seconds".into(), json!(round(settle_cpu.max(0.0), 2)));
+    }
+    if let Some(d) = &data_dir {
+        let bytes = dir_bytes(d);
+        extra.insert("disk_bytes".into(), json!(bytes));
+        extra.insert("disk_bytes_per_delivery".into(), json!(round(bytes as f64 / (unique.max(1) as f64), 0)));
     }
     extra.insert("dispatcher_metrics".into(), metrics);
     extra.insert("receiver_hits".into(), json!(receivers_summary(&plan.receivers, &hits_at_end, warm_hits)));

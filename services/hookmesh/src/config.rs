@@ -202,6 +202,9 @@ pub struct Settings {
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
     pub endpoint_concurrency: u32,
     pub breaker: hookmesh_core::breaker::BreakerPolicy,
+    /// Standalone only: the data directory of the embedded durable bus and store; `None`
+    /// keeps them in memory. Set by `hookmesh standalone` (`--data-dir`, `--ephemeral`).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl SettingsArgs {
@@ -298,6 +301,7 @@ impl SettingsArgs {
                         .unwrap_or(d.disable_after),
                 }
             },
+            data_dir: None,
         };
         if s.endpoint_concurrency == 0 {
             bail!("endpoint_concurrency: must be at least 1");

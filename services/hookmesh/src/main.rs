@@ -1,6 +1,7 @@
 //! The `hookmesh` binary: one subcommand per role.
 //!
-//! - `standalone`: every stage and every gRPC service in one process on embedded backends.
+//! - `standalone`: every stage and every gRPC service in one process on the durable embedded
+//!   backends in a data directory (`--ephemeral`: in memory).
 //! - `ingest`, `router`, `renderer`, `dispatcher`: one stage per process over Kafka and Redis.
 //! - `ctl`: the management client (every gRPC management call from the shell).
 //! - `simulate`: realistic call traffic against a running hookmesh.
@@ -10,6 +11,7 @@
 mod bench;
 mod config;
 mod ctl;
+mod datadir;
 mod health;
 mod receive;
 mod runtime;
@@ -28,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every stage and the management API in one process on in-memory backends.
+    /// Run every stage and the management API in one process, durable in a data directory.
     Standalone(standalone::StandaloneArgs),
     /// Run the ingest stage: `calls.raw` and IngestService → hookmesh.events.
     Ingest(config::SettingsArgs),

@@ -1,28 +1,30 @@
 //! Running roles: `hookmesh standalone` runs all four stages in one process; `hookmesh
 //! ingest|router|renderer|dispatcher` runs one. Either way the process builds its backends
-//! (Kafka and Redis, or the in-memory ones in standalone), creates missing topics,
-//! materialises the registry, starts its stage loops, mounts its gRPC services on one port
-//! (plus server reflection, both `grpc.reflection.v1` and `grpc.reflection.v1alpha`, and the
-//! standard `grpc.health.v1.Health`), and serves `/healthz`, `/readyz`, `/metrics` on the
-//! admin port. `/readyz` and gRPC health answer from the same readiness: not ready until the
-//! backends are connected and the registry is caught up, not ready again once shutdown starts.
+//! (Kafka and Redis; in standalone the durable embedded ones in its data directory, or the
+//! in-memory ones with `--ephemeral`), creates missing topics, materialises the registry,
+//! starts its stage loops, mounts its gRPC services on one port (plus server reflection, both
+//! `grpc.reflection.v1` and `grpc.reflection.v1alpha`, and the standard `grpc.health.v1.Health`),
+//! and serves `/healthz`, `/readyz`, `/metrics` on the admin port. `/readyz` and gRPC health
+//! answer from the same readiness: not ready until the backends are connected and the registry
+//! is caught up, not ready again once shutdown starts.
 //!
 //! Shutdown on SIGINT/SIGTERM: readiness drops, the stage loops stop consuming, in-flight work
 //! finishes (bounded), offsets are committed, the process exits.
 
 use crate::config::Settings;
+use crate::datadir::DataDir;
 use crate::health::GrpcHealth;
 use anyhow::{bail, Context};
 use hookmesh_bus::kafka::{KafkaBus, KafkaConfig};
 use hookmesh_bus::topics::Topics;
-use hookmesh_bus::{Bus, MemoryBus};
+use hookmesh_bus::{Bus, EmbeddedBus, MemoryBus};
 use hookmesh_dispatcher::{Dispatcher, DispatcherConfig};
 use hookmesh_ingest::Ingest;
 use hookmesh_proto::v1;
 use hookmesh_registry::ConfigView;
 use hookmesh_renderer::Renderer;
 use hookmesh_router::Router;
-use hookmesh_store::{MemoryStore, Retention, Store};
+use hookmesh_store::{EmbeddedStore, MemoryStore, Retention, Store};
 use hookmesh_telemetry::Readiness;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +72,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn build_bus(s: &Settings, standalone: bool, role: &str) -> anyhow::Result<Arc<dyn Bus>> {
+async fn build_bus(s: &Settings, data: Option<&DataDir>, standalone: bool, role: &str) -> anyhow::Result<Arc<dyn Bus>> {
     match &s.kafka {
         Some(brokers) => {
             let mut config = KafkaConfig::new(brokers.clone());
@@ -82,12 +84,24 @@ async fn build_bus(s: &Settings, standalone: bool, role: &str) -> anyhow::Result
             config.message_timeout_ms = s.kafka_message_timeout_ms;
             Ok(Arc::new(KafkaBus::connect(config).with_context(|| format!("kafka: cannot connect to `{brokers}`"))?))
         }
-        None if standalone => Ok(Arc::new(MemoryBus::new())),
+        None if standalone => match data {
+            Some(d) => {
+                let dir = d.bus();
+                let bus = tokio::task::spawn_blocking(move || EmbeddedBus::open(dir)).await?;
+                Ok(Arc::new(bus.map_err(|e| anyhow::anyhow!("data_dir: {e}"))?))
+            }
+            None => Ok(Arc::new(MemoryBus::new())),
+        },
         None => bail!("kafka: `hookmesh {role}` needs Kafka (--kafka or HOOKMESH_KAFKA); use `hookmesh standalone` for one process"),
     }
 }
 
-async fn build_store(s: &Settings, standalone: bool, role: &str) -> anyhow::Result<Arc<dyn Store>> {
+async fn build_store(
+    s: &Settings,
+    data: Option<&DataDir>,
+    standalone: bool,
+    role: &str,
+) -> anyhow::Result<Arc<dyn Store>> {
     let retention =
         Retention { max_age: Duration::from_secs(s.retention_days * 24 * 3600), per_webhook: s.retention_per_webhook };
     match &s.redis {
@@ -96,7 +110,14 @@ async fn build_store(s: &Settings, standalone: bool, role: &str) -> anyhow::Resu
                 .await
                 .with_context(|| format!("redis: cannot connect to `{url}`"))?,
         )),
-        None if standalone => Ok(Arc::new(MemoryStore::with_retention(retention))),
+        None if standalone => match data {
+            Some(d) => {
+                let dir = d.store();
+                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir, retention)).await?;
+                Ok(Arc::new(store.map_err(|e| anyhow::anyhow!("data_dir: {e}"))?))
+            }
+            None => Ok(Arc::new(MemoryStore::with_retention(retention))),
+        },
         None => bail!("redis: `hookmesh {role}` needs Redis (--redis or HOOKMESH_REDIS)"),
     }
 }
@@ -105,6 +126,16 @@ async fn build_store(s: &Settings, standalone: bool, role: &str) -> anyhow::Resu
 pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()> {
     let standalone = roles.len() == 4;
     hookmesh_telemetry::init_logging(s.log_json);
+    // Before any port is bound: a second process on the same directory is refused for that.
+    // Held (locked) until the process ends.
+    let data = match &s.data_dir {
+        Some(dir) if standalone => {
+            let d = DataDir::open(dir)?;
+            tracing::info!(data_dir = %d.path().display(), "keeping state in the data directory (--ephemeral keeps it in memory)");
+            Some(d)
+        }
+        _ => None,
+    };
     let tracer_provider =
         hookmesh_telemetry::otel::init_from_env(label).context("OTEL_EXPORTER_OTLP_ENDPOINT: tracing setup")?;
     if tracer_provider.is_some() {
@@ -120,9 +151,9 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         .await
         .with_context(|| format!("admin_addr: cannot bind {}", s.admin_addr))?;
 
-    let bus = build_bus(&s, standalone, label).await?;
+    let bus = build_bus(&s, data.as_ref(), standalone, label).await?;
     let needs_store = roles.contains(&Role::Ingest) || roles.contains(&Role::Dispatcher);
-    let store = if needs_store { Some(build_store(&s, standalone, label).await?) } else { None };
+    let store = if needs_store { Some(build_store(&s, data.as_ref(), standalone, label).await?) } else { None };
     let topics = Topics::new(&s.topic_prefix);
     for spec in topics.specs(s.partitions) {
         bus.ensure_topic(&spec).await.with_context(|| format!("creating topic `{}`", spec.name))?;
@@ -238,15 +269,22 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     );
 
     readiness.set_ready(true);
+    let local = if data.is_some() { "embedded" } else { "memory" };
     let backends = match (&s.kafka, &s.redis) {
-        (Some(_), Some(_)) => "kafka+redis",
-        (Some(_), None) => "kafka+memory",
-        (None, Some(_)) => "memory+redis",
-        (None, None) => "memory",
+        (Some(_), Some(_)) => "kafka+redis".to_string(),
+        (Some(_), None) => format!("kafka+{local}"),
+        (None, Some(_)) => format!("{local}+redis"),
+        (None, None) => local.to_string(),
     };
     tracing::info!(%grpc_addr, %admin_addr, backends, "hookmesh {label} ready");
-    // One machine-readable line on stdout, for scripts and tests that start on port 0.
-    println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}");
+    // One machine-readable line on stdout, for scripts and tests that start on port 0; in
+    // standalone it names where the state is kept (`data=memory` with --ephemeral).
+    let data_field = match (&data, standalone) {
+        (Some(d), _) => format!(" data={}", d.path().display()),
+        (None, true) if s.kafka.is_none() || s.redis.is_none() => " data=memory".to_string(),
+        _ => String::new(),
+    };
+    println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}{data_field}");
 
     let mut server_stopped = false;
     tokio::select! {

@@ -1,0 +1,865 @@
+//! The durable embedded [`Store`] of `hookmesh standalone`: the delivery log with its attempts
+//! and indexes, and the hot state (retry schedule with leases, dedup marks with TTL, breakers,
+//! health samples, lanes, rate-limit state), kept in one directory on an embedded LSM engine
+//! (fjall). Same semantics as the memory and Redis stores (the conformance suite runs on all
+//! three).
+//!
+//! # What it guarantees
+//! - **An OK is on disk.** Every write (a put, an attempt, a mark, a claim, a reservation, …)
+//!   answers only after the engine's journal holding it was fsynced (`fsync`, data and
+//!   metadata). It survives SIGKILL of the process and power loss.
+//! - **Group commit.** One writer thread applies the writes in arrival order and shares one
+//!   fsync among every write that arrived while the previous fsync ran, so concurrent writers
+//!   do not queue for a disk flush each. Each write is applied atomically (one engine batch),
+//!   and read-modify-write operations (`mark_seen`, `claim_due`, lanes, `rate_reserve`, breaker
+//!   updates) are serialised by that thread, so they are atomic without locks.
+//! - Reads see every applied write, including writes of a group whose fsync is still running
+//!   (their writers have not been answered yet).
+//! - **One process per directory**: the engine locks it; a second open fails naming it.
+//! - **Format version**: `FORMAT` in the directory names the layout (`hookmesh-store 1`); a
+//!   directory written in another format is refused with a message naming the file and both
+//!   versions, and an unreadable value is a [`StoreError::Corrupt`] naming its table and key.
+//!   Opening never panics: a panic inside the engine while recovering a damaged directory is
+//!   turned into an error naming the directory.
+//! - Retention as in the other stores: a new delivery evicts the oldest of its webhook beyond
+//!   the per-webhook cap and every delivery older than the max age (with their attempts);
+//!   besides, the writer thread sweeps deliveries past the max age and expired dedup marks
+//!   every second, also when nothing is written. The engine reclaims the space of removed
+//!   entries in its background compactions.
+//!
+//! # Why fjall
+//! Measured with a throwaway program that mimics this store's writes: W concurrent writers,
+//! each write one 1–3 KiB JSON value plus one sorted index entry (created-at + id), group
+//! committed by one thread with a durable commit per drained group, then 2,000 reverse range
+//! scans of 50 entries each with a point read per entry (the delivery-log listing). 10,000
+//! writes per run on this project's 2-core development machine (virtual disk):
+//!
+//! | engine (durable commit)            | W  | writes/s | p50 ms | p99 ms | scans/s |
+//! |------------------------------------|----|---------:|-------:|-------:|--------:|
+//! | redb 5 (`Durability::Immediate`)   | 1  |    2,239 |   0.39 |   1.44 |  38,300 |
+//! | fjall 3 (`persist(SyncAll)`)       | 1  |    3,938 |   0.20 |   1.20 |  20,961 |
+//! | SQLite 3 (WAL, `synchronous=FULL`) | 1  |    3,612 |   0.21 |   1.63 |   2,982 |
+//! | redb                               | 16 |   12,004 |   1.30 |   2.22 |  45,050 |
+//! | fjall                              | 16 |   25,118 |   0.60 |   1.42 |  23,066 |
+//! | SQLite                             | 16 |   14,501 |   0.83 |   4.18 |   2,869 |
+//! | redb                               | 64 |   21,374 |   3.07 |   4.39 |  44,615 |
+//! | fjall                              | 64 |   59,668 |   1.00 |   2.28 |  22,143 |
+//! | SQLite                             | 64 |   14,987 |   3.33 |   9.45 |   2,771 |
+//!
+//! fjall writes 2–3× faster than redb under concurrency with the lowest tail latency (an LSM
+//! appends to its journal; redb's copy-on-write B-tree rewrites pages per commit), and its
+//! range scans, though half of redb's, are far beyond what the delivery-log API asks. The
+//! store's workload is write-heavy (each delivery writes its record, attempts, health samples,
+//! lane and breaker state; the log is read by people), so fjall it is. It is pure Rust (no C
+//! toolchain, unlike SQLite) and LZ4 is left off (values are small JSON documents).
+
+use crate::{DeliveryQuery, Result, Retention, Store, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use hookmesh_core::breaker::Breaker;
+use hookmesh_core::delivery::{Attempt, Delivery};
+use hookmesh_core::health::HealthSample;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// The layout this binary reads and writes.
+pub const FORMAT: &str = "hookmesh-store 1";
+/// Most writes applied under one fsync.
+const GROUP_MAX: usize = 4096;
+/// Expired dedup marks removed per group commit.
+const SWEEP_MAX: usize = 256;
+/// How often retention runs when the store is idle (or busy).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The durable embedded store; see the module docs for what it guarantees.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    db: Database,
+    ks: Tables,
+    /// Scheduled retries (claimed or not), kept by the writer thread.
+    backlog: AtomicUsize,
+}
+
+/// The engine's keyspaces ("tables"): see `open` for the key layout of each.
+struct Tables {
+    seen: Keyspace,
+    seen_exp: Keyspace,
+    deliveries: Keyspace,
+    attempts: Keyspace,
+    by_time: Keyspace,
+    by_webhook: Keyspace,
+    retry_id: Keyspace,
+    retry_due: Keyspace,
+    rates: Keyspace,
+    health: Keyspace,
+    breakers: Keyspace,
+    lanes: Keyspace,
+}
+
+/// Runs on the writer thread; answers a reply to send once the group's fsync is done.
+type Job = Box<dyn FnOnce(&mut Writer) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// State only the writer thread touches.
+struct Writer {
+    shared: Arc<Shared>,
+    retention: Retention,
+    /// Deliveries per webhook, counted on first use.
+    per_webhook: HashMap<String, usize>,
+    /// Health samples per endpoint, counted on first use.
+    health_counts: HashMap<String, usize>,
+    /// Tie-breaker of health samples with one timestamp: increases across restarts too.
+    seq: u64,
+}
+
+fn engine_err<'a>(dir: &'a Path, what: &str) -> impl Fn(fjall::Error) -> StoreError + 'a {
+    let what = what.to_string();
+    move |e| StoreError::Backend(format!("embedded store {}: {what}: {e}", dir.display()))
+}
+
+/// Checks or writes `FORMAT` in `dir`.
+pub(crate) fn check_format(dir: &Path, format: &str) -> std::result::Result<(), String> {
+    let file = dir.join("FORMAT");
+    match std::fs::read(&file) {
+        Ok(bytes) => {
+            let found = String::from_utf8_lossy(&bytes).trim().to_string();
+            if found != format {
+                return Err(format!(
+                    "{}: the data is in format `{found}`, this binary reads `{format}` only (a newer or older hookmesh wrote it)",
+                    file.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let nonempty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+            if nonempty {
+                return Err(format!(
+                    "{}: missing, but {} holds other files: not a hookmesh data directory, or damaged",
+                    file.display(),
+                    dir.display()
+                ));
+            }
+            let tmp = dir.join("FORMAT.tmp");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, format!("{format}\n").as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &file)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(|e| format!("{}: cannot write: {e}", file.display()))
+        }
+        Err(e) => Err(format!("{}: cannot read: {e}", file.display())),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating when missing) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, retention: Retention) -> Result<EmbeddedStore> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Backend(format!("embedded store {}: cannot create: {e}", dir.display())))?;
+        check_format(&dir, FORMAT).map_err(StoreError::Corrupt)?;
+        let engine = dir.join("engine");
+        // The engine may panic on a damaged file while recovering; that is an error here.
+        let opened = std::panic::catch_unwind(|| -> std::result::Result<(Database, Tables), fjall::Error> {
+            let db = Database::builder(&engine).open()?;
+            let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+            let tables = Tables {
+                // key → expiry (unix ms, i64 BE)
+                seen: ks("seen")?,
+                // expiry (sortable) ‖ key → ()
+                seen_exp: ks("seen_exp")?,
+                // delivery id → JSON
+                deliveries: ks("deliveries")?,
+                // delivery id ‖ 0 ‖ number (u32 BE) → JSON
+                attempts: ks("attempts")?,
+                // created_at (sortable) ‖ id → webhook id
+                by_time: ks("by_time")?,
+                // webhook id ‖ 0 ‖ created_at ‖ id → ()
+                by_webhook: ks("by_webhook")?,
+                // delivery id → due (sortable)
+                retry_id: ks("retry_id")?,
+                // due ‖ delivery id → ()
+                retry_due: ks("retry_due")?,
+                // key → theoretical arrival time (unix ns, i64 BE)
+                rates: ks("rates")?,
+                // endpoint ‖ 0 ‖ at ‖ seq (u64 BE) → JSON
+                health: ks("health")?,
+                // endpoint → JSON
+                breakers: ks("breakers")?,
+                // lane → JSON list of ids, head first
+                lanes: ks("lanes")?,
+            };
+            Ok((db, tables))
+        });
+        let (db, ks) = match opened {
+            Ok(Ok(v)) => v,
+            Ok(Err(fjall::Error::Locked)) => {
+                return Err(StoreError::Backend(format!(
+                    "embedded store {}: in use by another process (one process per data directory)",
+                    dir.display()
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Corrupt(format!("embedded store {}: cannot open: {e}", engine.display())))
+            }
+            Err(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "embedded store {}: the engine failed while reading its files (damaged?)",
+                    engine.display()
+                )))
+            }
+        };
+        let backlog = ks.retry_id.iter().count();
+        let shared = Arc::new(Shared { dir, db, ks, backlog: AtomicUsize::new(backlog) });
+        let writer = Writer {
+            shared: shared.clone(),
+            retention,
+            per_webhook: HashMap::new(),
+            health_counts: HashMap::new(),
+            seq: (Utc::now().timestamp_micros().max(0) as u64) << 8,
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("hm-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(format!("embedded store: writer thread: {e}")))?;
+        Ok(EmbeddedStore { shared, jobs: Some(tx), writer: Some(thread) })
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Bytes the engine's files take on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.shared.db.disk_space().unwrap_or(0)
+    }
+
+    /// Runs `f` on the writer thread; answers once its group is on disk.
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |w: &mut Writer| {
+            let out = f(w);
+            Box::new(move |synced: Result<()>| {
+                let _ = tx.send(synced.and(out));
+            })
+        });
+        let closed = || StoreError::Backend("embedded store: closed".into());
+        self.jobs.as_ref().ok_or_else(closed)?.send(job).map_err(|_| closed())?;
+        rx.await.map_err(|_| StoreError::Backend("embedded store: the writer thread stopped".into()))?
+    }
+
+    fn err(&self, what: &str) -> impl Fn(fjall::Error) -> StoreError + '_ {
+        engine_err(&self.shared.dir, what)
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // The writer drains what was sent, syncs, and stops; then the engine closes.
+        self.jobs.take();
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut last_sweep = std::time::Instant::now();
+        loop {
+            let first = match rx.recv_timeout(SWEEP_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.sweep();
+                    last_sweep = std::time::Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+                last_sweep = std::time::Instant::now();
+            }
+            let mut replies = Vec::with_capacity(64);
+            replies.push(first(&mut self));
+            while replies.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(job) => replies.push(job(&mut self)),
+                    Err(_) => break,
+                }
+            }
+            self.sweep_seen();
+            let synced = self.shared.db.persist(PersistMode::SyncAll).map_err(self.err("fsync"));
+            for reply in replies {
+                reply(synced.clone());
+            }
+        }
+        let _ = self.shared.db.persist(PersistMode::SyncAll);
+    }
+
+    fn err(&self, what: &str) -> impl Fn(fjall::Error) -> StoreError + '_ {
+        engine_err(&self.shared.dir, what)
+    }
+
+    fn ks(&self) -> &Tables {
+        &self.shared.ks
+    }
+
+    fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.shared.db.batch()
+    }
+
+    fn sweep_seen(&mut self) {
+        let now = Utc::now().timestamp_millis();
+        let upto = sortable(now.saturating_add(1));
+        let mut b = self.batch();
+        for kv in self.ks().seen_exp.range(..upto.to_vec()).take(SWEEP_MAX) {
+            let Ok(k) = kv.key() else { break };
+            let key = &k[8..];
+            // Only if the mark was not renewed since.
+            if let Ok(Some(v)) = self.ks().seen.get(key) {
+                if v.as_ref() == &k[..8] {
+                    b.remove(&self.ks().seen, key.to_vec());
+                }
+            }
+            b.remove(&self.ks().seen_exp, k.to_vec());
+        }
+        let _ = b.commit();
+    }
+
+    fn remove_delivery(&mut self, b: &mut fjall::OwnedWriteBatch, time_key: &[u8], webhook: &str) -> Result<()> {
+        let id = &time_key[8..];
+        b.remove(&self.ks().by_time, time_key.to_vec());
+        b.remove(&self.ks().by_webhook, webhook_key(webhook, time_key));
+        b.remove(&self.ks().deliveries, id.to_vec());
+        for kv in self.ks().attempts.prefix(attempt_prefix(id)) {
+            b.remove(&self.ks().attempts, kv.key().map_err(self.err("attempts"))?.to_vec());
+        }
+        if let Some(n) = self.per_webhook.get_mut(webhook) {
+            *n = n.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn webhook_count(&mut self, webhook: &str) -> usize {
+        if let Some(n) = self.per_webhook.get(webhook) {
+            return *n;
+        }
+        let n = self.shared.ks.by_webhook.prefix(webhook_prefix(webhook)).count();
+        self.per_webhook.insert(webhook.to_string(), n);
+        n
+    }
+
+    fn put_delivery(&mut self, mut d: Delivery) -> Result<()> {
+        let existing = self.ks().deliveries.get(d.id.as_bytes()).map_err(self.err("deliveries"))?;
+        let mut b = self.batch();
+        if let Some(existing) = existing {
+            let old = decode::<Delivery>(&existing, "deliveries", &d.id)?;
+            d.created_at = old.created_at;
+            d.request.first_trigger_at = old.request.first_trigger_at;
+            b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), encode(&d, "deliveries", &d.id)?);
+            return b.commit().map_err(self.err("put delivery"));
+        }
+        let time_key = time_key(d.created_at, &d.id);
+        let count = self.webhook_count(&d.webhook_id);
+        b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), encode(&d, "deliveries", &d.id)?);
+        b.insert(&self.ks().by_time, time_key.clone(), d.webhook_id.as_bytes().to_vec());
+        b.insert(&self.ks().by_webhook, webhook_key(&d.webhook_id, &time_key), Vec::new());
+        // Applied before retention runs: a new delivery that is itself the oldest (past the max
+        // age, or the oldest of a full webhook) is dropped like any other.
+        b.commit().map_err(self.err("put delivery"))?;
+        self.per_webhook.insert(d.webhook_id.clone(), count + 1);
+
+        let mut b = self.batch();
+        let over = (count + 1).saturating_sub(self.retention.per_webhook);
+        let oldest: Vec<Vec<u8>> = self
+            .ks()
+            .by_webhook
+            .prefix(webhook_prefix(&d.webhook_id))
+            .take(over)
+            .map(|kv| kv.key().map(|k| k.to_vec()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err("by_webhook"))?;
+        let skip = webhook_prefix(&d.webhook_id).len();
+        let mut evicted = std::collections::HashSet::new();
+        for k in oldest {
+            let tk = k[skip..].to_vec();
+            self.remove_delivery(&mut b, &tk, &d.webhook_id)?;
+            evicted.insert(tk);
+        }
+        self.evict_aged(&mut b, &evicted)?;
+        b.commit().map_err(self.err("retention"))
+    }
+
+    /// Removes (into `b`) up to 1024 deliveries older than the max age, except `skip`.
+    fn evict_aged(&mut self, b: &mut fjall::OwnedWriteBatch, skip: &std::collections::HashSet<Vec<u8>>) -> Result<()> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
+        let upto = sortable_time(cutoff);
+        let old: Vec<(Vec<u8>, String)> = self
+            .ks()
+            .by_time
+            .range(..upto.to_vec())
+            .take(1024)
+            .map(|kv| kv.into_inner().map(|(k, v)| (k.to_vec(), String::from_utf8_lossy(&v).into_owned())))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err("by_time"))?;
+        for (tk, webhook) in old {
+            if !skip.contains(&tk) {
+                self.remove_delivery(b, &tk, &webhook)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention while running, also when nothing is written: deliveries past the max age and
+    /// expired dedup marks. Not fsynced on its own (a removal lost to a crash is redone).
+    fn sweep(&mut self) {
+        self.sweep_seen();
+        let mut b = self.batch();
+        let swept = self.evict_aged(&mut b, &std::collections::HashSet::new());
+        if let Err(e) = swept.and_then(|_| b.commit().map_err(self.err("retention"))) {
+            tracing::warn!(error = %e, "embedded store: retention sweep failed");
+        }
+    }
+
+    fn record_health(&mut self, endpoint: &str, sample: &HealthSample) -> Result<()> {
+        let prefix = webhook_prefix(endpoint);
+        if !self.health_counts.contains_key(endpoint) {
+            let n = self.ks().health.prefix(&prefix).count();
+            self.health_counts.insert(endpoint.to_string(), n);
+        }
+        self.seq += 1;
+        let mut key = prefix.clone();
+        key.extend_from_slice(&sortable_time(sample.at));
+        key.extend_from_slice(&self.seq.to_be_bytes());
+        let json = encode(sample, "health", endpoint)?;
+        self.ks().health.insert(key, json).map_err(self.err("health"))?;
+        let mut count = self.health_counts[endpoint] + 1;
+        // The window is relative to the newest sample, not to the one just recorded.
+        let newest = match self.ks().health.prefix(&prefix).next_back() {
+            Some(kv) => {
+                let k = kv.key().map_err(self.err("health"))?;
+                k[prefix.len()..prefix.len() + 8].to_vec()
+            }
+            None => sortable_time(sample.at).to_vec(),
+        };
+        let window = chrono::Duration::from_std(crate::HEALTH_WINDOW).unwrap_or(chrono::Duration::MAX);
+        let newest_at = unsortable_time(&newest);
+        let cutoff = newest_at.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut cutoff_key = prefix.clone();
+        cutoff_key.extend_from_slice(&sortable_time(cutoff));
+        let mut b = self.batch();
+        for kv in self.ks().health.prefix(&prefix) {
+            let k = kv.key().map_err(self.err("health"))?;
+            if *k >= *cutoff_key && count <= crate::HEALTH_SAMPLES {
+                break;
+            }
+            b.remove(&self.ks().health, k.to_vec());
+            count -= 1;
+        }
+        b.commit().map_err(self.err("health"))?;
+        self.health_counts.insert(endpoint.to_string(), count);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// `v` as 8 bytes that sort like the signed number.
+fn sortable(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unsortable(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    (u64::from_be_bytes(a) ^ (1 << 63)) as i64
+}
+
+fn time_ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn sortable_time(t: DateTime<Utc>) -> [u8; 8] {
+    sortable(time_ns(t))
+}
+
+fn unsortable_time(b: &[u8]) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(unsortable(b))
+}
+
+fn time_key(t: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let mut k = sortable_time(t).to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `name ‖ 0`: the prefix of a per-webhook (per-endpoint) index.
+fn webhook_prefix(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn webhook_key(webhook: &str, time_key: &[u8]) -> Vec<u8> {
+    let mut k = webhook_prefix(webhook);
+    k.extend_from_slice(time_key);
+    k
+}
+
+fn attempt_prefix(id: &[u8]) -> Vec<u8> {
+    let mut k = id.to_vec();
+    k.push(0);
+    k
+}
+
+fn encode<T: serde::Serialize>(v: &T, table: &str, key: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(format!("{table}/{key}: cannot encode: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], table: &str, key: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("embedded store: {table}/{key}: {e}")))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn lane_ids(bytes: Option<fjall::Slice>, lane: &str) -> Result<Vec<String>> {
+    match bytes {
+        Some(b) => decode(&b, "lanes", lane),
+        None => Ok(Vec::new()),
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool> {
+        let key = key.to_string();
+        self.write(move |w| {
+            let now = now_ms();
+            if let Some(v) = w.ks().seen.get(key.as_bytes()).map_err(w.err("seen"))? {
+                if unsortable(&v) > now {
+                    return Ok(false);
+                }
+            }
+            let exp = sortable(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64));
+            let mut idx = exp.to_vec();
+            idx.extend_from_slice(key.as_bytes());
+            let mut b = w.batch();
+            b.insert(&w.ks().seen, key.as_bytes().to_vec(), exp.to_vec());
+            b.insert(&w.ks().seen_exp, idx, Vec::new());
+            b.commit().map_err(w.err("seen"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn is_seen(&self, key: &str) -> Result<bool> {
+        let v = self.shared.ks.seen.get(key.as_bytes()).map_err(self.err("seen"))?;
+        Ok(v.is_some_and(|v| unsortable(&v) > now_ms()))
+    }
+
+    async fn forget_seen(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |w| {
+            // The expiry index entry is swept when it expires.
+            w.ks().seen.remove(key.as_bytes().to_vec()).map_err(w.err("seen"))
+        })
+        .await
+    }
+
+    async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
+        let d = delivery.clone();
+        self.write(move |w| w.put_delivery(d)).await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        match self.shared.ks.deliveries.get(id.as_bytes()).map_err(self.err("deliveries"))? {
+            Some(v) => Ok(Some(decode(&v, "deliveries", id)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
+        let id = delivery_id.to_string();
+        let json = encode(attempt, "attempts", delivery_id)?;
+        self.write(move |w| {
+            if !w.ks().deliveries.contains_key(id.as_bytes()).map_err(w.err("deliveries"))? {
+                return Ok(());
+            }
+            let prefix = attempt_prefix(id.as_bytes());
+            let next = match w.ks().attempts.prefix(&prefix).next_back() {
+                Some(kv) => {
+                    let k = kv.key().map_err(w.err("attempts"))?;
+                    let mut n = [0u8; 4];
+                    n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
+                    u32::from_be_bytes(n) + 1
+                }
+                None => 0,
+            };
+            let mut key = prefix;
+            key.extend_from_slice(&next.to_be_bytes());
+            w.ks().attempts.insert(key, json).map_err(w.err("attempts"))
+        })
+        .await
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        self.shared
+            .ks
+            .attempts
+            .prefix(attempt_prefix(delivery_id.as_bytes()))
+            .map(|kv| {
+                let v = kv.value().map_err(self.err("attempts"))?;
+                decode(&v, "attempts", delivery_id)
+            })
+            .collect()
+    }
+
+    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let ks = &self.shared.ks;
+        let upper = match &q.before {
+            Some(b) => self.get_delivery(b).await?.map(|d| time_key(d.created_at, &d.id)),
+            None => None,
+        };
+        let limit = if q.limit == 0 { 50 } else { q.limit };
+        let (index, lower, upper, skip) = match &q.webhook_id {
+            Some(w) => {
+                let prefix = webhook_prefix(w);
+                let upper = match upper {
+                    Some(u) => webhook_key(w, &u),
+                    None => {
+                        let mut end = w.as_bytes().to_vec();
+                        end.push(1);
+                        end
+                    }
+                };
+                let skip = prefix.len();
+                (&ks.by_webhook, prefix, upper, skip)
+            }
+            None => (&ks.by_time, Vec::new(), upper.unwrap_or_else(|| vec![0xff; 9]), 0),
+        };
+        let mut out = Vec::new();
+        for kv in index.range(lower..upper).rev() {
+            let k = kv.key().map_err(self.err("delivery index"))?;
+            let id = String::from_utf8_lossy(&k[skip + 8..]).into_owned();
+            let Some(d) = self.get_delivery(&id).await? else { continue };
+            if q.matches(&d) {
+                out.push(d);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
+        let id = delivery_id.to_string();
+        self.write(move |w| {
+            let mut b = w.batch();
+            let old = w.ks().retry_id.get(id.as_bytes()).map_err(w.err("retry_id"))?;
+            if let Some(old) = &old {
+                let mut k = old.to_vec();
+                k.extend_from_slice(id.as_bytes());
+                b.remove(&w.ks().retry_due, k);
+            }
+            let due = sortable_time(due);
+            let mut k = due.to_vec();
+            k.extend_from_slice(id.as_bytes());
+            b.insert(&w.ks().retry_due, k, Vec::new());
+            b.insert(&w.ks().retry_id, id.as_bytes().to_vec(), due.to_vec());
+            b.commit().map_err(w.err("schedule retry"))?;
+            if old.is_none() {
+                w.shared.backlog.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cancel_retry(&self, delivery_id: &str) -> Result<bool> {
+        let id = delivery_id.to_string();
+        self.write(move |w| {
+            let Some(old) = w.ks().retry_id.get(id.as_bytes()).map_err(w.err("retry_id"))? else { return Ok(false) };
+            let mut k = old.to_vec();
+            k.extend_from_slice(id.as_bytes());
+            let mut b = w.batch();
+            b.remove(&w.ks().retry_due, k);
+            b.remove(&w.ks().retry_id, id.as_bytes().to_vec());
+            b.commit().map_err(w.err("cancel retry"))?;
+            w.shared.backlog.fetch_sub(1, Ordering::SeqCst);
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>> {
+        self.write(move |w| {
+            let upto = sortable(time_ns(now).saturating_add(1));
+            let due: Vec<Vec<u8>> = w
+                .ks()
+                .retry_due
+                .range(..upto.to_vec())
+                .take(limit)
+                .map(|kv| kv.key().map(|k| k.to_vec()))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(w.err("retry_due"))?;
+            let until = sortable_time(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX));
+            let mut b = w.batch();
+            let mut ids = Vec::with_capacity(due.len());
+            for k in due {
+                let id = &k[8..];
+                b.remove(&w.ks().retry_due, k.clone());
+                let mut nk = until.to_vec();
+                nk.extend_from_slice(id);
+                b.insert(&w.ks().retry_due, nk, Vec::new());
+                b.insert(&w.ks().retry_id, id.to_vec(), until.to_vec());
+                ids.push(String::from_utf8_lossy(id).into_owned());
+            }
+            b.commit().map_err(w.err("claim"))?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn retry_backlog(&self) -> Result<usize> {
+        Ok(self.shared.backlog.load(Ordering::SeqCst))
+    }
+
+    async fn rate_reserve(&self, key: &str, per_second: f64, burst: u32, now: DateTime<Utc>) -> Result<Duration> {
+        let key = key.to_string();
+        self.write(move |w| {
+            let now_ns = time_ns(now);
+            let tat = w.ks().rates.get(key.as_bytes()).map_err(w.err("rates"))?.map(|v| unsortable(&v));
+            let (tat, wait) = crate::gcra_reserve(tat, now_ns, per_second, burst);
+            w.ks().rates.insert(key.as_bytes().to_vec(), sortable(tat).to_vec()).map_err(w.err("rates"))?;
+            Ok(Duration::from_nanos(wait as u64))
+        })
+        .await
+    }
+
+    async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
+        let endpoint = endpoint.to_string();
+        let sample = *sample;
+        self.write(move |w| w.record_health(&endpoint, &sample)).await
+    }
+
+    async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {
+        let mut from = webhook_prefix(endpoint);
+        from.extend_from_slice(&sortable_time(since));
+        let mut to = endpoint.as_bytes().to_vec();
+        to.push(1);
+        self.shared
+            .ks
+            .health
+            .range(from..to)
+            .map(|kv| {
+                let v = kv.value().map_err(self.err("health"))?;
+                decode(&v, "health", endpoint)
+            })
+            .collect()
+    }
+
+    async fn get_breaker(&self, endpoint: &str) -> Result<Breaker> {
+        match self.shared.ks.breakers.get(endpoint.as_bytes()).map_err(self.err("breakers"))? {
+            Some(v) => decode(&v, "breakers", endpoint),
+            None => Ok(Breaker::default()),
+        }
+    }
+
+    async fn put_breaker(&self, endpoint: &str, breaker: &Breaker) -> Result<()> {
+        let endpoint = endpoint.to_string();
+        let value = if *breaker == Breaker::default() { None } else { Some(encode(breaker, "breakers", &endpoint)?) };
+        self.write(move |w| match value {
+            Some(v) => w.ks().breakers.insert(endpoint.as_bytes().to_vec(), v).map_err(w.err("breakers")),
+            None => w.ks().breakers.remove(endpoint.as_bytes().to_vec()).map_err(w.err("breakers")),
+        })
+        .await
+    }
+
+    async fn update_breaker(
+        &self,
+        endpoint: &str,
+        change: &(dyn for<'b> Fn(&'b mut Breaker) + Send + Sync),
+    ) -> Result<(Breaker, Breaker)> {
+        // `change` cannot travel to the writer thread: apply it here and write the result only
+        // if the stored state is still the one it saw (compare-and-set); else run it again.
+        loop {
+            let before = self.get_breaker(endpoint).await?;
+            let mut after = before.clone();
+            change(&mut after);
+            let endpoint_s = endpoint.to_string();
+            let (b2, a2) = (before.clone(), after.clone());
+            let done = self
+                .write(move |w| {
+                    let current = match w.ks().breakers.get(endpoint_s.as_bytes()).map_err(w.err("breakers"))? {
+                        Some(v) => decode(&v, "breakers", &endpoint_s)?,
+                        None => Breaker::default(),
+                    };
+                    if current != b2 {
+                        return Ok(false);
+                    }
+                    if a2 == Breaker::default() {
+                        w.ks().breakers.remove(endpoint_s.as_bytes().to_vec()).map_err(w.err("breakers"))?;
+                    } else {
+                        let v = encode(&a2, "breakers", &endpoint_s)?;
+                        w.ks().breakers.insert(endpoint_s.as_bytes().to_vec(), v).map_err(w.err("breakers"))?;
+                    }
+                    Ok(true)
+                })
+                .await?;
+            if done {
+                return Ok((before, after));
+            }
+        }
+    }
+
+    async fn lane_push(&self, lane: &str, id: &str) -> Result<bool> {
+        let (lane, id) = (lane.to_string(), id.to_string());
+        self.write(move |w| {
+            let mut q = lane_ids(w.ks().lanes.get(lane.as_bytes()).map_err(w.err("lanes"))?, &lane)?;
+            if !q.contains(&id) {
+                q.push(id.clone());
+                let v = encode(&q, "lanes", &lane)?;
+                w.ks().lanes.insert(lane.as_bytes().to_vec(), v).map_err(w.err("lanes"))?;
+            }
+            Ok(q.first() == Some(&id))
+        })
+        .await
+    }
+
+    async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>> {
+        let (lane, id) = (lane.to_string(), id.to_string());
+        self.write(move |w| {
+            let Some(v) = w.ks().lanes.get(lane.as_bytes()).map_err(w.err("lanes"))? else { return Ok(None) };
+            let mut q: Vec<String> = decode(&v, "lanes", &lane)?;
+            q.retain(|x| *x != id);
+            if q.is_empty() {
+                w.ks().lanes.remove(lane.as_bytes().to_vec()).map_err(w.err("lanes"))?;
+            } else {
+                let v = encode(&q, "lanes", &lane)?;
+                w.ks().lanes.insert(lane.as_bytes().to_vec(), v).map_err(w.err("lanes"))?;
+            }
+            Ok(q.first().cloned())
+        })
+        .await
+    }
+}
