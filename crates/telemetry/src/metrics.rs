@@ -34,7 +34,7 @@
 //!   the values observed since its export started (the `hookmesh` binary starts the export
 //!   before any stage runs).
 //! - A label set becomes string attributes of the same names (see [`Attributes`]).
-//! - Names are the registry's family names: a counter is sent as `hookmesh_events_ingested`,
+//! - Names are the registry's family names: a counter is sent as "hookmesh_events_ingested",
 //!   without the `_total` its `/metrics` sample carries (as the OpenTelemetry Prometheus
 //!   compatibility rules ask; a collector's Prometheus exporter appends `_total` again). No unit
 //!   is set.
