@@ -12,9 +12,11 @@
 //! - Consumers see a record only once it is durable (never one that a crash could take back).
 //! - Records with one key go to one partition (the same function as Kafka's producer here),
 //!   in publish order; offsets grow per partition and are never reused, across restarts too.
-//! - A consumer group resumes from its commits, across restarts. [`Consumer::commit`] is
-//!   written at once (it survives SIGKILL) and fsynced with the next group commit: after a
-//!   power loss a group may resume slightly earlier and see records again (at-least-once).
+//! - A consumer group resumes from its commits, across restarts. [`Consumer::commit`] takes
+//!   effect at once in the process and is written and fsynced by the writer thread with its
+//!   next group commit (at the latest a second later): after a crash a group may resume
+//!   slightly earlier and see records again (at-least-once, as with Kafka's asynchronous
+//!   commits); a commit is never lost once the next publish was answered.
 //!   One consumer per group is active at a time, as in memory: a new subscription fences the
 //!   older one.
 //! - **Reclaiming**: records of a non-compacted topic are deleted once every group of the
@@ -92,6 +94,8 @@ struct Group {
     /// Next offset to read, per partition.
     committed: Mutex<Vec<i64>>,
     generation: AtomicU64,
+    /// Committed since the writer last wrote the commits.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 struct Job {
@@ -350,9 +354,10 @@ impl Inner {
                 let mut committed: Vec<i64> = serde_json::from_slice(&v)
                     .map_err(|e| self.corrupt(format!("commits of group `{group}` on `{name}`: {e}")))?;
                 committed.resize(t.partitions.len(), 0);
-                t.groups
-                    .lock()
-                    .insert(group, Arc::new(Group { committed: Mutex::new(committed), generation: 0.into() }));
+                t.groups.lock().insert(
+                    group,
+                    Arc::new(Group { committed: Mutex::new(committed), generation: 0.into(), dirty: false.into() }),
+                );
             }
             topics.insert(name, t);
         }
@@ -418,11 +423,17 @@ impl Writer {
             let first = match rx.recv_timeout(SWEEP_EVERY) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.write_commits();
                     self.sweep();
+                    let _ = self.db.persist(PersistMode::SyncAll);
                     last_sweep = Instant::now();
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.write_commits();
+                    let _ = self.db.persist(PersistMode::SyncAll);
+                    break;
+                }
             };
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep();
@@ -436,6 +447,49 @@ impl Writer {
                 }
             }
             self.append(jobs);
+        }
+    }
+
+    /// Writes the commits of every group committed to since the last call, then deletes the
+    /// records of non-compacted topics that every group has committed (in this order, so a
+    /// deletion never outlives its commit).
+    fn write_commits(&self) {
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        for t in topics {
+            let groups: Vec<(String, Arc<Group>)> =
+                t.groups.lock().iter().map(|(n, g)| (n.clone(), g.clone())).collect();
+            let mut any = false;
+            for (name, g) in &groups {
+                if g.dirty.swap(false, Ordering::SeqCst) {
+                    any = true;
+                    let value = serde_json::to_vec(&*g.committed.lock()).unwrap_or_default();
+                    if let Err(e) = self.meta.insert(group_key(t.id, name), value) {
+                        g.dirty.store(true, Ordering::SeqCst);
+                        tracing::warn!(error = %e, dir = %self.dir.display(), "embedded bus: writing commits failed");
+                    }
+                }
+            }
+            if !any || t.compacted {
+                continue;
+            }
+            for (p, part) in t.partitions.iter().enumerate() {
+                let min = groups.iter().map(|(_, g)| g.committed.lock()[p]).min().unwrap_or(0);
+                let base = part.base.load(Ordering::SeqCst);
+                if min <= base {
+                    continue;
+                }
+                let mut b = self.db.batch();
+                for kv in self.log.range(log_key(t.id, p as i32, base)..log_key(t.id, p as i32, min)) {
+                    let Ok(k) = kv.key() else { break };
+                    b.remove(&self.log, k.to_vec());
+                }
+                match b.commit() {
+                    Ok(()) => {
+                        part.base.fetch_max(min, Ordering::SeqCst);
+                    }
+                    Err(e) => tracing::warn!(error = %e, dir = %self.dir.display(), "embedded bus: reclaiming failed"),
+                }
+            }
         }
     }
 
@@ -536,6 +590,7 @@ impl Writer {
             }
             done.push((job, res.map(|_| (out, touched))));
         }
+        self.write_commits();
         let synced = db.persist(PersistMode::SyncAll).map_err(|e| err("fsync", e));
         for (job, res) in done {
             let res = synced.clone().and(res);
@@ -598,7 +653,11 @@ impl Bus for EmbeddedBus {
             .lock()
             .entry(group.to_string())
             .or_insert_with(|| {
-                Arc::new(Group { committed: Mutex::new(vec![0; t.partitions.len()]), generation: AtomicU64::new(0) })
+                Arc::new(Group {
+                    committed: Mutex::new(vec![0; t.partitions.len()]),
+                    generation: AtomicU64::new(0),
+                    dirty: false.into(),
+                })
             })
             .clone();
         let generation = g.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -685,43 +744,20 @@ impl Consumer for EmbeddedConsumer {
     }
 
     fn commit(&self, partition: i32, offset: i64) -> Result<()> {
-        let Some((name, group, generation)) = &self.group else { return Ok(()) };
+        let Some((_, group, generation)) = &self.group else { return Ok(()) };
         if group.generation.load(Ordering::SeqCst) != *generation {
             // A newer subscription of the group owns the partitions now (we were "fenced").
             return Ok(());
         }
-        let t = &self.topic;
-        let inner = &self.inner;
-        {
-            // The group's lock orders its writes.
-            let mut committed = group.committed.lock();
-            let slot = committed
-                .get_mut(partition as usize)
-                .ok_or_else(|| BusError::Backend(format!("no partition {partition}")))?;
-            if offset < *slot {
-                return Ok(());
-            }
+        let mut committed = group.committed.lock();
+        let slot = committed
+            .get_mut(partition as usize)
+            .ok_or_else(|| BusError::Backend(format!("no partition {partition}")))?;
+        if offset >= *slot {
             *slot = offset + 1;
-            let value = serde_json::to_vec(&*committed).map_err(|e| BusError::Backend(e.to_string()))?;
-            inner.meta.insert(group_key(t.id, name), value).map_err(inner.err("commit"))?;
-        }
-        if !t.compacted {
-            // Reclaim what every group has committed (after the commit itself is written).
-            let min = {
-                let groups = t.groups.lock();
-                groups.values().map(|g| g.committed.lock()[partition as usize]).min().unwrap_or(offset + 1)
-            };
-            let part = &t.partitions[partition as usize];
-            let base = part.base.load(Ordering::SeqCst);
-            if min > base {
-                let mut b = inner.db.batch();
-                for kv in inner.log.range(log_key(t.id, partition, base)..log_key(t.id, partition, min)) {
-                    let k = kv.key().map_err(inner.err("reclaim"))?;
-                    b.remove(&inner.log, k.to_vec());
-                }
-                b.commit().map_err(inner.err("reclaim"))?;
-                part.base.fetch_max(min, Ordering::SeqCst);
-            }
+            // Written (and the records every group is past reclaimed) by the writer thread
+            // with its next group commit, within a second.
+            group.dirty.store(true, Ordering::SeqCst);
         }
         Ok(())
     }

@@ -1664,6 +1664,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         machine()["cores"]
     );
     print!("{}", table(&rows));
+    for r in &rows {
+        if let Some(bytes) = r.extra.get("disk_bytes_per_delivery") {
+            let variant = if r.variant.is_empty() { String::new() } else { format!(" {}", r.variant) };
+            println!(
+                "{}{variant}: {bytes} bytes on disk per delivery ({} bytes in the data directory after the run)",
+                r.scenario,
+                r.extra.get("disk_bytes").cloned().unwrap_or_default()
+            );
+        }
+    }
     if let Some(out) = &args.out {
         let value =
             if args.scenario == Scenario::All { Value::Array(reports) } else { reports.pop().unwrap_or(Value::Null) };
