@@ -7,8 +7,9 @@ help:
 	@echo "make run      run hookmesh standalone (embedded backends) on 127.0.0.1:7600 (gRPC) / :7601 (admin)"
 	@echo "make test     run the whole test suite (unit, conformance, end-to-end, faults); installs"
 	@echo "             what the tests need first (make deps)"
-	@echo "make deps     install or find what the tests need: redis-server (Debian package) and the"
-	@echo "             tansu Kafka broker (cargo install, once; ~/.cargo/bin)"
+	@echo "make deps     install or find what the tests need: redis-server and PostgreSQL (Debian"
+	@echo "             packages; PostgreSQL started on 127.0.0.1:5432) and the tansu Kafka broker"
+	@echo "             (cargo install, once; ~/.cargo/bin)"
 	@echo "make lint     rustfmt check and clippy with warnings as errors"
 	@echo "make release  build the release binary (target/release/hookmesh)"
 	@echo "make bench    every bench scenario on memory, baseline on kafka-redis (docs/perf/*.json)"
@@ -30,6 +31,19 @@ deps:
 	@command -v tansu >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/tansu" ] || { \
 		echo "== installing the tansu broker (cargo install, a few minutes, once)"; \
 		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore; }
+	@command -v psql >/dev/null 2>&1 || { \
+		echo "== installing PostgreSQL (Debian package; loopback connections trusted, for the tests)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null && \
+		sed -i -E 's#^(host +all +all +127\.0\.0\.1/32 +)[a-z0-9-]+#\1trust#' /etc/postgresql/*/main/pg_hba.conf; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+		echo "== starting PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /usr/lib/postgresql | sort -n | tail -1) main start 2>/dev/null || \
+			service postgresql start; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+	@v=$$(psql "$${HOOKMESH_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}" -qAtc "SHOW server_version") || { \
+		echo "PostgreSQL on 127.0.0.1:5432 does not let the role postgres in: trust loopback, or set HOOKMESH_TEST_POSTGRES"; \
+		exit 1; }; echo "postgres: $$v"
 	@redis-server --version
 	@echo "tansu: $$(command -v tansu || echo $$HOME/.cargo/bin/tansu)"
 

@@ -1,4 +1,4 @@
-//! The durable embedded [`Store`] of `hookmesh standalone`: the delivery log with its attempts
+//! The durable embedded [`Store`](crate::Store) of `hookmesh standalone`: the delivery log with its attempts
 //! and indexes, and the hot state (retry schedule with leases, dedup marks with TTL, breakers,
 //! health samples, lanes, rate-limit state), kept in one directory on an embedded LSM engine
 //! (fjall). Same semantics as the memory and Redis stores (the conformance suite runs on all
@@ -53,7 +53,7 @@
 //! lane and breaker state; the log is read by people), so fjall it is. It is pure Rust (no C
 //! toolchain, unlike SQLite) and LZ4 is left off (values are small JSON documents).
 
-use crate::{DeliveryQuery, Result, Retention, Store, StoreError};
+use crate::{DeliveryLog, DeliveryQuery, HotState, Result, Retention, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -549,7 +549,7 @@ fn lane_ids(bytes: Option<fjall::Slice>, lane: &str) -> Result<Vec<String>> {
 }
 
 #[async_trait]
-impl Store for EmbeddedStore {
+impl HotState for EmbeddedStore {
     async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool> {
         let key = key.to_string();
         self.write(move |w| {
@@ -574,101 +574,6 @@ impl Store for EmbeddedStore {
     async fn is_seen(&self, key: &str) -> Result<bool> {
         let v = self.shared.ks.seen.get(key.as_bytes()).map_err(self.err("seen"))?;
         Ok(v.is_some_and(|v| unsortable(&v) > now_ms()))
-    }
-
-    async fn forget_seen(&self, key: &str) -> Result<()> {
-        let key = key.to_string();
-        self.write(move |w| {
-            // The expiry index entry is swept when it expires.
-            w.ks().seen.remove(key.as_bytes().to_vec()).map_err(w.err("seen"))
-        })
-        .await
-    }
-
-    async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
-        let d = delivery.clone();
-        self.write(move |w| w.put_delivery(d)).await
-    }
-
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
-        match self.shared.ks.deliveries.get(id.as_bytes()).map_err(self.err("deliveries"))? {
-            Some(v) => Ok(Some(decode(&v, "deliveries", id)?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
-        let id = delivery_id.to_string();
-        let json = encode(attempt, "attempts", delivery_id)?;
-        self.write(move |w| {
-            if !w.ks().deliveries.contains_key(id.as_bytes()).map_err(w.err("deliveries"))? {
-                return Ok(());
-            }
-            let prefix = attempt_prefix(id.as_bytes());
-            let next = match w.ks().attempts.prefix(&prefix).next_back() {
-                Some(kv) => {
-                    let k = kv.key().map_err(w.err("attempts"))?;
-                    let mut n = [0u8; 4];
-                    n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
-                    u32::from_be_bytes(n) + 1
-                }
-                None => 0,
-            };
-            let mut key = prefix;
-            key.extend_from_slice(&next.to_be_bytes());
-            w.ks().attempts.insert(key, json).map_err(w.err("attempts"))
-        })
-        .await
-    }
-
-    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
-        self.shared
-            .ks
-            .attempts
-            .prefix(attempt_prefix(delivery_id.as_bytes()))
-            .map(|kv| {
-                let v = kv.value().map_err(self.err("attempts"))?;
-                decode(&v, "attempts", delivery_id)
-            })
-            .collect()
-    }
-
-    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
-        let ks = &self.shared.ks;
-        let upper = match &q.before {
-            Some(b) => self.get_delivery(b).await?.map(|d| time_key(d.created_at, &d.id)),
-            None => None,
-        };
-        let limit = if q.limit == 0 { 50 } else { q.limit };
-        let (index, lower, upper, skip) = match &q.webhook_id {
-            Some(w) => {
-                let prefix = webhook_prefix(w);
-                let upper = match upper {
-                    Some(u) => webhook_key(w, &u),
-                    None => {
-                        let mut end = w.as_bytes().to_vec();
-                        end.push(1);
-                        end
-                    }
-                };
-                let skip = prefix.len();
-                (&ks.by_webhook, prefix, upper, skip)
-            }
-            None => (&ks.by_time, Vec::new(), upper.unwrap_or_else(|| vec![0xff; 9]), 0),
-        };
-        let mut out = Vec::new();
-        for kv in index.range(lower..upper).rev() {
-            let k = kv.key().map_err(self.err("delivery index"))?;
-            let id = String::from_utf8_lossy(&k[skip + 8..]).into_owned();
-            let Some(d) = self.get_delivery(&id).await? else { continue };
-            if q.matches(&d) {
-                out.push(d);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
     }
 
     async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
@@ -861,5 +766,94 @@ impl Store for EmbeddedStore {
             Ok(q.first().cloned())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for EmbeddedStore {
+    async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
+        let d = delivery.clone();
+        self.write(move |w| w.put_delivery(d)).await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        match self.shared.ks.deliveries.get(id.as_bytes()).map_err(self.err("deliveries"))? {
+            Some(v) => Ok(Some(decode(&v, "deliveries", id)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
+        let id = delivery_id.to_string();
+        let json = encode(attempt, "attempts", delivery_id)?;
+        self.write(move |w| {
+            if !w.ks().deliveries.contains_key(id.as_bytes()).map_err(w.err("deliveries"))? {
+                return Ok(());
+            }
+            let prefix = attempt_prefix(id.as_bytes());
+            let next = match w.ks().attempts.prefix(&prefix).next_back() {
+                Some(kv) => {
+                    let k = kv.key().map_err(w.err("attempts"))?;
+                    let mut n = [0u8; 4];
+                    n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
+                    u32::from_be_bytes(n) + 1
+                }
+                None => 0,
+            };
+            let mut key = prefix;
+            key.extend_from_slice(&next.to_be_bytes());
+            w.ks().attempts.insert(key, json).map_err(w.err("attempts"))
+        })
+        .await
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        self.shared
+            .ks
+            .attempts
+            .prefix(attempt_prefix(delivery_id.as_bytes()))
+            .map(|kv| {
+                let v = kv.value().map_err(self.err("attempts"))?;
+                decode(&v, "attempts", delivery_id)
+            })
+            .collect()
+    }
+
+    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let ks = &self.shared.ks;
+        let upper = match &q.before {
+            Some(b) => self.get_delivery(b).await?.map(|d| time_key(d.created_at, &d.id)),
+            None => None,
+        };
+        let limit = if q.limit == 0 { 50 } else { q.limit };
+        let (index, lower, upper, skip) = match &q.webhook_id {
+            Some(w) => {
+                let prefix = webhook_prefix(w);
+                let upper = match upper {
+                    Some(u) => webhook_key(w, &u),
+                    None => {
+                        let mut end = w.as_bytes().to_vec();
+                        end.push(1);
+                        end
+                    }
+                };
+                let skip = prefix.len();
+                (&ks.by_webhook, prefix, upper, skip)
+            }
+            None => (&ks.by_time, Vec::new(), upper.unwrap_or_else(|| vec![0xff; 9]), 0),
+        };
+        let mut out = Vec::new();
+        for kv in index.range(lower..upper).rev() {
+            let k = kv.key().map_err(self.err("delivery index"))?;
+            let id = String::from_utf8_lossy(&k[skip + 8..]).into_owned();
+            let Some(d) = self.get_delivery(&id).await? else { continue };
+            if q.matches(&d) {
+                out.push(d);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,23 +1,27 @@
-//! State that outlives one message: the retry schedule, ingest dedup keys, the delivery log
-//! with its attempts, and endpoint health. [`Store`] is the trait the stages use; the durable
-//! embedded implementation backs standalone mode (the in-memory one with `--ephemeral`), Redis
-//! the distributed roles.
+//! State that outlives one message, in two traits because it splits in two by size and use:
+//! [`HotState`] (dedup marks, the retry schedule with leases, rate limits, breakers, per-call
+//! lanes, endpoint health) and [`DeliveryLog`] (deliveries, attempts, searches, retention).
+//! [`Store`] is both; the stages hold an `Arc<dyn Store>`. Memory, the durable embedded store
+//! (standalone's default) and Redis implement both; [`Split`] joins hot state from one backend
+//! with a log from another.
 //!
 //! # Guarantees every implementation keeps
-//! - [`Store::claim_due`] hands a due retry to exactly one claimant at a time; a claim is a
+//! - [`HotState::claim_due`] hands a due retry to exactly one claimant at a time; a claim is a
 //!   lease: unless the claimant reschedules or cancels it, the retry becomes due again when the
 //!   lease expires (so a crashed dispatcher's claims come back).
-//! - [`Store::mark_seen`] is atomic: of two concurrent calls with one key, one answers `true`.
+//! - [`HotState::mark_seen`] is atomic: of two concurrent calls with one key, one answers `true`.
 //! - A delivery's `created_at` is written once and never changed by later updates.
 //!
 //! How the store fits the pipeline, and what survives which fault: `docs/architecture.md`.
 
 pub mod embedded;
 pub mod memory;
+pub mod postgres;
 pub mod redis;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use postgres::PostgresLog;
 pub use redis::RedisStore;
 
 use async_trait::async_trait;
@@ -104,23 +108,17 @@ impl Default for Retention {
     }
 }
 
+/// Hot state: what the pipeline reads and changes on every message and keeps only for a short
+/// while — dedup marks, the retry schedule with its leases, rate limits, circuit breakers,
+/// per-call lanes and endpoint health samples. Small, frequently rewritten, expiring.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait HotState: Send + Sync + 'static {
     /// Records `key` for `ttl`; answers `true` if it was not already there.
     async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool>;
     /// Whether `key` is marked (and its mark has not expired). Ingest asks this before it
     /// publishes an event and marks the event only once the publish is acknowledged, so a
     /// crash in between leaves no mark that would turn the redelivery into a drop.
     async fn is_seen(&self, key: &str) -> Result<bool>;
-    /// Removes a mark (the marked work could not be completed).
-    async fn forget_seen(&self, key: &str) -> Result<()>;
-
-    /// Creates or replaces a delivery, keeping the `created_at` of an existing one.
-    async fn put_delivery(&self, delivery: &Delivery) -> Result<()>;
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
-    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
-    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
-    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
 
     /// Schedules (or moves) the retry of `delivery_id` to `due`.
     async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()>;
@@ -160,6 +158,101 @@ pub trait Store: Send + Sync + 'static {
     async fn lane_push(&self, lane: &str, id: &str) -> Result<bool>;
     /// Removes `id` from `lane` and answers the new head, which may go next.
     async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>>;
+}
+
+/// The delivery log: every delivery with its rendered request, every attempt with its
+/// response, and the searches people run over them; kept for days under [`Retention`].
+/// Large, written once and appended to, read by people.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync + 'static {
+    /// Creates or replaces a delivery, keeping the `created_at` of an existing one.
+    async fn put_delivery(&self, delivery: &Delivery) -> Result<()>;
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
+    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+}
+
+/// Everything the stages keep: hot state and the delivery log, from one backend or from two
+/// (see [`Split`]). Every type that implements both is a `Store`.
+pub trait Store: HotState + DeliveryLog {}
+
+impl<T: HotState + DeliveryLog + ?Sized> Store for T {}
+
+/// A store made of two backends: hot state from one (Redis, say) and the delivery log from
+/// another (PostgreSQL).
+pub struct Split {
+    pub hot: std::sync::Arc<dyn HotState>,
+    pub log: std::sync::Arc<dyn DeliveryLog>,
+}
+
+#[async_trait]
+impl HotState for Split {
+    async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool> {
+        self.hot.mark_seen(key, ttl).await
+    }
+    async fn is_seen(&self, key: &str) -> Result<bool> {
+        self.hot.is_seen(key).await
+    }
+    async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
+        self.hot.schedule_retry(delivery_id, due).await
+    }
+    async fn cancel_retry(&self, delivery_id: &str) -> Result<bool> {
+        self.hot.cancel_retry(delivery_id).await
+    }
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>> {
+        self.hot.claim_due(now, limit, lease).await
+    }
+    async fn retry_backlog(&self) -> Result<usize> {
+        self.hot.retry_backlog().await
+    }
+    async fn rate_reserve(&self, key: &str, per_second: f64, burst: u32, now: DateTime<Utc>) -> Result<Duration> {
+        self.hot.rate_reserve(key, per_second, burst, now).await
+    }
+    async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
+        self.hot.record_health(endpoint, sample).await
+    }
+    async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {
+        self.hot.health_samples(endpoint, since).await
+    }
+    async fn get_breaker(&self, endpoint: &str) -> Result<Breaker> {
+        self.hot.get_breaker(endpoint).await
+    }
+    async fn put_breaker(&self, endpoint: &str, breaker: &Breaker) -> Result<()> {
+        self.hot.put_breaker(endpoint, breaker).await
+    }
+    async fn update_breaker(
+        &self,
+        endpoint: &str,
+        change: &(dyn for<'b> Fn(&'b mut Breaker) + Send + Sync),
+    ) -> Result<(Breaker, Breaker)> {
+        self.hot.update_breaker(endpoint, change).await
+    }
+    async fn lane_push(&self, lane: &str, id: &str) -> Result<bool> {
+        self.hot.lane_push(lane, id).await
+    }
+    async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>> {
+        self.hot.lane_pop(lane, id).await
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for Split {
+    async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
+        self.log.put_delivery(delivery).await
+    }
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        self.log.get_delivery(id).await
+    }
+    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
+        self.log.add_attempt(delivery_id, attempt).await
+    }
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        self.log.attempts(delivery_id).await
+    }
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        self.log.list_deliveries(query).await
+    }
 }
 
 /// How long endpoint health remembers samples.

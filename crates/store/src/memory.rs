@@ -1,7 +1,7 @@
-//! In-memory [`Store`] for standalone mode. Same semantics as the Redis store; nothing
+//! In-memory [`Store`](crate::Store) for standalone mode. Same semantics as the Redis store; nothing
 //! survives the process.
 
-use crate::{DeliveryQuery, Result, Retention, Store};
+use crate::{DeliveryLog, DeliveryQuery, HotState, Result, Retention};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookmesh_core::breaker::Breaker;
@@ -63,7 +63,7 @@ impl Log {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl HotState for MemoryStore {
     async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool> {
         let now = Instant::now();
         let mut seen = self.seen.lock();
@@ -81,83 +81,6 @@ impl Store for MemoryStore {
 
     async fn is_seen(&self, key: &str) -> Result<bool> {
         Ok(self.seen.lock().get(key).is_some_and(|exp| *exp > Instant::now()))
-    }
-
-    async fn forget_seen(&self, key: &str) -> Result<()> {
-        self.seen.lock().remove(key);
-        Ok(())
-    }
-
-    async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
-        let mut log = self.log.lock();
-        let mut d = delivery.clone();
-        if let Some(existing) = log.deliveries.get(&d.id) {
-            d.created_at = existing.created_at;
-            d.request.first_trigger_at = existing.request.first_trigger_at;
-            log.deliveries.insert(d.id.clone(), d);
-        } else {
-            // Stored before retention runs: a new delivery that is itself the oldest (past the
-            // max age, or the oldest of a full webhook) is dropped like any other.
-            log.deliveries.insert(d.id.clone(), d.clone());
-            let key = (d.created_at, d.id.clone());
-            log.order.insert(key.clone());
-            let per = log.per_webhook.entry(d.webhook_id.clone()).or_default();
-            per.insert(key);
-            // Per-webhook cap: drop the oldest.
-            let mut evict = Vec::new();
-            while per.len() > self.retention.per_webhook {
-                if let Some(oldest) = per.pop_first() {
-                    evict.push(oldest);
-                }
-            }
-            let cutoff =
-                Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
-            while let Some(first) = log.order.first().cloned() {
-                if first.0 >= cutoff {
-                    break;
-                }
-                evict.push(first);
-                log.order.pop_first();
-            }
-            for (at, id) in evict {
-                log.remove(at, &id);
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
-        Ok(self.log.lock().deliveries.get(id).cloned())
-    }
-
-    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
-        let mut log = self.log.lock();
-        if log.deliveries.contains_key(delivery_id) {
-            log.attempts.entry(delivery_id.to_string()).or_default().push(attempt.clone());
-        }
-        Ok(())
-    }
-
-    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
-        Ok(self.log.lock().attempts.get(delivery_id).cloned().unwrap_or_default())
-    }
-
-    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
-        let log = self.log.lock();
-        let index = match &q.webhook_id {
-            Some(w) => match log.per_webhook.get(w) {
-                Some(set) => set,
-                None => return Ok(Vec::new()),
-            },
-            None => &log.order,
-        };
-        let upper = q.before.as_ref().and_then(|b| log.deliveries.get(b)).map(|d| (d.created_at, d.id.clone()));
-        let iter: Box<dyn Iterator<Item = &(DateTime<Utc>, String)>> = match &upper {
-            Some(u) => Box::new(index.range(..u.clone()).rev()),
-            None => Box::new(index.iter().rev()),
-        };
-        let limit = if q.limit == 0 { 50 } else { q.limit };
-        Ok(iter.filter_map(|(_, id)| log.deliveries.get(id)).filter(|d| q.matches(d)).take(limit).cloned().collect())
     }
 
     async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
@@ -281,5 +204,80 @@ impl Store for MemoryStore {
             lanes.remove(lane);
         }
         Ok(head)
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for MemoryStore {
+    async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
+        let mut log = self.log.lock();
+        let mut d = delivery.clone();
+        if let Some(existing) = log.deliveries.get(&d.id) {
+            d.created_at = existing.created_at;
+            d.request.first_trigger_at = existing.request.first_trigger_at;
+            log.deliveries.insert(d.id.clone(), d);
+        } else {
+            // Stored before retention runs: a new delivery that is itself the oldest (past the
+            // max age, or the oldest of a full webhook) is dropped like any other.
+            log.deliveries.insert(d.id.clone(), d.clone());
+            let key = (d.created_at, d.id.clone());
+            log.order.insert(key.clone());
+            let per = log.per_webhook.entry(d.webhook_id.clone()).or_default();
+            per.insert(key);
+            // Per-webhook cap: drop the oldest.
+            let mut evict = Vec::new();
+            while per.len() > self.retention.per_webhook {
+                if let Some(oldest) = per.pop_first() {
+                    evict.push(oldest);
+                }
+            }
+            let cutoff =
+                Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
+            while let Some(first) = log.order.first().cloned() {
+                if first.0 >= cutoff {
+                    break;
+                }
+                evict.push(first);
+                log.order.pop_first();
+            }
+            for (at, id) in evict {
+                log.remove(at, &id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        Ok(self.log.lock().deliveries.get(id).cloned())
+    }
+
+    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
+        let mut log = self.log.lock();
+        if log.deliveries.contains_key(delivery_id) {
+            log.attempts.entry(delivery_id.to_string()).or_default().push(attempt.clone());
+        }
+        Ok(())
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        Ok(self.log.lock().attempts.get(delivery_id).cloned().unwrap_or_default())
+    }
+
+    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let log = self.log.lock();
+        let index = match &q.webhook_id {
+            Some(w) => match log.per_webhook.get(w) {
+                Some(set) => set,
+                None => return Ok(Vec::new()),
+            },
+            None => &log.order,
+        };
+        let upper = q.before.as_ref().and_then(|b| log.deliveries.get(b)).map(|d| (d.created_at, d.id.clone()));
+        let iter: Box<dyn Iterator<Item = &(DateTime<Utc>, String)>> = match &upper {
+            Some(u) => Box::new(index.range(..u.clone()).rev()),
+            None => Box::new(index.iter().rev()),
+        };
+        let limit = if q.limit == 0 { 50 } else { q.limit };
+        Ok(iter.filter_map(|(_, id)| log.deliveries.get(id)).filter(|d| q.matches(d)).take(limit).cloned().collect())
     }
 }

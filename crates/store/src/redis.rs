@@ -1,4 +1,4 @@
-//! Redis [`Store`]: the production backend, shared by every dispatcher and API instance.
+//! Redis [`Store`](crate::Store): the production backend, shared by every dispatcher and API instance.
 //!
 //! One [`redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries every call;
 //! commands that go together are pipelined, and everything that must be atomic runs as one
@@ -25,7 +25,7 @@
 //!
 //! # What it guarantees, and how
 //! - `created`, `created_at`, `webhook` and `tenant` are written with `HSETNX` / only when the
-//!   hash is new, so a delivery's first trigger never changes; [`Store::get_delivery`] puts
+//!   hash is new, so a delivery's first trigger never changes; [`DeliveryLog::get_delivery`] puts
 //!   it back into `created_at` and `request.first_trigger_at` whatever a later put carried.
 //! - A put writes the hash, adds the id to the three indexes (`ZADD NX`) and applies
 //!   retention in one script: per-webhook cap (`ZPOPMIN` of the excess) and max age
@@ -35,9 +35,9 @@
 //!   index at `max(now, created) + max_age` of its latest put, so a quiet installation leaks
 //!   nothing. The ids are ordered by `(created ms, id)`: deliveries within one millisecond
 //!   are ordered by id.
-//! - [`Store::add_attempt`] appends only while the delivery exists (a script checks and
+//! - [`DeliveryLog::add_attempt`] appends only while the delivery exists (a script checks and
 //!   appends), and gives the list the hash's remaining lifetime.
-//! - [`Store::claim_due`] is one script: the due ids (oldest due first, ties by id) are moved
+//! - [`HotState::claim_due`] is one script: the due ids (oldest due first, ties by id) are moved
 //!   to `now + lease` in the same step, so two claimants never get the same id while the lease
 //!   holds, and an id nobody reschedules or cancels is due again when its lease runs out.
 //! - Due times are rounded up to the millisecond and `now` down, so nothing is claimed early.
@@ -45,7 +45,7 @@
 //! The scripts touch keys they derive from the prefix (the evicted deliveries'), so this
 //! backend needs a single Redis (or a primary with replicas), not Redis Cluster.
 
-use crate::{DeliveryQuery, Result, Retention, Store, StoreError};
+use crate::{DeliveryLog, DeliveryQuery, HotState, Result, Retention, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use hookmesh_core::breaker::Breaker;
@@ -60,7 +60,7 @@ use std::time::Duration;
 pub const DEFAULT_PREFIX: &str = "hm";
 /// Deliveries one put evicts at most, for each of the two retention rules.
 pub const EVICT_BATCH: usize = 1000;
-/// One [`Store::list_deliveries`] call looks at no more than `SCAN_PER_RESULT × limit +
+/// One [`DeliveryLog::list_deliveries`] call looks at no more than `SCAN_PER_RESULT × limit +
 /// SCAN_BASE` index entries, so a filter that matches nothing cannot walk the whole log.
 pub const SCAN_PER_RESULT: usize = 20;
 pub const SCAN_BASE: usize = 1000;
@@ -334,7 +334,7 @@ fn decode_delivery(id: &str, fields: DeliveryFields) -> Result<Option<Delivery>>
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl HotState for RedisStore {
     async fn mark_seen(&self, key: &str, ttl: Duration) -> Result<bool> {
         let set: Option<String> = redis::cmd("SET")
             .arg(self.keys.seen(key))
@@ -354,167 +354,6 @@ impl Store for RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(backend("is_seen"))
-    }
-
-    async fn forget_seen(&self, key: &str) -> Result<()> {
-        redis::cmd("DEL")
-            .arg(self.keys.seen(key))
-            .exec_async(&mut self.conn.clone())
-            .await
-            .map_err(backend("forget_seen"))
-    }
-
-    async fn put_delivery(&self, d: &Delivery) -> Result<()> {
-        let json = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", d.id)))?;
-        let cap = u64::try_from(self.retention.per_webhook).unwrap_or(u64::MAX);
-        self.put_script
-            .key(self.keys.delivery(&d.id))
-            .key(self.keys.attempts(&d.id))
-            .key(self.keys.all())
-            .key(self.keys.webhook(&d.webhook_id))
-            .key(self.keys.tenant(&d.tenant_id))
-            .arg(&d.id)
-            .arg(json)
-            .arg(floor_ms(d.created_at))
-            .arg(d.created_at.to_rfc3339_opts(SecondsFormat::Nanos, true))
-            .arg(&d.webhook_id)
-            .arg(&d.tenant_id)
-            .arg(&self.keys.prefix)
-            .arg(cap)
-            .arg(floor_ms(Utc::now()))
-            .arg(self.max_age_ms())
-            .arg(EVICT_BATCH)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await
-            .map_err(backend("put_delivery"))?;
-        Ok(())
-    }
-
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
-        let fields: DeliveryFields = redis::cmd("HMGET")
-            .arg(self.keys.delivery(id))
-            .arg(&["json", "created", "created_at"])
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(backend("get_delivery"))?;
-        decode_delivery(id, fields)
-    }
-
-    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
-        let json = serde_json::to_string(attempt)
-            .map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}")))?;
-        self.attempt_script
-            .key(self.keys.delivery(delivery_id))
-            .key(self.keys.attempts(delivery_id))
-            .arg(json)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await
-            .map_err(backend("add_attempt"))?;
-        Ok(())
-    }
-
-    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys.attempts(delivery_id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(backend("attempts"))?;
-        raw.iter()
-            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}"))))
-            .collect()
-    }
-
-    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
-        let mut conn = self.conn.clone();
-        let limit = if q.limit == 0 { 50 } else { q.limit };
-        let index = match (&q.webhook_id, &q.tenant_id) {
-            (Some(w), _) => self.keys.webhook(w),
-            (None, Some(t)) => self.keys.tenant(t),
-            (None, None) => self.keys.all(),
-        };
-        // The cursor is (created ms, id), the order the indexes keep; an unknown cursor (its
-        // delivery is gone) is ignored, as the memory store does.
-        let cursor = match &q.before {
-            Some(before) => {
-                let created: Option<i64> = redis::cmd("HGET")
-                    .arg(self.keys.delivery(before))
-                    .arg("created")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(backend("list_deliveries cursor"))?;
-                created.map(|ms| (ms, before.as_str()))
-            }
-            None => None,
-        };
-        // Scores are whole ms; `matches` applies the exact bounds afterwards.
-        let mut max = q.until.map(floor_ms);
-        if let Some((ms, _)) = cursor {
-            max = Some(max.map_or(ms, |m| m.min(ms)));
-        }
-        let min = q.since.map(floor_ms);
-        if let (Some(lo), Some(hi)) = (min, max) {
-            if hi < lo {
-                return Ok(Vec::new());
-            }
-        }
-        let max_arg = max.map_or_else(|| "+inf".to_string(), |m| m.to_string());
-        let min_arg = min.map_or_else(|| "-inf".to_string(), |m| m.to_string());
-
-        let budget = SCAN_PER_RESULT.saturating_mul(limit).saturating_add(SCAN_BASE);
-        let batch = limit.saturating_mul(2).clamp(32, 512);
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut offset = 0;
-        while offset < budget {
-            let count = batch.min(budget - offset);
-            let entries: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-                .arg(&index)
-                .arg(&max_arg)
-                .arg(&min_arg)
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(offset)
-                .arg(count)
-                .query_async(&mut conn)
-                .await
-                .map_err(backend("list_deliveries scan"))?;
-            offset += entries.len();
-            let ids: Vec<String> = entries
-                .iter()
-                .filter(|(id, score)| match cursor {
-                    // Scores are integral ms, exact in an f64.
-                    Some((ms, before)) => (*score as i64) < ms || id.as_str() < before,
-                    None => true,
-                })
-                .filter(|(id, _)| seen.insert(id.clone()))
-                .map(|(id, _)| id.clone())
-                .collect();
-            if !ids.is_empty() {
-                let mut pipe = redis::pipe();
-                for id in &ids {
-                    pipe.cmd("HMGET").arg(self.keys.delivery(id)).arg(&["json", "created", "created_at"]);
-                }
-                let rows: Vec<DeliveryFields> =
-                    pipe.query_async(&mut conn).await.map_err(backend("list_deliveries fetch"))?;
-                for (id, fields) in ids.iter().zip(rows) {
-                    // A missing hash has expired and waits for a put to clean its index entry.
-                    if let Some(d) = decode_delivery(id, fields)? {
-                        if q.matches(&d) {
-                            out.push(d);
-                            if out.len() == limit {
-                                return Ok(out);
-                            }
-                        }
-                    }
-                }
-            }
-            if entries.len() < count {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
@@ -720,6 +559,162 @@ impl Store for RedisStore {
             .map(|(h,): (Option<String>,)| ((), h))
             .map_err(backend("lane_pop"))?;
         Ok(head)
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for RedisStore {
+    async fn put_delivery(&self, d: &Delivery) -> Result<()> {
+        let json = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", d.id)))?;
+        let cap = u64::try_from(self.retention.per_webhook).unwrap_or(u64::MAX);
+        self.put_script
+            .key(self.keys.delivery(&d.id))
+            .key(self.keys.attempts(&d.id))
+            .key(self.keys.all())
+            .key(self.keys.webhook(&d.webhook_id))
+            .key(self.keys.tenant(&d.tenant_id))
+            .arg(&d.id)
+            .arg(json)
+            .arg(floor_ms(d.created_at))
+            .arg(d.created_at.to_rfc3339_opts(SecondsFormat::Nanos, true))
+            .arg(&d.webhook_id)
+            .arg(&d.tenant_id)
+            .arg(&self.keys.prefix)
+            .arg(cap)
+            .arg(floor_ms(Utc::now()))
+            .arg(self.max_age_ms())
+            .arg(EVICT_BATCH)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(backend("put_delivery"))?;
+        Ok(())
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        let fields: DeliveryFields = redis::cmd("HMGET")
+            .arg(self.keys.delivery(id))
+            .arg(&["json", "created", "created_at"])
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("get_delivery"))?;
+        decode_delivery(id, fields)
+    }
+
+    async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
+        let json = serde_json::to_string(attempt)
+            .map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}")))?;
+        self.attempt_script
+            .key(self.keys.delivery(delivery_id))
+            .key(self.keys.attempts(delivery_id))
+            .arg(json)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(backend("add_attempt"))?;
+        Ok(())
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.keys.attempts(delivery_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("attempts"))?;
+        raw.iter()
+            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}"))))
+            .collect()
+    }
+
+    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let mut conn = self.conn.clone();
+        let limit = if q.limit == 0 { 50 } else { q.limit };
+        let index = match (&q.webhook_id, &q.tenant_id) {
+            (Some(w), _) => self.keys.webhook(w),
+            (None, Some(t)) => self.keys.tenant(t),
+            (None, None) => self.keys.all(),
+        };
+        // The cursor is (created ms, id), the order the indexes keep; an unknown cursor (its
+        // delivery is gone) is ignored, as the memory store does.
+        let cursor = match &q.before {
+            Some(before) => {
+                let created: Option<i64> = redis::cmd("HGET")
+                    .arg(self.keys.delivery(before))
+                    .arg("created")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(backend("list_deliveries cursor"))?;
+                created.map(|ms| (ms, before.as_str()))
+            }
+            None => None,
+        };
+        // Scores are whole ms; `matches` applies the exact bounds afterwards.
+        let mut max = q.until.map(floor_ms);
+        if let Some((ms, _)) = cursor {
+            max = Some(max.map_or(ms, |m| m.min(ms)));
+        }
+        let min = q.since.map(floor_ms);
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if hi < lo {
+                return Ok(Vec::new());
+            }
+        }
+        let max_arg = max.map_or_else(|| "+inf".to_string(), |m| m.to_string());
+        let min_arg = min.map_or_else(|| "-inf".to_string(), |m| m.to_string());
+
+        let budget = SCAN_PER_RESULT.saturating_mul(limit).saturating_add(SCAN_BASE);
+        let batch = limit.saturating_mul(2).clamp(32, 512);
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut offset = 0;
+        while offset < budget {
+            let count = batch.min(budget - offset);
+            let entries: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max_arg)
+                .arg(&min_arg)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(count)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend("list_deliveries scan"))?;
+            offset += entries.len();
+            let ids: Vec<String> = entries
+                .iter()
+                .filter(|(id, score)| match cursor {
+                    // Scores are integral ms, exact in an f64.
+                    Some((ms, before)) => (*score as i64) < ms || id.as_str() < before,
+                    None => true,
+                })
+                .filter(|(id, _)| seen.insert(id.clone()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !ids.is_empty() {
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.cmd("HMGET").arg(self.keys.delivery(id)).arg(&["json", "created", "created_at"]);
+                }
+                let rows: Vec<DeliveryFields> =
+                    pipe.query_async(&mut conn).await.map_err(backend("list_deliveries fetch"))?;
+                for (id, fields) in ids.iter().zip(rows) {
+                    // A missing hash has expired and waits for a put to clean its index entry.
+                    if let Some(d) = decode_delivery(id, fields)? {
+                        if q.matches(&d) {
+                            out.push(d);
+                            if out.len() == limit {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                }
+            }
+            if entries.len() < count {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -1,7 +1,9 @@
-//! Conformance suite: every behaviour the [`Store`] trait promises, written once as a generic
-//! function and run against each backend: the memory store, the durable embedded store (in a
-//! fresh temporary directory per test), and the Redis store against a
-//! real `redis-server` (one per test, on a free loopback port, stopped when the test ends).
+//! Conformance suites: every behaviour the [`HotState`] and [`DeliveryLog`] traits promise,
+//! written once as a generic function and run against each backend that holds that part: the
+//! memory store, the durable embedded store (a fresh temporary directory per test), the Redis
+//! store against a real `redis-server` (one per test, on a free loopback port, stopped when
+//! the test ends), the PostgreSQL log against the machine's PostgreSQL (a database per test,
+//! dropped when it ends), and a [`Split`] store joining two backends.
 //!
 //! Waiting on real time (dedup TTLs, max age, leases) polls the condition with a deadline
 //! rather than sleeping a fixed time.
@@ -15,55 +17,72 @@ use hookmesh_core::health::HealthSample;
 use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
 use hookmesh_core::EventType;
 use hookmesh_store::{
-    DeliveryQuery, EmbeddedStore, MemoryStore, RedisStore, Retention, Store, StoreError, HEALTH_SAMPLES, HEALTH_WINDOW,
+    DeliveryLog, DeliveryQuery, EmbeddedStore, HotState, MemoryStore, PostgresLog, RedisStore, Retention, Split,
+    StoreError, HEALTH_SAMPLES, HEALTH_WINDOW,
 };
+use hookmesh_testkit::postgres::PostgresDb;
 use hookmesh_testkit::redis::RedisServer;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Generates, for each behaviour, one test per backend. `name with <Retention>;` builds the
-/// stores with that retention, plain `name;` with the default.
-macro_rules! conformance {
-    ($($name:ident $(with $retention:expr)?;)*) => {
-        mod memory_store {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let retention = retention!($($retention)?);
-                    super::$name(Arc::new(MemoryStore::with_retention(retention))).await;
-                }
-            )*
+/// Generates, for each behaviour of a suite, one test per backend that holds that part of the
+/// state. `name with <Retention>;` builds the stores with that retention, plain `name;` with
+/// the default. Each backend is a function of `backends` answering the store and what must
+/// live as long as it (a temporary directory, a server).
+macro_rules! suite {
+    ($suite:ident on [$($backend:ident),*] $tests:tt) => {
+        mod $suite {
+            $( suite!(@backend $backend $tests); )*
         }
-
-        mod embedded_store {
-            use super::*;
+    };
+    (@backend $backend:ident { $($name:ident $(with $retention:expr)?;)* }) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let retention = retention!($($retention)?);
-                    let store = EmbeddedStore::open(dir.path(), retention).expect("open the embedded store");
-                    super::$name(Arc::new(store)).await;
-                }
-            )*
-        }
-
-        mod redis_store {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = RedisServer::start();
-                    let retention = retention!($($retention)?);
-                    let store = RedisStore::connect(&server.url(), "hm", retention).await.expect("connect to redis");
-                    super::$name(Arc::new(store)).await;
-                    drop(server);
+                    let (store, _keep) = backends::$backend(retention!($($retention)?)).await;
+                    super::super::$name(store).await;
                 }
             )*
         }
     };
+}
+
+/// The backends, each built fresh for one test.
+mod backends {
+    use super::*;
+
+    pub async fn memory(retention: Retention) -> (Arc<MemoryStore>, ()) {
+        (Arc::new(MemoryStore::with_retention(retention)), ())
+    }
+
+    pub async fn embedded(retention: Retention) -> (Arc<EmbeddedStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path(), retention).expect("open the embedded store");
+        (Arc::new(store), dir)
+    }
+
+    pub async fn redis(retention: Retention) -> (Arc<RedisStore>, RedisServer) {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", retention).await.expect("connect to redis");
+        (Arc::new(store), server)
+    }
+
+    pub async fn postgres(retention: Retention) -> (Arc<PostgresLog>, PostgresDb) {
+        let db = PostgresDb::create();
+        let log = PostgresLog::connect(&db.url(), retention).await.expect("connect to postgres");
+        (Arc::new(log), db)
+    }
+
+    /// Hot state in memory, the log in the embedded store: what a [`Split`] store passes
+    /// through is the behaviour of the backend behind it.
+    pub async fn split(retention: Retention) -> (Arc<Split>, tempfile::TempDir) {
+        let (log, dir) = embedded(retention).await;
+        (Arc::new(Split { hot: Arc::new(MemoryStore::with_retention(retention)), log }), dir)
+    }
 }
 
 macro_rules! retention {
@@ -75,20 +94,10 @@ macro_rules! retention {
     };
 }
 
-conformance! {
+suite!(hot_state on [memory, embedded, redis, split] {
     mark_seen_is_atomic_under_concurrency;
     mark_seen_expires_after_ttl;
-    forget_seen_allows_marking_again;
     is_seen_reads_a_mark_without_setting_it;
-    put_then_get_round_trips;
-    created_at_never_changes;
-    attempts_keep_their_order;
-    list_is_newest_first_and_filters;
-    list_filters_by_campaign_direction_and_tracking;
-    cursor_pages_have_no_overlap_or_gap;
-    limit_zero_means_fifty;
-    per_webhook_cap_drops_the_oldest with Retention { per_webhook: 3, ..Retention::default() };
-    max_age_drops_the_oldest with Retention { max_age: Duration::from_secs(2), ..Retention::default() };
     claim_due_returns_only_due_ids_in_due_order;
     claim_due_respects_limit;
     claimed_retry_comes_back_after_its_lease;
@@ -111,7 +120,19 @@ conformance! {
     health_forgets_samples_older_than_the_window;
     identical_health_samples_are_distinct_attempts;
     health_keeps_at_most_health_samples;
-}
+});
+
+suite!(delivery_log on [memory, embedded, redis, postgres, split] {
+    put_then_get_round_trips;
+    created_at_never_changes;
+    attempts_keep_their_order;
+    list_is_newest_first_and_filters;
+    list_filters_by_campaign_direction_and_tracking;
+    cursor_pages_have_no_overlap_or_gap;
+    limit_zero_means_fifty;
+    per_webhook_cap_drops_the_oldest with Retention { per_webhook: 3, ..Retention::default() };
+    max_age_drops_the_oldest with Retention { max_age: Duration::from_secs(2), ..Retention::default() };
+});
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -171,7 +192,7 @@ fn ids(deliveries: &[Delivery]) -> Vec<String> {
     deliveries.iter().map(|d| d.id.clone()).collect()
 }
 
-async fn list_ids(store: &Arc<dyn Store>, q: DeliveryQuery) -> Vec<String> {
+async fn list_ids(store: &Arc<dyn DeliveryLog>, q: DeliveryQuery) -> Vec<String> {
     ids(&store.list_deliveries(&q).await.expect("list deliveries"))
 }
 
@@ -229,7 +250,7 @@ fn fixture(n: usize, base: DateTime<Utc>) -> Vec<Delivery> {
 }
 
 /// Puts the deliveries in an order unlike their age, so ordering can't come from insertion.
-async fn put_all(store: &Arc<dyn Store>, all: &[Delivery]) {
+async fn put_all(store: &Arc<dyn DeliveryLog>, all: &[Delivery]) {
     let (even, odd): (Vec<_>, Vec<_>) = all.iter().enumerate().partition(|(i, _)| i % 2 == 0);
     for (_, d) in odd.into_iter().rev().chain(even) {
         store.put_delivery(d).await.expect("put delivery");
@@ -239,7 +260,7 @@ async fn put_all(store: &Arc<dyn Store>, all: &[Delivery]) {
 // ---------------------------------------------------------------------------------------------
 // Dedup marks
 
-async fn is_seen_reads_a_mark_without_setting_it(store: Arc<dyn Store>) {
+async fn is_seen_reads_a_mark_without_setting_it(store: Arc<dyn HotState>) {
     assert!(!store.is_seen("evt-r").await.unwrap(), "never marked");
     assert!(!store.is_seen("evt-r").await.unwrap(), "asking does not mark");
     assert!(store.mark_seen("evt-r", Duration::from_millis(300)).await.unwrap(), "still fresh after two reads");
@@ -252,7 +273,7 @@ async fn is_seen_reads_a_mark_without_setting_it(store: Arc<dyn Store>) {
     assert!(store.mark_seen("evt-r", Duration::from_secs(60)).await.unwrap(), "an expired mark is gone");
 }
 
-async fn mark_seen_is_atomic_under_concurrency(store: Arc<dyn Store>) {
+async fn mark_seen_is_atomic_under_concurrency(store: Arc<dyn HotState>) {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let store = store.clone();
@@ -268,7 +289,7 @@ async fn mark_seen_is_atomic_under_concurrency(store: Arc<dyn Store>) {
     assert!(store.mark_seen("call-1/evt-2", Duration::from_secs(60)).await.unwrap(), "other keys are independent");
 }
 
-async fn mark_seen_expires_after_ttl(store: Arc<dyn Store>) {
+async fn mark_seen_expires_after_ttl(store: Arc<dyn HotState>) {
     let ttl = Duration::from_millis(200);
     assert!(store.mark_seen("evt-ttl", ttl).await.unwrap());
     assert!(!store.mark_seen("evt-ttl", Duration::from_secs(60)).await.unwrap(), "seen within its ttl");
@@ -280,19 +301,7 @@ async fn mark_seen_expires_after_ttl(store: Arc<dyn Store>) {
     assert!(!store.mark_seen("evt-ttl", ttl).await.unwrap(), "the new mark holds");
 }
 
-async fn forget_seen_allows_marking_again(store: Arc<dyn Store>) {
-    let ttl = Duration::from_secs(60);
-    assert!(store.mark_seen("evt-f", ttl).await.unwrap());
-    store.forget_seen("evt-f").await.unwrap();
-    assert!(store.mark_seen("evt-f", ttl).await.unwrap(), "a forgotten key can be marked again");
-    assert!(!store.mark_seen("evt-f", ttl).await.unwrap());
-    store.forget_seen("never-marked").await.expect("forgetting an unknown key is fine");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Delivery log
-
-async fn put_then_get_round_trips(store: Arc<dyn Store>) {
+async fn put_then_get_round_trips(store: Arc<dyn DeliveryLog>) {
     assert_eq!(store.get_delivery("msg_missing").await.unwrap(), None);
     // Sub-millisecond precision survives.
     let at = now_ms() - secs(60) + TimeDelta::nanoseconds(123_456);
@@ -311,7 +320,7 @@ async fn put_then_get_round_trips(store: Arc<dyn Store>) {
     assert_eq!(store.get_delivery("msg_rt").await.unwrap(), Some(updated), "a later put replaces the rest");
 }
 
-async fn created_at_never_changes(store: Arc<dyn Store>) {
+async fn created_at_never_changes(store: Arc<dyn DeliveryLog>) {
     let t0 = now_ms() - secs(3600) + TimeDelta::nanoseconds(7_000_001);
     let first = delivery("msg_c", "t1", "wh1", t0);
     store.put_delivery(&first).await.unwrap();
@@ -334,7 +343,7 @@ async fn created_at_never_changes(store: Arc<dyn Store>) {
     );
 }
 
-async fn attempts_keep_their_order(store: Arc<dyn Store>) {
+async fn attempts_keep_their_order(store: Arc<dyn DeliveryLog>) {
     let at = now_ms() - secs(60);
     store.put_delivery(&delivery("msg_att", "t1", "wh1", at)).await.unwrap();
     let tries: Vec<Attempt> = (1..=3).map(|n| attempt(n, at + secs(i64::from(n)))).collect();
@@ -348,7 +357,7 @@ async fn attempts_keep_their_order(store: Arc<dyn Store>) {
     assert_eq!(store.attempts("msg_none").await.unwrap(), Vec::<Attempt>::new(), "not kept without its delivery");
 }
 
-async fn list_is_newest_first_and_filters(store: Arc<dyn Store>) {
+async fn list_is_newest_first_and_filters(store: Arc<dyn DeliveryLog>) {
     let base = now_ms() - secs(3600);
     let all = fixture(24, base);
     put_all(&store, &all).await;
@@ -406,7 +415,7 @@ async fn list_is_newest_first_and_filters(store: Arc<dyn Store>) {
 /// spelling of its digits) filter the log, alone, together and with the other filters; the
 /// call info survives the round trip. Expected ids are written out, not computed by the
 /// filter under test.
-async fn list_filters_by_campaign_direction_and_tracking(store: Arc<dyn Store>) {
+async fn list_filters_by_campaign_direction_and_tracking(store: Arc<dyn DeliveryLog>) {
     let base = now_ms() - secs(600);
     let info = |campaign: Option<(&str, &str)>, direction: Option<&str>, tracking: Option<&str>| CallInfo {
         campaign_id: campaign.map(|c| c.0.to_string()),
@@ -479,7 +488,7 @@ async fn list_filters_by_campaign_direction_and_tracking(store: Arc<dyn Store>) 
     }
 }
 
-async fn cursor_pages_have_no_overlap_or_gap(store: Arc<dyn Store>) {
+async fn cursor_pages_have_no_overlap_or_gap(store: Arc<dyn DeliveryLog>) {
     let all = fixture(41, now_ms() - secs(3600));
     put_all(&store, &all).await;
     let queries = [
@@ -512,7 +521,7 @@ async fn cursor_pages_have_no_overlap_or_gap(store: Arc<dyn Store>) {
     assert_eq!(after_tie, ["msg_005", "msg_004"]);
 }
 
-async fn limit_zero_means_fifty(store: Arc<dyn Store>) {
+async fn limit_zero_means_fifty(store: Arc<dyn DeliveryLog>) {
     let base = now_ms() - secs(3600);
     let all: Vec<Delivery> = (0..60).map(|i| delivery(&format!("msg_{i:03}"), "t1", "wh1", base + secs(i))).collect();
     put_all(&store, &all).await;
@@ -525,7 +534,7 @@ async fn limit_zero_means_fifty(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------
 // Retention
 
-async fn per_webhook_cap_drops_the_oldest(store: Arc<dyn Store>) {
+async fn per_webhook_cap_drops_the_oldest(store: Arc<dyn DeliveryLog>) {
     // Built with `per_webhook: 3`.
     let base = now_ms() - secs(3600);
     for i in 0..5 {
@@ -561,7 +570,7 @@ async fn per_webhook_cap_drops_the_oldest(store: Arc<dyn Store>) {
     assert_eq!(list_ids(&store, by_webhook("wh1")).await, ["msg_a4", "msg_a3", "msg_a2"]);
 }
 
-async fn max_age_drops_the_oldest(store: Arc<dyn Store>) {
+async fn max_age_drops_the_oldest(store: Arc<dyn DeliveryLog>) {
     // Built with `max_age: 2 s`.
     let now = Utc::now();
     let ageing = delivery("msg_ageing", "t1", "wh1", now - TimeDelta::milliseconds(1000));
@@ -602,7 +611,7 @@ async fn max_age_drops_the_oldest(store: Arc<dyn Store>) {
 
 const LEASE: Duration = Duration::from_secs(30);
 
-async fn claim_due_returns_only_due_ids_in_due_order(store: Arc<dyn Store>) {
+async fn claim_due_returns_only_due_ids_in_due_order(store: Arc<dyn HotState>) {
     let now = now_ms();
     store.schedule_retry("a", now - secs(3)).await.unwrap();
     store.schedule_retry("b", now - secs(1)).await.unwrap();
@@ -618,7 +627,7 @@ async fn claim_due_returns_only_due_ids_in_due_order(store: Arc<dyn Store>) {
     );
 }
 
-async fn claim_due_respects_limit(store: Arc<dyn Store>) {
+async fn claim_due_respects_limit(store: Arc<dyn HotState>) {
     let now = now_ms();
     for i in 0..5 {
         store.schedule_retry(&format!("r{i}"), now - secs(10 - i)).await.unwrap();
@@ -630,7 +639,7 @@ async fn claim_due_respects_limit(store: Arc<dyn Store>) {
     assert_eq!(store.claim_due(now, 2, LEASE).await.unwrap(), Vec::<String>::new());
 }
 
-async fn claimed_retry_comes_back_after_its_lease(store: Arc<dyn Store>) {
+async fn claimed_retry_comes_back_after_its_lease(store: Arc<dyn HotState>) {
     let now = now_ms();
     store.schedule_retry("a", now - secs(1)).await.unwrap();
     assert_eq!(store.claim_due(now, 10, LEASE).await.unwrap(), ["a"]);
@@ -641,7 +650,7 @@ async fn claimed_retry_comes_back_after_its_lease(store: Arc<dyn Store>) {
     assert_eq!(store.retry_backlog().await.unwrap(), 1);
 }
 
-async fn crashed_claimants_retries_come_back_in_real_time(store: Arc<dyn Store>) {
+async fn crashed_claimants_retries_come_back_in_real_time(store: Arc<dyn HotState>) {
     store.schedule_retry("a", Utc::now()).await.unwrap();
     let poll = Poll::new("the retry to become due", Duration::from_secs(5));
     while store.claim_due(Utc::now(), 10, Duration::from_millis(300)).await.unwrap().is_empty() {
@@ -655,7 +664,7 @@ async fn crashed_claimants_retries_come_back_in_real_time(store: Arc<dyn Store>)
     assert_eq!(store.claim_due(Utc::now(), 10, LEASE).await.unwrap(), Vec::<String>::new());
 }
 
-async fn rescheduling_moves_a_retry(store: Arc<dyn Store>) {
+async fn rescheduling_moves_a_retry(store: Arc<dyn HotState>) {
     let now = now_ms();
     store.schedule_retry("a", now - secs(1)).await.unwrap();
     store.schedule_retry("a", now + secs(3600)).await.unwrap();
@@ -676,7 +685,7 @@ async fn rescheduling_moves_a_retry(store: Arc<dyn Store>) {
     assert_eq!(store.claim_due(now, 10, LEASE).await.unwrap(), ["c"]);
 }
 
-async fn cancel_removes_a_retry(store: Arc<dyn Store>) {
+async fn cancel_removes_a_retry(store: Arc<dyn HotState>) {
     let now = now_ms();
     store.schedule_retry("a", now - secs(2)).await.unwrap();
     store.schedule_retry("b", now - secs(1)).await.unwrap();
@@ -691,7 +700,7 @@ async fn cancel_removes_a_retry(store: Arc<dyn Store>) {
     assert_eq!(store.retry_backlog().await.unwrap(), 0);
 }
 
-async fn concurrent_claimers_never_share_an_id(store: Arc<dyn Store>) {
+async fn concurrent_claimers_never_share_an_id(store: Arc<dyn HotState>) {
     let now = now_ms();
     let scheduled: HashSet<String> = (0..200).map(|i| format!("r{i:03}")).collect();
     for (i, id) in scheduled.iter().enumerate() {
@@ -722,7 +731,7 @@ async fn concurrent_claimers_never_share_an_id(store: Arc<dyn Store>) {
     assert_eq!(unique, scheduled, "every due id was claimed");
 }
 
-async fn retry_backlog_counts_scheduled_and_claimed(store: Arc<dyn Store>) {
+async fn retry_backlog_counts_scheduled_and_claimed(store: Arc<dyn HotState>) {
     let now = now_ms();
     assert_eq!(store.retry_backlog().await.unwrap(), 0);
     for (id, due) in [("a", now - secs(2)), ("b", now - secs(1)), ("c", now + secs(60))] {
@@ -747,7 +756,7 @@ fn rate_now() -> DateTime<Utc> {
 
 /// `n` reservations of `key`, one after another, all at `now`.
 async fn reserve_n(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn HotState>,
     key: &str,
     per_second: f64,
     burst: u32,
@@ -788,7 +797,7 @@ fn busiest_second(times: &[DateTime<Utc>]) -> usize {
     best
 }
 
-async fn rate_reserve_spaces_slots_at_the_rate_after_the_burst(store: Arc<dyn Store>) {
+async fn rate_reserve_spaces_slots_at_the_rate_after_the_burst(store: Arc<dyn HotState>) {
     let now = rate_now();
     // (per second, burst, reservations): whole and fractional rates, rates whose interval is
     // no whole number of microseconds, and a queue longer than a second at a high rate.
@@ -820,7 +829,7 @@ async fn rate_reserve_spaces_slots_at_the_rate_after_the_burst(store: Arc<dyn St
     }
 }
 
-async fn rate_reserve_burst_comes_back_with_time(store: Arc<dyn Store>) {
+async fn rate_reserve_burst_comes_back_with_time(store: Arc<dyn HotState>) {
     let now = rate_now();
     let waits = reserve_n(&store, "ep", 10.0, 5, now, 40).await;
     assert_eq!(waits[..6], [zeros(5), vec![millis(100)]].concat());
@@ -835,7 +844,7 @@ async fn rate_reserve_burst_comes_back_with_time(store: Arc<dyn Store>) {
     assert_eq!(partial, [zeros(2), vec![millis(100), millis(200)]].concat());
 }
 
-async fn rate_reserve_keys_are_independent(store: Arc<dyn Store>) {
+async fn rate_reserve_keys_are_independent(store: Arc<dyn HotState>) {
     let now = rate_now();
     assert_eq!(reserve_n(&store, "ep-a", 1.0, 2, now, 4).await, [zeros(2), vec![millis(1000), millis(2000)]].concat());
     assert_eq!(reserve_n(&store, "ep-b", 1.0, 2, now, 3).await, [zeros(2), vec![millis(1000)]].concat());
@@ -843,7 +852,7 @@ async fn rate_reserve_keys_are_independent(store: Arc<dyn Store>) {
     assert_eq!(reserve_n(&store, "ep-a", 1.0, 2, now, 1).await, [millis(3000)], "others took none of ep-a's slots");
 }
 
-async fn concurrent_reservations_take_distinct_slots(store: Arc<dyn Store>) {
+async fn concurrent_reservations_take_distinct_slots(store: Arc<dyn HotState>) {
     let now = rate_now();
     let tasks: Vec<_> = (0..20)
         .map(|_| {
@@ -861,7 +870,7 @@ async fn concurrent_reservations_take_distinct_slots(store: Arc<dyn Store>) {
     assert_eq!(waits, (0..20).map(|k| millis(100 * k)).collect::<Vec<_>>(), "the slots are the next twenty");
 }
 
-async fn rate_reserve_survives_extreme_limits(store: Arc<dyn Store>) {
+async fn rate_reserve_survives_extreme_limits(store: Arc<dyn HotState>) {
     let now = rate_now();
     // A huge burst at a tiny (valid) rate: the tolerance must not overflow into a wait.
     assert_eq!(reserve_n(&store, "slow", 0.00001, u32::MAX, now, 3).await, zeros(3));
@@ -873,7 +882,7 @@ async fn rate_reserve_survives_extreme_limits(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------
 // Per-call ordering lanes
 
-async fn lane_sends_one_at_a_time_in_push_order(store: Arc<dyn Store>) {
+async fn lane_sends_one_at_a_time_in_push_order(store: Arc<dyn HotState>) {
     assert!(store.lane_push("call-1", "a").await.unwrap(), "the first id is the head");
     assert!(!store.lane_push("call-1", "b").await.unwrap());
     assert!(!store.lane_push("call-1", "c").await.unwrap());
@@ -888,7 +897,7 @@ async fn lane_sends_one_at_a_time_in_push_order(store: Arc<dyn Store>) {
     assert_eq!(store.lane_pop("never", "x").await.unwrap(), None, "an unknown lane has no head");
 }
 
-async fn lanes_are_independent_and_repushed_ids_go_last(store: Arc<dyn Store>) {
+async fn lanes_are_independent_and_repushed_ids_go_last(store: Arc<dyn HotState>) {
     assert!(store.lane_push("call-1", "a").await.unwrap());
     assert!(store.lane_push("call-2", "x").await.unwrap(), "another call's lane has its own head");
     assert!(!store.lane_push("call-1", "b").await.unwrap());
@@ -905,7 +914,7 @@ async fn lanes_are_independent_and_repushed_ids_go_last(store: Arc<dyn Store>) {
     assert_eq!(store.lane_pop("call-3", "b").await.unwrap(), None);
 }
 
-async fn concurrent_lane_pushes_elect_one_head(store: Arc<dyn Store>) {
+async fn concurrent_lane_pushes_elect_one_head(store: Arc<dyn HotState>) {
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let store = store.clone();
@@ -935,7 +944,7 @@ async fn concurrent_lane_pushes_elect_one_head(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------
 // Circuit breakers
 
-async fn breaker_round_trips_and_defaults_to_closed(store: Arc<dyn Store>) {
+async fn breaker_round_trips_and_defaults_to_closed(store: Arc<dyn HotState>) {
     assert_eq!(store.get_breaker("ep-unknown").await.unwrap(), Breaker::default());
     assert_eq!(store.get_breaker("ep-unknown").await.unwrap().state, CircuitState::Closed);
 
@@ -970,17 +979,17 @@ fn window() -> TimeDelta {
     TimeDelta::from_std(HEALTH_WINDOW).unwrap()
 }
 
-async fn samples_since(store: &Arc<dyn Store>, endpoint: &str, since: DateTime<Utc>) -> Vec<HealthSample> {
+async fn samples_since(store: &Arc<dyn HotState>, endpoint: &str, since: DateTime<Utc>) -> Vec<HealthSample> {
     store.health_samples(endpoint, since).await.expect("read health samples")
 }
 
-async fn record_all(store: &Arc<dyn Store>, endpoint: &str, samples: &[HealthSample]) {
+async fn record_all(store: &Arc<dyn HotState>, endpoint: &str, samples: &[HealthSample]) {
     for s in samples {
         store.record_health(endpoint, s).await.expect("record a health sample");
     }
 }
 
-async fn health_samples_come_back_oldest_first(store: Arc<dyn Store>) {
+async fn health_samples_come_back_oldest_first(store: Arc<dyn HotState>) {
     let t = rate_now();
     let ms = TimeDelta::milliseconds;
     // A whole millisecond, and 456 µs into it: the order must not come from how they print.
@@ -1009,7 +1018,7 @@ async fn health_samples_come_back_oldest_first(store: Arc<dyn Store>) {
     assert_eq!(since(t + ms(1)).await, Vec::<HealthSample>::new());
 }
 
-async fn health_forgets_samples_older_than_the_window(store: Arc<dyn Store>) {
+async fn health_forgets_samples_older_than_the_window(store: Arc<dyn HotState>) {
     let t = rate_now();
     let ms = TimeDelta::milliseconds;
     let edge = sample(t - window(), 11, 200, true);
@@ -1036,7 +1045,7 @@ async fn health_forgets_samples_older_than_the_window(store: Arc<dyn Store>) {
     assert_eq!(all().await, [late, newest, next]);
 }
 
-async fn identical_health_samples_are_distinct_attempts(store: Arc<dyn Store>) {
+async fn identical_health_samples_are_distinct_attempts(store: Arc<dyn HotState>) {
     let t = rate_now();
     let s = sample(t, 100, 500, false);
     record_all(&store, "ep-1", &[s, s, s]).await;
@@ -1048,7 +1057,7 @@ async fn identical_health_samples_are_distinct_attempts(store: Arc<dyn Store>) {
     assert_eq!(store.health_samples("ep-none", t - secs(60)).await.unwrap(), Vec::<HealthSample>::new());
 }
 
-async fn health_keeps_at_most_health_samples(store: Arc<dyn Store>) {
+async fn health_keeps_at_most_health_samples(store: Arc<dyn HotState>) {
     let t = rate_now();
     let extra = 10;
     let all: Vec<HealthSample> = (0..HEALTH_SAMPLES + extra)
@@ -1178,7 +1187,7 @@ mod redis_layout {
 
 /// 20 dispatchers recording a failure at once: every failure counts (the circuit opens on
 /// time), and of 20 deliveries asking to go when the open period ends, exactly one probes.
-async fn concurrent_breaker_updates_are_never_lost(store: Arc<dyn Store>) {
+async fn concurrent_breaker_updates_are_never_lost(store: Arc<dyn HotState>) {
     use hookmesh_core::breaker::{Admission, BreakerPolicy, CircuitState};
     let policy = BreakerPolicy { failure_threshold: 20, open_for: Duration::from_secs(1), ..BreakerPolicy::default() };
     let now = chrono::Utc::now();

@@ -18,6 +18,9 @@
 //! | `hookmesh_consumer_lag` | gauge | `topic`, `partition`: records not yet handled by this process |
 //! | `hookmesh_retry_backlog` | gauge | retries scheduled (claimed or not) |
 //! | `hookmesh_circuits` | gauge | `state` = open, half_open: endpoints this dispatcher saw in that state |
+//! | `hookmesh_log_write_batches_total` | counter | `outcome` = ok, failed: PostgreSQL delivery-log write batches |
+//! | `hookmesh_log_writes_total` | counter | deliveries and attempts written in those batches |
+//! | `hookmesh_log_write_batch_seconds` | histogram | time of one write batch (one transaction) |
 //!
 //! # The same metrics over OTLP
 //!
@@ -264,6 +267,9 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     pub retry_backlog: Gauge,
     pub circuits: Family<CircuitLabel, Gauge>,
+    pub log_write_batches: Family<OutcomeLabel, Counter>,
+    pub log_writes: Counter,
+    pub log_write_batch_time: Histogram,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -302,6 +308,9 @@ impl Metrics {
             consumer_lag: Family::default(),
             retry_backlog: Gauge::default(),
             circuits: Family::default(),
+            log_write_batches: Family::default(),
+            log_writes: Counter::default(),
+            log_write_batch_time: Histogram::new(buckets()),
             registry: Registry::default(),
             described: Vec::new(),
         };
@@ -324,6 +333,13 @@ impl Metrics {
         r.add("consumer_lag", "Records not yet handled by this process, per topic and partition", &m.consumer_lag);
         r.add("retry_backlog", "Retries scheduled (claimed or not)", &m.retry_backlog);
         r.add("circuits", "Endpoints whose circuit this dispatcher last saw open or half-open", &m.circuits);
+        r.add(
+            "log_write_batches",
+            "Delivery-log write batches (one transaction each), by outcome",
+            &m.log_write_batches,
+        );
+        r.add("log_writes", "Deliveries and attempts written to the delivery log in batches", &m.log_writes);
+        r.add("log_write_batch_seconds", "Time of one delivery-log write batch", &m.log_write_batch_time);
         Metrics { registry: r.registry, described: r.described, ..m }
     }
 

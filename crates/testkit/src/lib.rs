@@ -2,10 +2,12 @@
 //!
 //! - [`redis::RedisServer`]: `redis-server --port P --save '' --appendonly no`.
 //! - [`tansu::TansuBroker`]: the Kafka-protocol broker `tansu` with in-memory storage.
+//! - [`postgres::PostgresDb`]: a fresh database on the machine's PostgreSQL.
 //!
 //! These are what the conformance and end-to-end tests run against: in-memory backends are a
 //! product feature and never stand in for the real ones in tests of the real ones.
 
+pub mod postgres;
 pub mod redis;
 pub mod tansu;
 

@@ -6,6 +6,8 @@
 //! # hookmesh.toml — every key is optional
 //! kafka = "kafka-0:9092,kafka-1:9092"   # HOOKMESH_KAFKA; absent in standalone = in-memory bus
 //! redis = "redis://redis:6379/"          # HOOKMESH_REDIS; absent in standalone = in-memory store
+//! postgres = "postgres://hookmesh@db/hookmesh"  # HOOKMESH_POSTGRES: the delivery log in PostgreSQL
+//!                                        # (hot state stays in Redis); absent = the log in Redis
 //! grpc_addr = "0.0.0.0:7600"             # HOOKMESH_GRPC_ADDR
 //! admin_addr = "0.0.0.0:7601"            # HOOKMESH_ADMIN_ADDR
 //! topic_prefix = "hookmesh"              # HOOKMESH_TOPIC_PREFIX
@@ -61,6 +63,10 @@ pub struct SettingsArgs {
     /// Redis URL (redis://host:port/); without it standalone uses the in-memory store.
     #[arg(long, env = "HOOKMESH_REDIS")]
     pub redis: Option<String>,
+    /// PostgreSQL DSN of the delivery log (postgres://user@host/db); without it the log is
+    /// kept beside the hot state (Redis, or the standalone store).
+    #[arg(long, env = "HOOKMESH_POSTGRES")]
+    pub postgres: Option<String>,
     /// Address of the gRPC API (port 0 picks a free port).
     #[arg(long, env = "HOOKMESH_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -151,6 +157,7 @@ pub struct SettingsArgs {
 struct FileSettings {
     kafka: Option<String>,
     redis: Option<String>,
+    postgres: Option<String>,
     grpc_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     topic_prefix: Option<String>,
@@ -182,6 +189,7 @@ struct FileSettings {
 pub struct Settings {
     pub kafka: Option<String>,
     pub redis: Option<String>,
+    pub postgres: Option<String>,
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub topic_prefix: String,
@@ -222,6 +230,7 @@ impl SettingsArgs {
         let s = Settings {
             kafka: self.kafka.clone().or(file.kafka).filter(|k| !k.is_empty()),
             redis: self.redis.clone().or(file.redis).filter(|r| !r.is_empty()),
+            postgres: self.postgres.clone().or(file.postgres).filter(|p| !p.is_empty()),
             grpc_addr: self
                 .grpc_addr
                 .or(file.grpc_addr)
@@ -325,6 +334,11 @@ impl SettingsArgs {
         if let Some(r) = &s.redis {
             if !r.starts_with("redis://") && !r.starts_with("rediss://") {
                 bail!("redis: `{r}` is not a redis:// URL");
+            }
+        }
+        if let Some(p) = &s.postgres {
+            if !p.starts_with("postgres://") && !p.starts_with("postgresql://") && !p.contains('=') {
+                bail!("postgres: `{p}` is neither a postgres:// URL nor a `host=… dbname=…` string");
             }
         }
         if let Some(id) = &s.instance_id {

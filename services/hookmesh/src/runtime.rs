@@ -25,6 +25,7 @@ use hookmesh_registry::ConfigView;
 use hookmesh_renderer::Renderer;
 use hookmesh_router::Router;
 use hookmesh_store::{EmbeddedStore, MemoryStore, Retention, Store};
+use hookmesh_telemetry::metrics::OutcomeLabel;
 use hookmesh_telemetry::Readiness;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,22 +105,38 @@ async fn build_store(
 ) -> anyhow::Result<Arc<dyn Store>> {
     let retention =
         Retention { max_age: Duration::from_secs(s.retention_days * 24 * 3600), per_webhook: s.retention_per_webhook };
-    match &s.redis {
-        Some(url) => Ok(Arc::new(
+    let store: Arc<dyn Store> = match &s.redis {
+        Some(url) => Arc::new(
             hookmesh_store::RedisStore::connect(url, &s.redis_prefix, retention)
                 .await
                 .with_context(|| format!("redis: cannot connect to `{url}`"))?,
-        )),
+        ),
         None if standalone => match data {
             Some(d) => {
                 let dir = d.store();
                 let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir, retention)).await?;
-                Ok(Arc::new(store.map_err(|e| anyhow::anyhow!("data_dir: {e}"))?))
+                Arc::new(store.map_err(|e| anyhow::anyhow!("data_dir: {e}"))?)
             }
-            None => Ok(Arc::new(MemoryStore::with_retention(retention))),
+            None => Arc::new(MemoryStore::with_retention(retention)),
         },
         None => bail!("redis: `hookmesh {role}` needs Redis (--redis or HOOKMESH_REDIS)"),
-    }
+    };
+    let Some(dsn) = &s.postgres else { return Ok(store) };
+    // The delivery log in PostgreSQL (migrated before this process reports ready), hot state
+    // where it was.
+    let log = hookmesh_store::PostgresLog::connect(dsn, retention).await.context("postgres: the delivery log")?;
+    let log = Arc::new(log);
+    log.observe_batches(Arc::new(|writes, took, ok| {
+        let m = hookmesh_telemetry::metrics::metrics();
+        m.log_write_batches.get_or_create(&OutcomeLabel { outcome: if ok { "ok" } else { "failed" } }).inc();
+        if ok {
+            m.log_writes.inc_by(writes as u64);
+        }
+        m.log_write_batch_time.observe(took.as_secs_f64());
+    }));
+    log.spawn_maintenance(CancellationToken::new());
+    tracing::info!("keeping the delivery log in PostgreSQL");
+    Ok(Arc::new(hookmesh_store::Split { hot: store, log }))
 }
 
 /// Runs `roles` until a signal; `label` names the process in logs and errors.
