@@ -81,9 +81,19 @@ pub struct WriteStats {
     pub failed: AtomicU64,
 }
 
-/// Told of every write batch: how many writes it carried, how long it took, whether it
-/// committed.
-pub type BatchObserver = Arc<dyn Fn(usize, Duration, bool) + Send + Sync>;
+/// One write batch, as [`BatchObserver`]s see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// Deliveries and attempts it carried.
+    pub writes: usize,
+    /// Statements it took (`BEGIN` and `COMMIT` included).
+    pub statements: u64,
+    pub took: Duration,
+    pub committed: bool,
+}
+
+/// Told of every write batch (for metrics).
+pub type BatchObserver = Arc<dyn Fn(&Batch) + Send + Sync>;
 
 enum Op {
     Put(Box<Delivery>),
@@ -363,7 +373,12 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Job>, retention: Retention, s
         let result = write_batch(&pool, &batch, retention, &partitions).await;
         let observe = observer.lock().clone();
         if let Some(observe) = observe {
-            observe(batch.len(), started.elapsed(), result.is_ok());
+            observe(&Batch {
+                writes: batch.len(),
+                statements: *result.as_ref().unwrap_or(&0),
+                took: started.elapsed(),
+                committed: result.is_ok(),
+            });
         }
         match &result {
             Ok(statements) => {

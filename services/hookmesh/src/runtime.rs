@@ -126,13 +126,14 @@ async fn build_store(
     // where it was.
     let log = hookmesh_store::PostgresLog::connect(dsn, retention).await.context("postgres: the delivery log")?;
     let log = Arc::new(log);
-    log.observe_batches(Arc::new(|writes, took, ok| {
+    log.observe_batches(Arc::new(|b| {
         let m = hookmesh_telemetry::metrics::metrics();
-        m.log_write_batches.get_or_create(&OutcomeLabel { outcome: if ok { "ok" } else { "failed" } }).inc();
-        if ok {
-            m.log_writes.inc_by(writes as u64);
+        m.log_write_batches.get_or_create(&OutcomeLabel { outcome: if b.committed { "ok" } else { "failed" } }).inc();
+        if b.committed {
+            m.log_writes.inc_by(b.writes as u64);
+            m.log_statements.inc_by(b.statements);
         }
-        m.log_write_batch_time.observe(took.as_secs_f64());
+        m.log_write_batch_time.observe(b.took.as_secs_f64());
     }));
     log.spawn_maintenance(CancellationToken::new());
     tracing::info!("keeping the delivery log in PostgreSQL");
