@@ -93,6 +93,24 @@ impl Client {
         Ok(Client { channel, auth, addr })
     }
 
+    /// Like [`Client::connect`], but connects on the first call (and reconnects after a
+    /// failure) instead of now: for a long-running client, such as the web console, that may
+    /// start before the API does.
+    pub fn connect_lazy(addr: &str, token: Option<&str>) -> Result<Client, Error> {
+        let addr = normalise_addr(addr);
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| Error::InvalidAddress { addr: addr.clone(), reason: e.to_string() })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let auth = BearerToken::new(token)?;
+        Ok(Client { channel: endpoint.connect_lazy(), auth, addr })
+    }
+
+    /// The same connection sending another bearer token (`None`: none): one connection shared
+    /// by the many signed-in users of a web console.
+    pub fn with_token(&self, token: Option<&str>) -> Result<Client, Error> {
+        Ok(Client { channel: self.channel.clone(), auth: BearerToken::new(token)?, addr: self.addr.clone() })
+    }
+
     /// The address connected to, normalised.
     pub fn addr(&self) -> &str {
         &self.addr

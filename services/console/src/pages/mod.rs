@@ -1,0 +1,16 @@
+//! One file per area of the console; each handler takes a [`crate::web::Page`] (the session
+//! and an API client with its token) and answers a rendered page or a redirect.
+//!
+//! - `auth.rs`: sign-in, sign-out, the tenant-portal entry.
+//! - `webhooks.rs`: list, show (with health), create/edit (with "from an example"), enable,
+//!   disable, delete, rotate secret, test request.
+//! - `deliveries.rs`: the delivery log, details, resend, recover.
+//! - `templates.rs`: body templates; `misc.rs`: token catalog, dead letters, static files.
+//! - `view.rs`: API messages as the values templates read.
+
+pub mod auth;
+pub mod deliveries;
+pub mod misc;
+pub mod templates;
+pub mod view;
+pub mod webhooks;

@@ -1,0 +1,404 @@
+//! Browser tests of the web console: a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, which `make deps` installs) driven over WebDriver against `hookmesh
+//! standalone` and a recording receiver. Each test saves a screenshot of the page it checks
+//! (`HOOKMESH_SCREENSHOTS=docs/console` writes them where the README reads them).
+//!
+//! The tests share one machine's browser, so they take turns (a lock); each starts its own
+//! hookmesh, receiver, chromedriver and Chromium.
+
+#[path = "../e2e/support.rs"]
+mod support;
+mod webdriver;
+
+use hookmesh_client::Client;
+use hookmesh_proto::v1;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{Hookmesh, Receiver, BIN};
+use webdriver::Browser;
+
+const OPERATOR: &str = "op-console-token";
+const ACME: &str = "acme-console-token";
+const GLOBEX: &str = "globex-console-token";
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn token_flags() -> String {
+    use hookmesh_proto::auth::hash_token;
+    format!(
+        "sha256:{}=operator,sha256:{}=tenant:acme,sha256:{}=tenant:globex",
+        hash_token(OPERATOR),
+        hash_token(ACME),
+        hash_token(GLOBEX)
+    )
+}
+
+/// hookmesh with operator, acme and globex tokens, its console, and an operator API client.
+async fn start(extra: &[&str]) -> (Hookmesh, Client) {
+    let tokens = token_flags();
+    let mut args = vec!["--ephemeral", "--tokens", tokens.as_str()];
+    args.extend_from_slice(extra);
+    let hm = Hookmesh::start_with(&args);
+    assert!(hm.console.is_some(), "standalone serves the console by default: {}", hm.log_text());
+    let api = Client::connect(&hm.url(), Some(OPERATOR)).await.expect("the API answers");
+    (hm, api)
+}
+
+async fn sign_in(b: &Browser, token: &str, who: &str) {
+    b.open("/signin").await;
+    b.fill("#token", token).await;
+    b.click("#signin").await;
+    b.wait_text(who, false).await;
+}
+
+async fn create_webhook(
+    api: &Client,
+    tenant: &str,
+    name: &str,
+    url: &str,
+    policy: Option<v1::DeliveryPolicy>,
+) -> v1::Webhook {
+    let mut w = support::webhook(tenant, name, url);
+    w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
+    w.policy = policy;
+    api.webhooks()
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+        .await
+        .expect("webhook created")
+        .into_inner()
+        .webhook
+        .unwrap()
+}
+
+async fn publish(api: &Client, tenant: &str, call_ids: &[&str]) {
+    let items = call_ids
+        .iter()
+        .map(|c| {
+            let e = support::event(
+                &format!("ev-{c}"),
+                "call.ended",
+                tenant,
+                c,
+                json!({ "ani": "7776734736", "duration": 42 }),
+            );
+            v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(e.to_string())) }
+        })
+        .collect();
+    let r = api.ingest().publish(v1::PublishRequest { events: items }).await.expect("publish").into_inner();
+    assert!(r.results.iter().all(|x| x.accepted), "{r:?}");
+}
+
+async fn rows(b: &Browser) -> Vec<String> {
+    let v = b
+        .script(
+            "return Array.from(document.querySelectorAll('#deliveries tbody tr')).map(r => r.dataset.status)",
+            json!([]),
+        )
+        .await;
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+/// Reloads the page until its delivery rows' statuses satisfy `cond`.
+async fn rows_until(b: &Browser, what: &str, cond: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + webdriver::WAIT;
+    loop {
+        let r = rows(b).await;
+        if cond(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "the delivery log never showed {what}; rows: {r:?}\n{}", b.text().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.script("location.reload()", json!([])).await;
+    }
+}
+
+#[tokio::test]
+async fn sign_in_create_from_an_xml_example_and_send_a_test_request() {
+    let _turn = TURN.lock().await;
+    let (hm, _api) = start(&[]).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with_body("<ack>received by crm</ack>");
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+
+    // Signed out: every page sends to sign-in.
+    b.open("/webhooks").await;
+    b.find("#signin-form").await;
+    assert!(b.current_url().await.ends_with("/signin"));
+    b.fill("#token", "not-a-token").await;
+    b.click("#signin").await;
+    b.wait_text("unknown token", false).await;
+    b.screenshot("signin").await;
+    sign_in(&b, OPERATOR, "Operator").await;
+
+    b.open("/webhooks/new").await;
+    b.fill("#tenant_id", "acme").await;
+    b.fill("#name", "crm-xml").await;
+    b.fill("#url", &receiver.url("/crm")).await;
+    b.select("#content_type", "xml").await;
+    b.select("#body-format", "xml").await;
+    b.fill(
+        "#body-example",
+        "<call><caller>+15550001</caller><dialed>+15550002</dialed><source>website</source></call>",
+    )
+    .await;
+    b.click("#extract").await;
+    b.wait_text("3 fields extracted", false).await;
+    // Each extracted field gets a drop-down of tokens grouped by category, or a constant.
+    let groups = b.script("return document.querySelectorAll('#field-0 optgroup').length", json!([])).await;
+    assert!(groups.as_u64().unwrap() >= 5, "tokens grouped by category: {groups}");
+    b.select("#field-0", "ani").await;
+    b.select("#field-1", "tracking").await;
+    b.select("#field-2", "__const").await;
+    b.fill("input[name=\"field.2.const\"]", "hookmesh-console").await;
+    b.click("#preview").await;
+    let preview = b.element_text("#preview-output").await;
+    assert!(preview.contains("<caller>7776734736</caller>"), "{preview}");
+    assert!(
+        preview.contains("<dialed>7774839229</dialed>") && preview.contains("<source>hookmesh-console</source>"),
+        "{preview}"
+    );
+    b.screenshot("webhook-from-example").await;
+    b.click("#save").await;
+    let secret = b.element_text("#secret").await;
+    assert!(secret.starts_with("whsec_"), "the secret is shown once: {secret}");
+    b.click("#continue").await;
+    b.find("#send-test").await;
+    b.click("#send-test").await;
+    b.wait_text("Delivered: the receiver accepted the request.", false).await;
+    assert_eq!(b.element_text("#test-status").await, "200");
+    assert!(b.element_text("#test-response").await.contains("<ack>received by crm</ack>"));
+    b.screenshot("test-request").await;
+    let got = receiver.wait_for(1, webdriver::WAIT).await;
+    let body = String::from_utf8_lossy(&got[0].body).to_string();
+    assert!(
+        body.contains("<caller>7776734736</caller>") && body.contains("<source>hookmesh-console</source>"),
+        "{body}"
+    );
+    support::verify_signature(&secret, &got[0]).expect("signed with the secret the page showed");
+
+    // Sign out ends the session.
+    b.click("#signout").await;
+    b.find("#signin-form").await;
+    b.open("/webhooks").await;
+    b.find("#signin-form").await;
+}
+
+#[tokio::test]
+async fn deliveries_show_statuses_details_and_a_failing_receiver_is_resent_and_recovered_from_the_page() {
+    let _turn = TURN.lock().await;
+    let (hm, api) = start(&[]).await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[], 500);
+    // The first retry an hour away: the failed deliveries wait as `retrying` for the page.
+    let policy = v1::DeliveryPolicy { retry_schedule: vec![3600], retry_limit: Some(3), ..Default::default() };
+    let w = create_webhook(&api, "acme", "calls-to-crm", &receiver.url("/calls"), Some(policy)).await;
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    sign_in(&b, ACME, "Tenant · acme").await;
+
+    publish(&api, "acme", &["call-1", "call-2", "call-3"]).await;
+    b.open(&format!("/deliveries?webhook_id={}", w.id)).await;
+    rows_until(&b, "three retrying deliveries", |r| r.len() == 3 && r.iter().all(|s| s == "retrying")).await;
+    b.screenshot("delivery-log").await;
+
+    // Filters: one call.
+    b.fill("input[name=call_id]", "call-2").await;
+    b.click("#apply-filters").await;
+    rows_until(&b, "the one delivery of call-2", |r| r.len() == 1).await;
+    assert!(b.text().await.contains("call-2"));
+
+    b.click("#deliveries .details").await;
+    b.find("#attempts").await;
+    let text = b.wait_text("Attempts (1)", false).await;
+    assert!(text.contains("500") && text.contains("call-2"), "{text}");
+    assert_eq!(b.element_text("#delivery-status").await, "retrying");
+    b.screenshot("delivery-details").await;
+
+    // The receiver recovers; Resend from the page delivers this one now.
+    receiver.script(&[], 200);
+    b.click("#resend").await;
+    b.wait_text("Resent: the receiver answered 200; the delivery is now success", false).await;
+    assert_eq!(b.element_text("#delivery-status").await, "success");
+    assert!(b.text().await.contains("Attempts (2)"));
+    b.screenshot("delivery-resent").await;
+
+    // Recover since an hour ago sends the other two.
+    b.open(&format!("/webhooks/{}", w.id)).await;
+    b.click("#recover").await;
+    b.wait_text("Recover: 2 failed deliveries found, 2 succeeded, 0 failed again", false).await;
+    b.open(&format!("/deliveries?webhook_id={}", w.id)).await;
+    rows_until(&b, "three delivered", |r| r.len() == 3 && r.iter().all(|s| s == "success")).await;
+    b.open(&format!("/webhooks/{}", w.id)).await;
+    b.find("#chart").await;
+    b.screenshot("webhook-health").await;
+    b.open("/webhooks").await;
+    b.find("#webhooks").await;
+    b.screenshot("webhooks").await;
+}
+
+#[tokio::test]
+async fn a_portal_link_for_one_tenant_never_shows_another_tenants_objects() {
+    let _turn = TURN.lock().await;
+    let (hm, api) = start(&["--console-frame-origins", "https://app.example.com"]).await;
+    let receiver = Receiver::start().await;
+    let console = hm.console.clone().unwrap();
+    let acme = create_webhook(&api, "acme", "acme-hook", &receiver.url("/a"), None).await;
+    let globex = create_webhook(&api, "globex", "globex-hook", &receiver.url("/g"), None).await;
+    publish(&api, "globex", &["globex-call-1"]).await;
+    publish(&api, "acme", &["acme-call-1"]).await;
+    let log = api.deliveries();
+    let mut globex_delivery = String::new();
+    assert!(
+        support::wait_until_async(
+            webdriver::WAIT,
+            || {
+                let mut log = log.clone();
+                let id = globex.id.clone();
+                async move { log.list_deliveries(v1::ListDeliveriesRequest { webhook_id: id, ..Default::default() }).await }
+            },
+            |r| match r {
+                Ok(r) => r.get_ref().deliveries.first().map(|d| globex_delivery = d.id.clone()).is_some(),
+                Err(_) => false,
+            },
+        )
+        .await,
+        "globex's delivery is logged"
+    );
+
+    // A tenant token cannot issue portal links; the operator's can.
+    let ctl = |token: &str, tenant: &str| {
+        Command::new(BIN)
+            .args(["ctl", "--addr", &hm.url(), "--token", token, "portal-link", "--tenant", tenant, "--ttl", "10m"])
+            .args(["--console", &console])
+            .output()
+            .unwrap()
+    };
+    let refused = ctl(ACME, "globex");
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("operator token"));
+    let out = ctl(OPERATOR, "acme");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(link.starts_with(&format!("{console}/portal?token=hmp_")), "{link}");
+
+    let b = Browser::start(&console).await;
+    b.open(&link).await;
+    let text = b.wait_text("Portal · acme", false).await;
+    assert!(text.contains("acme-hook") && !text.contains("globex"), "{text}");
+    assert!(!b.current_url().await.contains("token="), "the token leaves the address bar");
+    b.screenshot("portal").await;
+    let cookie = b.cookie("hookmesh_session").await;
+    assert_eq!((cookie["httpOnly"].as_bool(), cookie["sameSite"].as_str()), (Some(true), Some("Strict")), "{cookie}");
+
+    // Guessed URLs and filters: nothing of globex.
+    for path in [
+        format!("/webhooks/{}", globex.id),
+        format!("/webhooks/{}/edit", globex.id),
+        format!("/webhooks/{}/delete", globex.id),
+        format!("/deliveries/{globex_delivery}"),
+        format!("/deliveries?webhook_id={}", globex.id),
+        "/deliveries?tenant=globex".to_string(),
+        "/webhooks?tenant=globex".to_string(),
+        "/deliveries".to_string(),
+        "/templates".to_string(),
+        "/dead-letters".to_string(),
+    ] {
+        b.open(&path).await;
+        b.find("body").await;
+        let text = b.text().await;
+        assert!(!text.contains("globex"), "{path} shows globex:\n{text}");
+    }
+    b.open(&format!("/webhooks/{}", globex.id)).await;
+    assert!(b.text().await.contains("404"));
+    b.screenshot("portal-guessed-url").await;
+    // Its own webhook opens.
+    b.open(&format!("/webhooks/{}", acme.id)).await;
+    b.wait_text("acme-hook", false).await;
+    // A forged POST with the session's own CSRF token against globex's webhook is refused by
+    // the API, and the webhook stays enabled.
+    b.script(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+         const c = document.createElement('input'); c.name = 'csrf'; c.value = document.querySelector('input[name=csrf]').value;
+         f.appendChild(c); document.body.appendChild(f); f.submit();",
+        json!([format!("/webhooks/{}/disable", globex.id)]),
+    )
+    .await;
+    b.wait_text("404", false).await;
+    let still = api.webhooks().get_webhook(v1::GetWebhookRequest { id: globex.id.clone() }).await.unwrap().into_inner();
+    assert!(still.enabled, "globex's webhook was not changed");
+
+    // Framing: portal pages name the configured origin; other pages allow no one.
+    webdriver::install_crypto();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let portal_page = http
+        .get(format!("{console}/webhooks"))
+        .header("cookie", format!("hookmesh_session={}", cookie["value"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let csp = portal_page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.ends_with("frame-ancestors https://app.example.com"), "{csp}");
+    let signin = http.get(format!("{console}/signin")).send().await.unwrap();
+    assert!(signin.headers()["content-security-policy"].to_str().unwrap().ends_with("frame-ancestors 'none'"));
+    // A forged link opens nothing.
+    b.open("/portal?token=hmp_Z2xvYmV4ADk5OTk5OTk5OTk.AAAA").await;
+    b.wait_text("this portal link cannot be used", false).await;
+}
+
+#[tokio::test]
+async fn a_post_without_the_csrf_token_is_refused() {
+    let _turn = TURN.lock().await;
+    let (hm, api) = start(&[]).await;
+    let w = create_webhook(&api, "acme", "csrf-target", "http://127.0.0.1:9/x", None).await;
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    sign_in(&b, OPERATOR, "Operator").await;
+    b.open(&format!("/webhooks/{}", w.id)).await;
+    b.find("#toggle").await;
+    // The same form without its hidden token, and with a wrong one: refused, nothing changes.
+    for tamper in ["t.remove()", "t.value = 'forged'"] {
+        b.open(&format!("/webhooks/{}", w.id)).await;
+        b.script(
+            &format!("const t = document.querySelector('#toggle').form.querySelector('input[name=csrf]'); {tamper};"),
+            json!([]),
+        )
+        .await;
+        b.click("#toggle").await;
+        b.wait_text("CSRF token is missing or wrong", false).await;
+        let now = api.webhooks().get_webhook(v1::GetWebhookRequest { id: w.id.clone() }).await.unwrap().into_inner();
+        assert!(now.enabled, "a POST without the right CSRF token changed nothing ({tamper})");
+    }
+    b.screenshot("csrf-refused").await;
+    // With it, the same button works.
+    b.open(&format!("/webhooks/{}", w.id)).await;
+    b.click("#toggle").await;
+    b.wait_text("Webhook disabled", false).await;
+    let now = api.webhooks().get_webhook(v1::GetWebhookRequest { id: w.id.clone() }).await.unwrap().into_inner();
+    assert!(!now.enabled);
+}
+
+#[tokio::test]
+async fn open_local_mode_says_so_on_every_page_and_errors_land_at_their_field() {
+    let _turn = TURN.lock().await;
+    let hm = Hookmesh::start_with(&["--ephemeral"]);
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    for path in ["/webhooks", "/deliveries", "/templates", "/tokens", "/webhooks/new", "/signin"] {
+        b.open(path).await;
+        b.find("#open-mode").await;
+    }
+    b.open("/webhooks/new").await;
+    b.fill("#tenant_id", "acme").await;
+    b.fill("#name", "bad-url").await;
+    b.fill("#url", "ftp://example.com/x").await;
+    b.click("input[name=\"body.mode\"][value=none]").await;
+    b.click("#save").await;
+    let e = b.element_text(".field-error[data-field=\"request.url\"]").await;
+    assert!(e.starts_with("request.url:"), "{e}");
+    // Escaped, not interpreted: markup in a value comes back as text.
+    b.fill("#name", "<b id=injected>x</b>").await;
+    b.click("#save").await;
+    b.find(".field-error").await;
+    assert!(!b.exists("#injected").await, "values are escaped");
+    b.screenshot("field-error").await;
+    b.open("/tokens").await;
+    b.wait_text("%ani%", false).await;
+    b.screenshot("tokens").await;
+}
