@@ -40,7 +40,9 @@ async fn start(extra: &[&str]) -> (Hookmesh, Client) {
     let mut args = vec!["--ephemeral", "--tokens", tokens.as_str()];
     args.extend_from_slice(extra);
     let hm = Hookmesh::start_with(&args);
-    assert!(hm.console.is_some(), "standalone serves the console by default: {}", hm.log_text());
+    if !extra.contains(&"--no-console") {
+        assert!(hm.console.is_some(), "standalone serves the console by default: {}", hm.log_text());
+    }
     let api = Client::connect(&hm.url(), Some(OPERATOR)).await.expect("the API answers");
     (hm, api)
 }
@@ -401,4 +403,40 @@ async fn open_local_mode_says_so_on_every_page_and_errors_land_at_their_field() 
     b.open("/tokens").await;
     b.wait_text("%ani%", false).await;
     b.screenshot("tokens").await;
+}
+
+/// `hookmesh console` as a process of its own, every API service routed to where it is served
+/// (`--api` itself points nowhere): what the Helm chart and compose run.
+#[tokio::test]
+async fn the_console_subcommand_serves_over_routed_apis() {
+    let _turn = TURN.lock().await;
+    let (hm, api) = start(&["--no-console"]).await;
+    assert!(hm.console.is_none(), "--no-console serves none");
+    create_webhook(&api, "acme", "routed-hook", "http://127.0.0.1:9/x", None).await;
+    let grpc = hm.url();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["console", "--api", "http://127.0.0.1:1", "--addr", "127.0.0.1:0"]);
+    for s in hookmesh_client::SERVICES {
+        cmd.arg("--api-route").arg(format!("{s}={grpc}"));
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let console = line.split_whitespace().find_map(|w| w.strip_prefix("console=")).expect(&line).to_string();
+    let b = Browser::start(&console).await;
+    sign_in(&b, ACME, "Tenant · acme").await;
+    b.wait_text("routed-hook", false).await;
+    b.open("/deliveries").await;
+    b.find("#filters").await;
+    b.open("/tokens").await;
+    b.wait_text("%ani%", false).await;
+    drop(b);
+    let _ = child.kill();
+    let _ = child.wait();
+    // A service name that does not exist is refused at start, naming the flag.
+    let out = Command::new(BIN)
+        .args(["console", "--api-route", "NopeService=http://x:1", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--api-route"), "{out:?}");
 }

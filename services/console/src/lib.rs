@@ -56,6 +56,9 @@ use tokio_util::sync::CancellationToken;
 pub struct ConsoleConfig {
     /// The management gRPC API (`host:port` or a URL).
     pub api: String,
+    /// Services served elsewhere than `api` (`DeliveryService` → its address): a distributed
+    /// deployment without one endpoint that routes by gRPC path.
+    pub api_routes: Vec<(String, String)>,
     /// Origins allowed to frame tenant-portal pages (`https://app.example.com`).
     pub frame_origins: Vec<String>,
     /// Mark session cookies `Secure` (the console is reached over TLS).
@@ -68,6 +71,7 @@ impl ConsoleConfig {
     pub fn new(api: impl Into<String>) -> ConsoleConfig {
         ConsoleConfig {
             api: api.into(),
+            api_routes: Vec::new(),
             frame_origins: Vec::new(),
             secure_cookies: false,
             session_ttl: Duration::from_secs(12 * 3600),
@@ -102,7 +106,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
-    let api = hookmesh_client::Client::connect_lazy(&config.api, None)?;
+    let mut api = hookmesh_client::Client::connect_lazy(&config.api, None)?;
+    for (service, addr) in &config.api_routes {
+        api = api.with_route(service, addr)?;
+    }
     let app = web::router(web::AppState::new(config, api));
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())

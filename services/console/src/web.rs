@@ -123,6 +123,9 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/static/console.js", get(pages::misc::script))
         .route("/static/console.css", get(pages::misc::style))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        // Liveness and readiness of a console Deployment: serving pages needs nothing else
+        // (an unreachable API is said on the pages themselves).
+        .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { WebError::new(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
@@ -130,7 +133,11 @@ pub fn router(state: AppState) -> axum::Router {
 
 /// Paths open without a session.
 fn is_public(path: &str) -> bool {
-    path == "/signin" || path == "/portal" || path == "/favicon.ico" || path.starts_with("/static/")
+    path == "/signin"
+        || path == "/portal"
+        || path == "/favicon.ico"
+        || path == "/healthz"
+        || path.starts_with("/static/")
 }
 
 /// Every request: finds the session (or makes one in open local mode), sends everyone else to

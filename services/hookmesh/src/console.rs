@@ -35,6 +35,7 @@ impl ConsoleWebArgs {
     pub fn config(&self, api: String) -> anyhow::Result<ConsoleConfig> {
         let c = ConsoleConfig {
             api,
+            api_routes: Vec::new(),
             frame_origins: self
                 .console_frame_origins
                 .iter()
@@ -58,6 +59,11 @@ pub struct ConsoleArgs {
     /// The management gRPC API the console is a client of (`host:port` or a URL).
     #[arg(long, env = "HOOKMESH_CONSOLE_API", default_value = hookmesh_client::DEFAULT_ADDR)]
     pub api: String,
+    /// A service served elsewhere than --api, `Service=address` (repeatable; comma-separated
+    /// in the environment), e.g. `DeliveryService=http://hookmesh-dispatcher:7600`: for a
+    /// distributed deployment without one endpoint that routes by gRPC path.
+    #[arg(long = "api-route", env = "HOOKMESH_CONSOLE_API_ROUTES", value_delimiter = ',')]
+    pub api_routes: Vec<String>,
     /// Where the console listens.
     #[arg(long, env = "HOOKMESH_CONSOLE_ADDR", default_value = DEFAULT_CONSOLE_ADDR)]
     pub addr: SocketAddr,
@@ -70,7 +76,18 @@ pub struct ConsoleArgs {
 
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     hookmesh_telemetry::init_logging(args.log_json);
-    let config = args.web.config(args.api.clone())?;
+    let mut config = args.web.config(args.api.clone())?;
+    for r in args.api_routes.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+        let (service, addr) = r.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!(
+                "--api-route `{r}`: expected Service=address, e.g. DeliveryService=http://hookmesh-dispatcher:7600"
+            )
+        })?;
+        if !hookmesh_client::SERVICES.contains(&service.trim()) {
+            anyhow::bail!("--api-route `{r}`: `{service}` is not one of {}", hookmesh_client::SERVICES.join(", "));
+        }
+        config.api_routes.push((service.trim().to_string(), addr.trim().to_string()));
+    }
     let shutdown = CancellationToken::new();
     let (addr, server) = hookmesh_console::start(config, args.addr, shutdown.clone()).await?;
     tracing::info!(%addr, api = %args.api, "hookmesh console ready");
