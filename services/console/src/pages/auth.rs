@@ -77,6 +77,10 @@ pub async fn signin(
     }
     match state.who(Some(&token)).await {
         Ok(who) => {
+            // A new session id at every sign-in; a session this browser had ends.
+            if let Some(old) = state.sessions.get(&headers) {
+                state.sessions.remove(&old.id);
+            }
             let s = state.sessions.create(Some(token), who, false, state.config.session_ttl);
             let secure = session::secure(&headers, state.config.secure_cookies);
             let resp = with_cookie(
@@ -116,11 +120,41 @@ pub async fn portal(State(state): State<AppState>, headers: HeaderMap, uri: axum
         Ok(Who::Operator) => return Err(WebError::new(StatusCode::FORBIDDEN, "token: not a tenant portal token")),
         Err(e) => return Err(WebError::new(StatusCode::UNAUTHORIZED, format!("this portal link cannot be used: {e}"))),
     };
-    let s = state.sessions.create(Some(token), Who::Tenant(tenant), true, state.config.session_ttl);
+    if let Some(old) = state.sessions.get(&headers) {
+        state.sessions.remove(&old.id);
+    }
+    // The session ends when the link does (the API would refuse its calls from then on).
+    let ttl = portal_expiry(&token)
+        .and_then(|exp| {
+            exp.checked_sub(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+        })
+        .map(std::time::Duration::from_secs)
+        .map_or(state.config.session_ttl, |left| left.min(state.config.session_ttl));
+    let s = state.sessions.create(Some(token), Who::Tenant(tenant), true, ttl);
     let secure = session::secure(&headers, state.config.secure_cookies);
     let framed = !state.config.frame_origins.is_empty();
     Ok(with_cookie(
         Redirect::to("/webhooks").into_response(),
         session::set_cookie(session::COOKIE, &s.id, Some(state.config.session_ttl), secure, framed),
     ))
+}
+
+/// The expiry (unix seconds) written in a portal token. Read without checking the signature,
+/// only to end the session no later than the link: the API checks the token on every call.
+fn portal_expiry(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = token.strip_prefix(hookmesh_proto::auth::PORTAL_PREFIX)?.split_once('.')?.0;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    String::from_utf8(bytes).ok()?.split_once('\0')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_portal_session_ends_with_its_link() {
+        let key = hookmesh_proto::auth::PortalKey::derive(b"k");
+        let (token, exp) = key.issue("acme", std::time::Duration::from_secs(600)).unwrap();
+        assert_eq!(super::portal_expiry(&token), Some(exp));
+        assert_eq!(super::portal_expiry("hmp_garbage"), None);
+    }
 }
