@@ -203,6 +203,19 @@ async fn deliveries_show_statuses_details_and_a_failing_receiver_is_resent_and_r
     rows_until(&b, "three retrying deliveries", |r| r.len() == 3 && r.iter().all(|s| s == "retrying")).await;
     b.screenshot("delivery-log").await;
 
+    // Paging, newest first: two per page, then the oldest one.
+    b.open(&format!("/deliveries?webhook_id={}&limit=2", w.id)).await;
+    assert_eq!(rows(&b).await.len(), 2);
+    let first_page = b.element_text("#deliveries").await;
+    b.click("#older").await;
+    b.find("#newest").await;
+    assert_eq!(rows(&b).await.len(), 1, "the third delivery on the second page");
+    let second_page = b.element_text("#deliveries").await;
+    let calls = |t: &str| ["call-1", "call-2", "call-3"].iter().filter(|c| t.contains(*c)).count();
+    assert_eq!((calls(&first_page), calls(&second_page)), (2, 1), "pages do not overlap:\n{first_page}\n{second_page}");
+    assert!(!b.exists("#older").await, "no page after the last");
+    b.open(&format!("/deliveries?webhook_id={}", w.id)).await;
+
     // Filters: one call.
     b.fill("input[name=call_id]", "call-2").await;
     b.click("#apply-filters").await;
@@ -369,6 +382,18 @@ async fn a_post_without_the_csrf_token_is_refused() {
         assert!(now.enabled, "a POST without the right CSRF token changed nothing ({tamper})");
     }
     b.screenshot("csrf-refused").await;
+    // A form larger than the console reads is refused before anything else.
+    webdriver::install_crypto();
+    let cookie = b.cookie("hookmesh_session").await["value"].as_str().unwrap().to_string();
+    let big = reqwest::Client::new()
+        .post(format!("{}/webhooks/new", b.console))
+        .header("cookie", format!("hookmesh_session={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("name={}", "x".repeat(300 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 413);
     // With it, the same button works.
     b.open(&format!("/webhooks/{}", w.id)).await;
     b.click("#toggle").await;
@@ -439,4 +464,49 @@ async fn the_console_subcommand_serves_over_routed_apis() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--api-route"), "{out:?}");
+}
+
+#[tokio::test]
+async fn templates_from_an_example_are_picked_by_webhooks() {
+    let _turn = TURN.lock().await;
+    let (hm, api) = start(&[]).await;
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    sign_in(&b, OPERATOR, "Operator").await;
+    b.open("/templates/new").await;
+    b.fill("input[name=tenant_id]", "acme").await;
+    b.fill("input[name=name]", "crm-json").await;
+    b.fill("#body-example", r#"{"phone": "+1555", "campaign": "x"}"#).await;
+    b.click("#extract").await;
+    b.wait_text("2 fields extracted", false).await;
+    b.select("#field-0", "ani").await;
+    b.select("#field-1", "__const").await;
+    b.fill("input[name=\"field.1.const\"]", "Spring").await;
+    b.screenshot("template-form").await;
+    b.click("#template-form button.primary").await;
+    b.wait_text("Template saved", false).await;
+    assert!(b.text().await.contains("crm-json"));
+    let t = api
+        .templates()
+        .list_templates(v1::ListTemplatesRequest { tenant_id: "acme".into(), group: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .templates
+        .remove(0);
+    // Edit keeps what each field was mapped to.
+    b.open(&format!("/templates/{}/edit", t.id)).await;
+    let chosen = b.script("return document.querySelector('#field-0').value", json!([])).await;
+    assert_eq!(chosen, json!("ani"));
+    // A webhook whose body is that template.
+    b.open("/webhooks/new").await;
+    b.fill("#tenant_id", "acme").await;
+    b.fill("#name", "uses-template").await;
+    b.fill("#url", "http://127.0.0.1:9/x").await;
+    b.click("input[name=\"body.mode\"][value=template]").await;
+    b.select("#template-id", &t.id).await;
+    b.click("#preview").await;
+    let preview = b.element_text("#preview-output").await;
+    assert!(preview.contains(r#""phone":"7776734736""#) && preview.contains(r#""campaign":"Spring""#), "{preview}");
+    b.click("#save").await;
+    b.find("#secret").await;
 }

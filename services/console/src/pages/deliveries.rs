@@ -11,6 +11,7 @@ use axum::Extension;
 use hookmesh_proto::v1;
 use minijinja::context;
 
+/// Deliveries per page unless `?limit=` says (1 to 200).
 const PAGE_SIZE: u32 = 25;
 
 pub async fn list(page: Page, uri: Uri) -> PageResult {
@@ -25,6 +26,7 @@ pub async fn list(page: Page, uri: Uri) -> PageResult {
         String::new()
     });
     let tenant = if page.session.is_operator() { q.text("tenant") } else { String::new() };
+    let limit = q.text("limit").parse::<u32>().ok().filter(|n| (1..=200).contains(n));
     let req = v1::ListDeliveriesRequest {
         tenant_id: tenant.clone(),
         webhook_id: q.text("webhook_id"),
@@ -33,7 +35,7 @@ pub async fn list(page: Page, uri: Uri) -> PageResult {
         call_id: q.text("call_id"),
         since,
         until,
-        limit: PAGE_SIZE,
+        limit: limit.unwrap_or(PAGE_SIZE),
         before: q.text("before"),
         ..Default::default()
     };
@@ -47,6 +49,7 @@ pub async fn list(page: Page, uri: Uri) -> PageResult {
         ("call_id", q.text("call_id")),
         ("since", q.text("since")),
         ("until", q.text("until")),
+        ("limit", limit.map(|n| n.to_string()).unwrap_or_default()),
     ];
     let pairs: Vec<(&str, &str)> = filters.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let base = view::query_string(&pairs);
@@ -57,7 +60,7 @@ pub async fn list(page: Page, uri: Uri) -> PageResult {
         deliveries => rows, next => next, base => base, errors => errors, nav => "deliveries",
         q => context! {
             webhook_id => q.text("webhook_id"), tenant => tenant, status => q.text("status"), event_type => q.text("event_type"),
-            call_id => q.text("call_id"), since => q.text("since"), until => q.text("until"), before => q.text("before"),
+            call_id => q.text("call_id"), since => q.text("since"), until => q.text("until"), before => q.text("before"), limit => limit,
         },
     };
     // The vendored helper asks for the rows alone to refresh them in place.
