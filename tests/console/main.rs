@@ -354,6 +354,15 @@ async fn a_portal_link_for_one_tenant_never_shows_another_tenants_objects() {
     assert!(csp.ends_with("frame-ancestors https://app.example.com"), "{csp}");
     let signin = http.get(format!("{console}/signin")).send().await.unwrap();
     assert!(signin.headers()["content-security-policy"].to_str().unwrap().ends_with("frame-ancestors 'none'"));
+    // A POST without a session, even to a page open without one, is refused (and answered).
+    let post = http
+        .post(format!("{console}/portal"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status().as_u16(), 403);
     // A forged link opens nothing.
     b.open("/portal?token=hmp_Z2xvYmV4ADk5OTk5OTk5OTk.AAAA").await;
     b.wait_text("this portal link cannot be used", false).await;

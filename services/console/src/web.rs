@@ -159,7 +159,14 @@ async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Respon
         _ => {
             let mut req = req;
             if req.method() == Method::POST && path != "/signin" {
-                let s = session.clone().expect("a session for every non-public POST");
+                // Only /signin takes a POST without a session.
+                let Some(s) = session.clone() else {
+                    return headers(
+                        WebError::new(StatusCode::FORBIDDEN, "sign in first").into_response(),
+                        portal,
+                        &state.config,
+                    );
+                };
                 match read_form(req).await {
                     Ok((parts, form)) => {
                         if !form.get("csrf").is_some_and(|t| session::same(t, &s.csrf)) {

@@ -95,7 +95,7 @@ pub async fn resend(page: Page, Path(id): Path<String>) -> PageResult {
     };
     let kind = if status == "success" { "ok" } else { "error" };
     Ok(page.redirect_with(
-        &format!("/deliveries/{id}"),
+        &format!("/deliveries/{}", super::view::seg(&id)),
         kind,
         format!("Resent: {answer}; the delivery is now {status}"),
     ))
@@ -106,18 +106,18 @@ pub async fn recover(page: Page, Path(id): Path<String>, Extension(form): Extens
         Ok(s) if !s.is_empty() => s,
         Ok(_) => {
             return Ok(page.redirect_with(
-                &format!("/webhooks/{id}"),
+                &format!("/webhooks/{}", super::view::seg(&id)),
                 "error",
                 "since: choose the time to recover from",
             ))
         }
-        Err(e) => return Ok(page.redirect_with(&format!("/webhooks/{id}"), "error", e)),
+        Err(e) => return Ok(page.redirect_with(&format!("/webhooks/{}", super::view::seg(&id)), "error", e)),
     };
     let r =
         page.api.deliveries().recover(v1::RecoverRequest { webhook_id: id.clone(), since }).await.page(&page.api)?;
     let kind = if r.failed == 0 { "ok" } else { "error" };
     Ok(page.redirect_with(
-        &format!("/webhooks/{id}"),
+        &format!("/webhooks/{}", super::view::seg(&id)),
         kind,
         format!("Recover: {} failed deliveries found, {} succeeded, {} failed again", r.found, r.succeeded, r.failed),
     ))

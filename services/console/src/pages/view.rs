@@ -10,6 +10,20 @@ pub fn query(uri: &axum::http::Uri) -> FormData {
     FormData::parse(uri.query().unwrap_or("").as_bytes())
 }
 
+/// An id as one path segment: everything but unreserved characters percent-encoded, so an id
+/// typed into a URL can neither leave its segment nor break a `Location` header.
+pub fn seg(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// `a=1&b=2` of the non-empty pairs.
 pub fn query_string(pairs: &[(&str, &str)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -56,6 +70,17 @@ pub fn short_time(t: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(t) {
         Ok(t) => t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S").to_string(),
         Err(_) => t.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_stay_in_their_segment() {
+        assert_eq!(super::seg("wh_01a-b.c~"), "wh_01a-b.c~");
+        assert_eq!(super::seg("../x\n/y"), "..%2Fx%0A%2Fy");
+        assert!(super::time_input("since", "yesterday").unwrap_err().starts_with("since:"));
+        assert_eq!(super::time_input("since", "2026-12-04T14:00").unwrap(), "2026-12-04T14:00:00Z");
     }
 }
 

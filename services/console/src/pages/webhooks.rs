@@ -112,7 +112,7 @@ async fn render_form(page: &Page, id: Option<&str>, v: FormView) -> PageResult {
             id => id, f => v.values, directions => v.directions, rows => v.rows, errors => v.errors.0,
             preview => v.preview, notice => v.notice, tokens => view::token_categories(&tokens.categories),
             templates => templates.iter().map(view::template).collect::<Vec<_>>(), nav => "webhooks",
-            action => match id { Some(id) => format!("/webhooks/{id}/edit"), None => "/webhooks/new".to_string() },
+            action => match id { Some(id) => format!("/webhooks/{}/edit", super::view::seg(&id)), None => "/webhooks/new".to_string() },
         },
     );
     *resp.status_mut() = status;
@@ -230,7 +230,7 @@ async fn post_form(page: Page, id: Option<String>, form: FormData) -> PageResult
                 .update_webhook(v1::UpdateWebhookRequest { webhook: Some(wire), expected_version })
                 .await
             {
-                Ok(_) => Ok(page.redirect_with(&format!("/webhooks/{id}"), "ok", "Webhook saved")),
+                Ok(_) => Ok(page.redirect_with(&format!("/webhooks/{}", super::view::seg(&id)), "ok", "Webhook saved")),
                 Err(s) if is_form_error(&s) => {
                     v.errors = FieldErrors::from_api(s.message(), WEBHOOK_FIELDS, "webhook.");
                     render_form(&page, Some(&id), v).await
@@ -251,12 +251,12 @@ pub async fn edit_post(page: Page, Path(id): Path<String>, Extension(form): Exte
 
 pub async fn enable(page: Page, Path(id): Path<String>) -> PageResult {
     page.api.webhooks().enable_webhook(v1::SetEnabledRequest { id: id.clone() }).await.page(&page.api)?;
-    Ok(page.redirect_with(&format!("/webhooks/{id}"), "ok", "Webhook enabled"))
+    Ok(page.redirect_with(&format!("/webhooks/{}", super::view::seg(&id)), "ok", "Webhook enabled"))
 }
 
 pub async fn disable(page: Page, Path(id): Path<String>) -> PageResult {
     page.api.webhooks().disable_webhook(v1::SetEnabledRequest { id: id.clone() }).await.page(&page.api)?;
-    Ok(page.redirect_with(&format!("/webhooks/{id}"), "ok", "Webhook disabled"))
+    Ok(page.redirect_with(&format!("/webhooks/{}", super::view::seg(&id)), "ok", "Webhook disabled"))
 }
 
 /// The confirmation page of a delete (also what a browser without JavaScript gets).
@@ -267,7 +267,7 @@ pub async fn delete_confirm(page: Page, Path(id): Path<String>) -> PageResult {
 
 pub async fn delete(page: Page, Path(id): Path<String>, Extension(form): Extension<FormData>) -> PageResult {
     if form.text("confirm") != "yes" {
-        return Ok(Redirect::to(&format!("/webhooks/{id}/delete")).into_response());
+        return Ok(Redirect::to(&format!("/webhooks/{}/delete", super::view::seg(&id))).into_response());
     }
     page.api
         .webhooks()
