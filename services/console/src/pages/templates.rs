@@ -42,7 +42,7 @@ async fn render_form(
         context! {
             id => id, f => values, rows => rows, errors => errors.0, notice => notice, nav => "templates",
             tokens => view::token_categories(&tokens.categories),
-            action => match id { Some(id) => format!("/templates/{}/edit", super::view::seg(&id)), None => "/templates/new".to_string() },
+            action => match id { Some(id) => format!("/templates/{}/edit", super::view::seg(id)), None => "/templates/new".to_string() },
         },
     );
     *resp.status_mut() = status;

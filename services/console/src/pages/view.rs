@@ -73,17 +73,6 @@ pub fn short_time(t: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_stay_in_their_segment() {
-        assert_eq!(super::seg("wh_01a-b.c~"), "wh_01a-b.c~");
-        assert_eq!(super::seg("../x\n/y"), "..%2Fx%0A%2Fy");
-        assert!(super::time_input("since", "yesterday").unwrap_err().starts_with("since:"));
-        assert_eq!(super::time_input("since", "2026-12-04T14:00").unwrap(), "2026-12-04T14:00:00Z");
-    }
-}
-
 pub fn kvs(list: &[v1::KeyValue]) -> Value {
     Value::Array(list.iter().map(|kv| json!({ "name": kv.name, "value": kv.value })).collect())
 }
@@ -192,4 +181,15 @@ pub fn chart(deliveries: &[v1::Delivery]) -> Value {
         })
         .collect();
     json!({ "bars": bars, "max": max as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_stay_in_their_segment() {
+        assert_eq!(super::seg("wh_01a-b.c~"), "wh_01a-b.c~");
+        assert_eq!(super::seg("../x\n/y"), "..%2Fx%0A%2Fy");
+        assert!(super::time_input("since", "yesterday").unwrap_err().starts_with("since:"));
+        assert_eq!(super::time_input("since", "2026-12-04T14:00").unwrap(), "2026-12-04T14:00:00Z");
+    }
 }

@@ -112,7 +112,7 @@ async fn render_form(page: &Page, id: Option<&str>, v: FormView) -> PageResult {
             id => id, f => v.values, directions => v.directions, rows => v.rows, errors => v.errors.0,
             preview => v.preview, notice => v.notice, tokens => view::token_categories(&tokens.categories),
             templates => templates.iter().map(view::template).collect::<Vec<_>>(), nav => "webhooks",
-            action => match id { Some(id) => format!("/webhooks/{}/edit", super::view::seg(&id)), None => "/webhooks/new".to_string() },
+            action => match id { Some(id) => format!("/webhooks/{}/edit", super::view::seg(id)), None => "/webhooks/new".to_string() },
         },
     );
     *resp.status_mut() = status;
