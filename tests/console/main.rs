@@ -519,3 +519,61 @@ async fn templates_from_an_example_are_picked_by_webhooks() {
     b.click("#save").await;
     b.find("#secret").await;
 }
+
+/// A page that embeds `link` in an iframe, served on `listener` (reached as `localhost`, another
+/// site than the console's `127.0.0.1`).
+fn embedding_page(listener: tokio::net::TcpListener, link: String) {
+    let html = format!("<!doctype html><title>platform</title><h1>Platform app</h1><iframe id=portal src=\"{link}\" width=1200 height=700></iframe>");
+    let app = axum::Router::new().fallback(move || {
+        let html = html.clone();
+        async move { ([("content-type", "text/html")], html) }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+#[tokio::test]
+async fn the_portal_opens_framed_by_an_allowed_origin_only() {
+    let _turn = TURN.lock().await;
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://localhost:{}", allowed.local_addr().unwrap().port());
+    let other_origin = format!("http://localhost:{}", other.local_addr().unwrap().port());
+    let (hm, api) = start(&["--console-frame-origins", &origin, "--console-secure-cookies"]).await;
+    create_webhook(&api, "acme", "framed-hook", "http://127.0.0.1:9/x", None).await;
+    let console = hm.console.clone().unwrap();
+    let mut links = Vec::new();
+    for _ in 0..2 {
+        let r = api
+            .tenants()
+            .create_portal_link(v1::CreatePortalLinkRequest { tenant_id: "acme".into(), ttl_secs: 600 })
+            .await
+            .unwrap()
+            .into_inner();
+        links.push(format!("{console}/portal?token={}", r.token));
+    }
+    embedding_page(allowed, links.remove(0));
+    embedding_page(other, links.remove(0));
+    let b = Browser::start(&console).await;
+
+    b.open(&origin).await;
+    b.find("#portal").await;
+    b.frame(Some("#portal")).await;
+    let text = b.wait_text("Portal · acme", false).await;
+    assert!(text.contains("framed-hook"), "{text}");
+    // A portal page works inside the frame: its session cookie came back with the redirect.
+    b.click(".webhook-name").await;
+    b.wait_text("Endpoint health", false).await;
+    b.frame(None).await;
+    b.screenshot("portal-framed").await;
+
+    // Another origin: the browser refuses to render the console in its frame. Navigation
+    // returns once the page and its frames have loaded (or failed to).
+    b.open(&other_origin).await;
+    b.find("#portal").await;
+    assert_eq!(b.script("return document.readyState", json!([])).await, json!("complete"));
+    b.frame(Some("#portal")).await;
+    // Chromium's page for a frame that frame-ancestors refused.
+    let text = b.wait_text("refused to connect", false).await;
+    assert!(!text.contains("framed-hook") && !text.contains("Portal"), "framed by {other_origin}:\n{text}");
+    b.frame(None).await;
+}

@@ -203,6 +203,19 @@ impl Browser {
         }
     }
 
+    /// Switches into the `<iframe>` matching `css` (`None`: back to the top page).
+    pub async fn frame(&self, css: Option<&str>) {
+        match css {
+            Some(css) => {
+                let e = self.find(css).await;
+                self.cmd("/frame", json!({ "id": { ELEMENT: e } })).await;
+            }
+            None => {
+                self.cmd("/frame", json!({ "id": null })).await;
+            }
+        }
+    }
+
     /// The session cookie's value (WebDriver sees HttpOnly cookies too) and its flags.
     pub async fn cookie(&self, name: &str) -> Value {
         self.get(&format!("/cookie/{name}")).await

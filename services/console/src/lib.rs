@@ -32,8 +32,9 @@
 //! tenant is inside the signed token, the console never calls with another credential, and
 //! there is no sign-in form inside a portal session. A platform that embeds the portal in an
 //! `<iframe>` on another site lists its origin in `frame_origins` and serves the console over
-//! TLS with `secure_cookies`: portal session cookies are then `SameSite=None; Secure` (a
-//! `Strict` cookie is never sent inside a cross-site frame); CSRF tokens still guard every POST.
+//! TLS with `secure_cookies`: portal session cookies are then `SameSite=None; Partitioned;
+//! Secure` (a `Strict` cookie is never sent inside a cross-site frame, and a partitioned one is
+//! kept by browsers that block third-party cookies); CSRF tokens still guard every POST.
 //!
 //! # Layout
 //! - `session.rs`: sessions, cookies, CSRF, who is signed in.

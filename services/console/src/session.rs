@@ -147,11 +147,14 @@ pub fn secure(headers: &HeaderMap, configured: bool) -> bool {
 }
 
 /// A `Set-Cookie` value. `same_site_none` (portal sessions framed by another site) only
-/// applies over TLS; otherwise the cookie is `SameSite=Strict`.
+/// applies over TLS, and makes the cookie `Partitioned` (kept per embedding site); otherwise
+/// the cookie is `SameSite=Strict`.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool, same_site_none: bool) -> String {
     let mut c = format!("{name}={value}; Path=/; HttpOnly");
     if same_site_none && secure {
-        c.push_str("; SameSite=None");
+        // Partitioned (CHIPS): a browser that blocks third-party cookies still keeps this one
+        // for the portal framed by that one site.
+        c.push_str("; SameSite=None; Partitioned");
     } else {
         c.push_str("; SameSite=Strict");
     }
@@ -174,7 +177,7 @@ mod tests {
         let c = set_cookie(COOKIE, "abc", Some(Duration::from_secs(60)), false, true);
         assert_eq!(c, "hookmesh_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60");
         let c = set_cookie(COOKIE, "abc", Some(Duration::from_secs(60)), true, true);
-        assert!(c.contains("SameSite=None; Secure"), "{c}");
+        assert!(c.contains("SameSite=None; Partitioned; Secure"), "{c}");
         let c = set_cookie(COOKIE, "", None, true, false);
         assert!(c.ends_with("SameSite=Strict; Secure; Max-Age=0"), "{c}");
     }
