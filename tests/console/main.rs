@@ -577,3 +577,30 @@ async fn the_portal_opens_framed_by_an_allowed_origin_only() {
     assert!(!text.contains("framed-hook") && !text.contains("Portal"), "framed by {other_origin}:\n{text}");
     b.frame(None).await;
 }
+
+/// A tenant that masks personal data sees the masked log in the console too: the console shows
+/// what the API answers and keeps no copy of its own.
+#[tokio::test]
+async fn a_masked_tenant_sees_masked_logs() {
+    let _turn = TURN.lock().await;
+    let key = String::from_utf8(Command::new(BIN).args(["token", "master-key"]).output().unwrap().stdout).unwrap();
+    let (hm, api) = start(&["--master-key", key.trim()]).await;
+    let settings = v1::TenantSettings { tenant_id: "acme".into(), mask_personal_data: true, ..Default::default() };
+    api.tenants()
+        .update_tenant_settings(v1::UpdateTenantSettingsRequest { settings: Some(settings), expected_version: 0 })
+        .await
+        .expect("masking on");
+    let receiver = Receiver::start().await;
+    let w = create_webhook(&api, "acme", "masked-hook", &receiver.url("/m"), None).await;
+    publish(&api, "acme", &["masked-call"]).await;
+    let got = receiver.wait_for(1, webdriver::WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0].body).contains("7776734736"), "the receiver gets the real number");
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    sign_in(&b, ACME, "Tenant · acme").await;
+    b.open(&format!("/deliveries?webhook_id={}", w.id)).await;
+    rows_until(&b, "the delivered call", |r| r == ["success"]).await;
+    b.click("#deliveries .details").await;
+    let text = b.wait_text("Attempts (1)", false).await;
+    assert!(text.contains("********36") && !text.contains("7776734736"), "{text}");
+    b.screenshot("masked-delivery").await;
+}
