@@ -111,7 +111,7 @@ async fn rows_until(b: &Browser, what: &str, cond: impl Fn(&[String]) -> bool) -
         }
         assert!(Instant::now() < deadline, "the delivery log never showed {what}; rows: {r:?}\n{}", b.text().await);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        b.script("location.reload()", json!([])).await;
+        b.refresh().await;
     }
 }
 

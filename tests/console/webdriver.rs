@@ -129,13 +129,25 @@ impl Browser {
         self.get("/url").await.as_str().unwrap_or_default().to_string()
     }
 
-    /// The page's visible text.
+    /// The page's visible text; empty while a navigation replaces the document (the callers
+    /// poll).
     pub async fn text(&self) -> String {
-        self.script("return document.body ? document.body.innerText : ''", json!([]))
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        let body = json!({ "script": "return document.body ? document.body.innerText : ''", "args": [] });
+        let r = self
+            .http
+            .post(format!("{}/execute/sync", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        let Ok(r) = r else { return String::new() };
+        let v: Value = serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+        v["value"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Reloads the page and waits for it.
+    pub async fn refresh(&self) {
+        self.cmd("/refresh", json!({})).await;
     }
 
     pub async fn script(&self, script: &str, args: Value) -> Value {
@@ -196,7 +208,7 @@ impl Browser {
             }
             assert!(Instant::now() < deadline, "`{needle}` never showed on {}:\n{text}", self.current_url().await);
             if reload {
-                self.cmd("/refresh", json!({})).await;
+                self.refresh().await;
             } else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
