@@ -409,6 +409,23 @@ async fn a_post_without_the_csrf_token_is_refused() {
     b.wait_text("Webhook disabled", false).await;
     let now = api.webhooks().get_webhook(v1::GetWebhookRequest { id: w.id.clone() }).await.unwrap().into_inner();
     assert!(!now.enabled);
+
+    // Operators make portal links on a page too; the link opens the portal of that tenant.
+    b.open("/portal-links").await;
+    b.fill("#portal-tenant", "acme").await;
+    b.fill("#portal-ttl", "forever").await;
+    b.click("#make-portal-link").await;
+    b.wait_text("ttl: `forever` is not a duration", false).await;
+    b.fill("#portal-ttl", "10m").await;
+    b.click("#make-portal-link").await;
+    let url = b.element_text("#portal-url").await;
+    assert!(url.starts_with(&format!("{}/portal?token=hmp_", b.console)), "{url}");
+    b.screenshot("portal-link").await;
+    b.open(&url).await;
+    let text = b.wait_text("Portal · acme", false).await;
+    assert!(text.contains("csrf-target") && !text.contains("Portal links"), "{text}");
+    b.open("/portal-links").await;
+    b.wait_text("portal links are issued by operators", false).await;
 }
 
 #[tokio::test]

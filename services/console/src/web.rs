@@ -94,6 +94,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("template_form.html", include_str!("../templates/template_form.html")),
     ("tokens.html", include_str!("../templates/tokens.html")),
     ("dead_letters.html", include_str!("../templates/dead_letters.html")),
+    ("portal_link.html", include_str!("../templates/portal_link.html")),
 ];
 
 pub fn router(state: AppState) -> axum::Router {
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/templates/{id}/edit", get(pages::templates::edit_form).post(pages::templates::edit_post))
         .route("/tokens", get(pages::misc::tokens))
         .route("/dead-letters", get(pages::misc::dead_letters))
+        .route("/portal-links", get(pages::misc::portal_link_form).post(pages::misc::portal_link))
         .route("/static/console.js", get(pages::misc::script))
         .route("/static/console.css", get(pages::misc::style))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))

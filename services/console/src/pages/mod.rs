@@ -5,7 +5,8 @@
 //! - `webhooks.rs`: list, show (with health), create/edit (with "from an example"), enable,
 //!   disable, delete, rotate secret, test request.
 //! - `deliveries.rs`: the delivery log, details, resend, recover.
-//! - `templates.rs`: body templates; `misc.rs`: token catalog, dead letters, static files.
+//! - `templates.rs`: body templates; `misc.rs`: token catalog, dead letters, portal links
+//!   (operators), static files.
 //! - `view.rs`: API messages as the values templates read.
 
 pub mod auth;
