@@ -495,6 +495,9 @@ pub fn webhook_to_form(w: &v1::Webhook) -> (BTreeMap<String, String>, Vec<String
     let rows = if !r.template_id.is_empty() {
         f.insert("body.mode".into(), "template".into());
         Vec::new()
+    } else if r.body.as_ref().and_then(|b| b.kind.as_ref()).is_none() {
+        f.insert("body.mode".into(), "none".into());
+        Vec::new()
     } else {
         body_to_form(&r.body, &mut f)
     };
