@@ -433,7 +433,9 @@ async fn open_local_mode_says_so_on_every_page_and_errors_land_at_their_field() 
     let _turn = TURN.lock().await;
     let hm = Hookmesh::start_with(&["--ephemeral"]);
     let b = Browser::start(hm.console.as_deref().unwrap()).await;
-    for path in ["/webhooks", "/deliveries", "/templates", "/tokens", "/webhooks/new", "/signin"] {
+    for path in
+        ["/webhooks", "/deliveries", "/templates", "/tokens", "/webhooks/new", "/signin", "/webhooks/no-such-id"]
+    {
         b.open(path).await;
         b.find("#open-mode").await;
     }

@@ -80,6 +80,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("error_page.html", include_str!("../templates/error_page.html")),
     ("signin.html", include_str!("../templates/signin.html")),
     ("webhooks.html", include_str!("../templates/webhooks.html")),
     ("webhook.html", include_str!("../templates/webhook.html")),
@@ -202,6 +203,20 @@ async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Respon
             next.run(req).await
         }
     };
+    // An error page of a session gets the session's layout (navigation, open-mode banner).
+    if let (Some(info), Some(s)) = (resp.extensions().get::<ErrorInfo>().cloned(), &session) {
+        let open = s.token.is_none() || state.api_is_open().await;
+        let mut page = render(
+            "error_page.html",
+            context! {
+                status => info.status.as_u16(), reason => info.status.canonical_reason(), message => info.message,
+                me => context! { operator => s.is_operator(), tenant => s.tenant(), portal => s.portal, signed_in => s.token.is_some() },
+                open_mode => open, csrf => &s.csrf,
+            },
+        );
+        *page.status_mut() = info.status;
+        resp = page;
+    }
     if let Some(c) = new_cookie {
         if let Ok(v) = HeaderValue::from_str(&c) {
             resp.headers_mut().append(header::SET_COOKIE, v);
@@ -332,13 +347,21 @@ impl From<hookmesh_client::Error> for WebError {
     }
 }
 
+/// What an error page said, for the gate to render it again inside the signed-in layout.
+#[derive(Debug, Clone)]
+struct ErrorInfo {
+    status: StatusCode,
+    message: String,
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let mut resp = render(
             "error.html",
-            context! { status => self.status.as_u16(), reason => self.status.canonical_reason(), message => self.message },
+            context! { status => self.status.as_u16(), reason => self.status.canonical_reason(), message => &self.message },
         );
         *resp.status_mut() = self.status;
+        resp.extensions_mut().insert(ErrorInfo { status: self.status, message: self.message });
         resp
     }
 }
