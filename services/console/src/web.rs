@@ -148,6 +148,12 @@ fn is_public(path: &str) -> bool {
 async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let mut session = state.sessions.get(req.headers());
+    // An open-mode session ends when the API stops being open (tokens were configured).
+    if session.as_ref().is_some_and(|s| s.token.is_none()) && !state.api_is_open().await {
+        if let Some(s) = session.take() {
+            state.sessions.remove(&s.id);
+        }
+    }
     let mut new_cookie = None;
     let secure = session::secure(req.headers(), state.config.secure_cookies);
     if session.is_none() && !is_public(&path) && state.api_is_open().await {
