@@ -604,18 +604,30 @@ async fn a_masked_tenant_sees_masked_logs() {
     let _turn = TURN.lock().await;
     let key = String::from_utf8(Command::new(BIN).args(["token", "master-key"]).output().unwrap().stdout).unwrap();
     let (hm, api) = start(&["--master-key", key.trim()]).await;
-    let settings = v1::TenantSettings { tenant_id: "acme".into(), mask_personal_data: true, ..Default::default() };
-    api.tenants()
-        .update_tenant_settings(v1::UpdateTenantSettingsRequest { settings: Some(settings), expected_version: 0 })
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    sign_in(&b, ACME, "Tenant · acme").await;
+    // The tenant turns masking on in its settings; a bad field name is refused at its field.
+    b.open("/settings").await;
+    b.click("#mask").await;
+    b.fill("input[name=mask_fields]", "order ref").await;
+    b.click("#save-settings").await;
+    let e = b.element_text(".field-error[data-field=mask_fields]").await;
+    assert!(e.starts_with("mask_fields[0]:"), "{e}");
+    b.fill("input[name=mask_fields]", "order_ref").await;
+    b.click("#save-settings").await;
+    b.wait_text("Settings saved", false).await;
+    let s = api
+        .tenants()
+        .get_tenant_settings(v1::GetTenantSettingsRequest { tenant_id: "acme".into() })
         .await
-        .expect("masking on");
+        .unwrap()
+        .into_inner();
+    assert!(s.mask_personal_data && s.mask_fields == ["order_ref"], "{s:?}");
     let receiver = Receiver::start().await;
     let w = create_webhook(&api, "acme", "masked-hook", &receiver.url("/m"), None).await;
     publish(&api, "acme", &["masked-call"]).await;
     let got = receiver.wait_for(1, webdriver::WAIT).await;
     assert!(String::from_utf8_lossy(&got[0].body).contains("7776734736"), "the receiver gets the real number");
-    let b = Browser::start(hm.console.as_deref().unwrap()).await;
-    sign_in(&b, ACME, "Tenant · acme").await;
     b.open(&format!("/deliveries?webhook_id={}", w.id)).await;
     rows_until(&b, "the delivered call", |r| r == ["success"]).await;
     b.click("#deliveries .details").await;

@@ -96,6 +96,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tokens.html", include_str!("../templates/tokens.html")),
     ("dead_letters.html", include_str!("../templates/dead_letters.html")),
     ("portal_link.html", include_str!("../templates/portal_link.html")),
+    ("settings.html", include_str!("../templates/settings.html")),
 ];
 
 pub fn router(state: AppState) -> axum::Router {
@@ -121,6 +122,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/templates/new", get(pages::templates::new_form).post(pages::templates::new_post))
         .route("/templates/{id}/edit", get(pages::templates::edit_form).post(pages::templates::edit_post))
         .route("/tokens", get(pages::misc::tokens))
+        .route("/settings", get(pages::settings::show).post(pages::settings::save))
         .route("/dead-letters", get(pages::misc::dead_letters))
         .route("/portal-links", get(pages::misc::portal_link_form).post(pages::misc::portal_link))
         .route("/static/console.js", get(pages::misc::script))

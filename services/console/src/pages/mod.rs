@@ -7,11 +7,13 @@
 //! - `deliveries.rs`: the delivery log, details, resend, recover.
 //! - `templates.rs`: body templates; `misc.rs`: token catalog, dead letters, portal links
 //!   (operators), static files.
+//! - `settings.rs`: a tenant's settings (masking personal data in the stored log).
 //! - `view.rs`: API messages as the values templates read.
 
 pub mod auth;
 pub mod deliveries;
 pub mod misc;
+pub mod settings;
 pub mod templates;
 pub mod view;
 pub mod webhooks;
