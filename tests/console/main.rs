@@ -198,7 +198,13 @@ async fn deliveries_show_statuses_details_and_a_failing_receiver_is_resent_and_r
     let b = Browser::start(hm.console.as_deref().unwrap()).await;
     sign_in(&b, ACME, "Tenant · acme").await;
 
+    // The live log (the vendored helper refreshes its rows in place) shows the calls as they
+    // come, without a reload.
+    b.open(&format!("/deliveries?webhook_id={}&live=1", w.id)).await;
+    b.find("#no-deliveries").await;
     publish(&api, "acme", &["call-1", "call-2", "call-3"]).await;
+    let text = b.wait_text("call-3", false).await;
+    assert!(text.contains("call-1") && text.contains("call-2"), "{text}");
     b.open(&format!("/deliveries?webhook_id={}", w.id)).await;
     rows_until(&b, "three retrying deliveries", |r| r.len() == 3 && r.iter().all(|s| s == "retrying")).await;
     b.screenshot("delivery-log").await;
