@@ -139,3 +139,43 @@ pub async fn start_in_process(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Cmd {
+        Console(super::ConsoleArgs),
+        Standalone(crate::standalone::StandaloneArgs),
+    }
+
+    #[test]
+    fn console_flags_are_consistent() {
+        Cli::command().debug_assert();
+        let err = Cli::try_parse_from(["hookmesh", "standalone", "--no-console", "--console-addr", "127.0.0.1:1"]);
+        assert!(err.is_err(), "--no-console and --console-addr together are refused");
+        let Ok(Cli { cmd: Cmd::Console(a) }) = Cli::try_parse_from([
+            "hookmesh",
+            "console",
+            "--api-route",
+            "DeliveryService=http://d:7600",
+            "--console-frame-origins",
+            "https://app.example.com",
+        ]) else {
+            panic!("console flags parse")
+        };
+        assert_eq!(a.api_routes, ["DeliveryService=http://d:7600"]);
+        let c = a.web.config(a.api).unwrap();
+        assert_eq!(c.frame_origins, ["https://app.example.com"]);
+        assert_eq!(c.session_ttl, std::time::Duration::from_secs(12 * 3600));
+        let bad = super::ConsoleWebArgs { console_frame_origins: vec!["*".into()], ..Default::default() };
+        assert!(bad.config("x".into()).unwrap_err().to_string().starts_with("console_frame_origins[0]"));
+    }
+}
