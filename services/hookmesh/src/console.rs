@@ -153,7 +153,7 @@ mod tests {
     #[derive(clap::Subcommand)]
     enum Cmd {
         Console(super::ConsoleArgs),
-        Standalone(crate::standalone::StandaloneArgs),
+        Standalone(Box<crate::standalone::StandaloneArgs>),
     }
 
     #[test]
