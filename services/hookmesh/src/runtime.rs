@@ -286,6 +286,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }),
     );
 
+    let console = match &s.console {
+        Some(c) => crate::console::start_in_process(c, grpc_addr, shutdown.clone()).await?,
+        None => None,
+    };
     readiness.set_ready(true);
     let local = if data.is_some() { "embedded" } else { "memory" };
     let backends = match (&s.kafka, &s.redis) {
@@ -295,6 +299,9 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         (None, None) => local.to_string(),
     };
     tracing::info!(%grpc_addr, %admin_addr, backends, "hookmesh {label} ready");
+    if let Some(a) = console {
+        tracing::info!("web console at http://{a}");
+    }
     // One machine-readable line on stdout, for scripts and tests that start on port 0; in
     // standalone it names where the state is kept (`data=memory` with --ephemeral).
     let data_field = match (&data, standalone) {
@@ -302,7 +309,8 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         (None, true) if s.kafka.is_none() || s.redis.is_none() => " data=memory".to_string(),
         _ => String::new(),
     };
-    println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}{data_field}");
+    let console_field = console.map(|a| format!(" console=http://{a}")).unwrap_or_default();
+    println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}{data_field}{console_field}");
 
     let mut server_stopped = false;
     tokio::select! {
