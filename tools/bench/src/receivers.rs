@@ -1,11 +1,11 @@
-//! The loopback receivers of a run: each records the arrival time and the event id of what
-//! it gets into one shared [`Sink`] and answers as its [`Behavior`] says.
+//! The loopback receivers of a run (the test kit's receiver with a hook of the bench's own):
+//! each records only the arrival time and the event id of what it gets into one shared
+//! [`Sink`], and answers as its [`Behavior`] says.
 
 use crate::scenario::Behavior;
 use anyhow::Context;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use hookmesh_testkit::receiver::{self as testkit, Reply, Request};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,28 +73,31 @@ pub(crate) fn event_number(body: &[u8]) -> Option<(u8, u32)> {
     Some((kind, n))
 }
 
-pub(crate) async fn receive(State(rx): State<Arc<Receiver>>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Records one request of a run into the sink and answers as the receiver's behavior says.
+fn receive(rx: &Receiver, req: Request) -> Reply {
     let sink = &rx.sink;
-    let at = sink.now_ns();
-    let path = uri.path();
+    let at = req.at.saturating_duration_since(sink.base).as_nanos() as u64;
+    let path = req.uri.path();
     if path.starts_with("/l/") {
         sink.limit_hits.fetch_add(1, Ordering::Relaxed);
-        return StatusCode::OK;
+        return Reply::status(200);
     }
     rx.hits.fetch_add(1, Ordering::Relaxed);
+    let body = &req.body;
     if path.starts_with("/warm/") {
-        if let Some((_, n)) = event_number(&body) {
+        if let Some((_, n)) = event_number(body) {
             sink.inner.lock().unwrap().warm.insert(n);
         }
     } else if let Some(rest) = path.strip_prefix("/w/") {
         let hook: Option<u32> = rest.split('/').next().and_then(|s| s.parse().ok());
-        let event = event_number(&body);
+        let event = event_number(body);
         let mut guard = sink.inner.lock().unwrap();
         let inner = &mut *guard;
         match (hook, event) {
             (Some(h), Some((b'e', n))) if (h as usize) < sink.counted.len() => {
                 inner.samples.entry(h).or_insert_with(|| Sample {
-                    headers: headers
+                    headers: req
+                        .headers
                         .iter()
                         .filter(|(k, _)| *k != "host" && *k != "content-length")
                         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
@@ -120,12 +123,9 @@ pub(crate) async fn receive(State(rx): State<Arc<Receiver>>, uri: Uri, headers: 
         }
     }
     match rx.behavior {
-        Behavior::Fast => StatusCode::OK,
-        Behavior::Slow(d) => {
-            tokio::time::sleep(d).await;
-            StatusCode::OK
-        }
-        Behavior::Fail(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Behavior::Fast => Reply::status(200),
+        Behavior::Slow(d) => Reply::status(200).delay(d),
+        Behavior::Fail(code) => Reply::status(code),
     }
 }
 
@@ -138,30 +138,21 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The receivers of a run; they stop when this is dropped.
 pub(crate) struct Receivers {
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) receivers: Vec<Arc<Receiver>>,
-    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Receivers {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    _servers: Vec<testkit::Receiver>,
 }
 
 pub(crate) async fn start_receivers(sink: &Arc<Sink>, behaviors: &[Behavior]) -> anyhow::Result<Receivers> {
-    let mut out = Receivers { addrs: Vec::new(), receivers: Vec::new(), tasks: Vec::new() };
+    let mut out = Receivers { addrs: Vec::new(), receivers: Vec::new(), _servers: Vec::new() };
     for &behavior in behaviors {
         let rx = Arc::new(Receiver { sink: sink.clone(), behavior, hits: AtomicU64::new(0) });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a receiver")?;
-        out.addrs.push(listener.local_addr()?);
-        let app = axum::Router::new().fallback(receive).with_state(rx.clone());
-        out.tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        }));
+        let hook = rx.clone();
+        let server = testkit::Receiver::start(move |req| receive(&hook, req)).await.context("binding a receiver")?;
+        out.addrs.push(server.addr);
+        out._servers.push(server);
         out.receivers.push(rx);
     }
     Ok(out)
