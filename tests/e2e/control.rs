@@ -141,14 +141,7 @@ fn webhook(tenant: &str, name: &str, url: &str, policy: v1::DeliveryPolicy) -> v
 }
 
 async fn create(hm: &Hookmesh, w: v1::Webhook) -> v1::Webhook {
-    hm.webhooks()
-        .await
-        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
-        .await
-        .expect("webhook created")
-        .into_inner()
-        .webhook
-        .unwrap()
+    hm.create_webhook(w).await.0
 }
 
 async fn get_webhook(hm: &Hookmesh, id: &str) -> v1::Webhook {

@@ -4,12 +4,14 @@
 //! - [`tansu::TansuBroker`]: the Kafka-protocol broker `tansu` with in-memory storage.
 //! - [`postgres::PostgresDb`]: a fresh database on the machine's PostgreSQL.
 //! - [`hookmesh::Process`]: a `hookmesh <role>` process of a given binary.
+//! - [`child::acks_until_killed`]: a writer in a child process, SIGKILLed mid-flight.
 //! - [`receiver::Recorder`]: the recording HTTP receiver ([`receiver::Receiver`] for a hook of
 //!   one's own, as the bench's).
 //!
 //! These are what the conformance and end-to-end tests run against: in-memory backends are a
 //! product feature and never stand in for the real ones in tests of the real ones.
 
+pub mod child;
 pub mod hookmesh;
 pub mod postgres;
 pub mod receiver;

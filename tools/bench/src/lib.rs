@@ -1,15 +1,26 @@
-//! The benchmark behind `hookmesh bench`: measured throughput, latency and cost of a scenario end to end, side by
-//! side with the limit of the machine it ran on.
+//! The benchmark behind `hookmesh bench`: measured throughput, latency and cost of a scenario
+//! end to end, side by side with the limit of the machine it ran on.
+//!
+//! # Layout
+//! - `scenario.rs`: the scenarios and the runs (plans) each is made of.
+//! - `cluster.rs`: the processes of a run (started by `hookmesh-testkit`).
+//! - `receivers.rs`: the loopback receivers and what they record.
+//! - `publish.rs`: creating the webhooks, the warm-up, publishing the events.
+//! - `limit.rs`: the load generator that measures the limit.
+//! - `stats.rs`: CPU, RSS, Redis command counts, PostgreSQL statistics, dispatcher counters.
+//! - `report.rs`: the report of a run and of a scenario, and the table.
+//! - `run.rs`: one run end to end, and the runs of a scenario.
 //!
 //! # What one run does
-//! 1. Starts loopback HTTP receivers in this process (axum; each records the arrival time and
-//!    the event id from the body, answers 200 at once, after 2 s, or 500, by scenario).
-//! 2. Starts hookmesh as separate OS processes from the executable it is given: `hookmesh standalone`
-//!    (backend `memory`: `--ephemeral`; backend `embedded`: the durable default on a fresh
-//!    data directory `<log dir>/<run>-data`, whose bytes on disk per delivery the report
-//!    gives as `extra.disk_bytes_per_delivery`), or a `tansu` broker, a `redis-server` and the four roles (backend
-//!    `kafka-redis`, router first), each on free loopback ports, and reads the
-//!    `hookmesh <role> listening grpc=… admin=…` line each prints.
+//! 1. Starts loopback HTTP receivers in this process (the test kit's receiver with a hook that
+//!    records the arrival time and the event id from the body; they answer 200 at once, after
+//!    2 s, or 500, by scenario).
+//! 2. Starts hookmesh as separate OS processes from the executable it is given: `hookmesh
+//!    standalone` (backend `memory`: `--ephemeral`; backend `embedded`: the durable default on
+//!    a fresh data directory `<log dir>/<run>-data`, whose bytes on disk per delivery the
+//!    report gives as `extra.disk_bytes_per_delivery`), or a `tansu` broker, a `redis-server`
+//!    and the four roles (backend `kafka-redis`, router first), each on free loopback ports,
+//!    and reads the `hookmesh <role> listening grpc=… admin=…` line each prints.
 //! 3. Creates the scenario's webhooks through `WebhookService` (32 at a time), plus one
 //!    warm-up webhook of its own tenant; publishes 16 warm-up events and waits until all of
 //!    them arrived, so consumer-group joins and config propagation are not measured.

@@ -42,7 +42,8 @@ mod webhook;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use hookmesh_client::{Client, ConnectArgs};
-use std::path::PathBuf;
+use hookmesh_proto::v1;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
@@ -98,6 +99,51 @@ pub enum CtlCommand {
     PortalLink(portal::PortalLinkArgs),
 }
 
+/// A stored definition that `update ID --file` replaces: the fields the file leaves to the
+/// store.
+trait Stored: Clone {
+    /// Takes from `current` what a file does not carry: the id, the version, the creation
+    /// time, the tenant when the file names none (and a webhook's secrets).
+    fn keep_stored(&mut self, current: &Self);
+}
+
+macro_rules! keep_stored {
+    ($new:expr, $current:expr) => {{
+        $new.id = $current.id.clone();
+        if $new.tenant_id.is_empty() {
+            $new.tenant_id = $current.tenant_id.clone();
+        }
+        $new.version = $current.version;
+        $new.created_at = $current.created_at.clone();
+    }};
+}
+
+impl Stored for v1::Webhook {
+    fn keep_stored(&mut self, current: &Self) {
+        keep_stored!(self, current);
+        self.secrets = current.secrets.clone();
+    }
+}
+
+impl Stored for v1::Template {
+    fn keep_stored(&mut self, current: &Self) {
+        keep_stored!(self, current);
+    }
+}
+
+/// What `update` starts from before applying the flags: the `--file` document with what the
+/// store keeps, or else the stored definition.
+fn update_base<T: Stored>(current: &T, file: Option<&Path>, read: impl Fn(&Path) -> Result<T>) -> Result<T> {
+    Ok(match file {
+        Some(path) => {
+            let mut new = read(path)?;
+            new.keep_stored(current);
+            new
+        }
+        None => current.clone(),
+    })
+}
+
 /// What every command gets: the connection, and whether to print JSON.
 struct Ctx {
     client: Client,
@@ -130,14 +176,15 @@ pub async fn run(args: CtlArgs) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
 
+    /// `hookmesh ctl` as a command of its own, for parsing tests.
     #[derive(Parser)]
-    struct Cli {
+    pub(crate) struct Cli {
         #[command(flatten)]
-        args: CtlArgs,
+        pub(crate) args: CtlArgs,
     }
 
     #[test]

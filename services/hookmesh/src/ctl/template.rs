@@ -5,7 +5,7 @@
 use crate::ctl::body::{apply_body, body_kind_name, BodyInput, BodyKind};
 use crate::ctl::output::{describe, or_dash, out, out_json, source_str, table};
 use crate::ctl::parse::{format_from_path, read_text};
-use crate::ctl::Ctx;
+use crate::ctl::{update_base, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
@@ -265,19 +265,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                 bail!("--id cannot change a template's id");
             }
             let current = ctx.templates().get_template(v1::GetTemplateRequest { id: id.clone() }).await.answer(ctx)?;
-            let mut t = match &flags.file {
-                Some(path) => {
-                    let mut t = template_from_file(path)?;
-                    t.id = current.id.clone();
-                    if t.tenant_id.is_empty() {
-                        t.tenant_id = current.tenant_id.clone();
-                    }
-                    t.version = current.version;
-                    t.created_at = current.created_at.clone();
-                    t
-                }
-                None => current.clone(),
-            };
+            let mut t = update_base(&current, flags.file.as_deref(), template_from_file)?;
             apply_template_flags(&mut t, &flags)?;
             let expected_version = expected_version.unwrap_or(current.version);
             let t = ctx

@@ -11,7 +11,7 @@ use crate::ctl::parse::{
     json_or_string, parse_condition, parse_header, parse_query, parse_rate, parse_schedule, parse_secs,
     parse_status_ranges, read_text,
 };
-use crate::ctl::Ctx;
+use crate::ctl::{update_base, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
@@ -533,20 +533,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
                 bail!("--id cannot change a webhook's id");
             }
             let current = ctx.webhooks().get_webhook(v1::GetWebhookRequest { id: id.clone() }).await.answer(ctx)?;
-            let mut w = match &flags.file {
-                Some(path) => {
-                    let mut w = webhook_from_file(path)?;
-                    w.id = current.id.clone();
-                    if w.tenant_id.is_empty() {
-                        w.tenant_id = current.tenant_id.clone();
-                    }
-                    w.version = current.version;
-                    w.created_at = current.created_at.clone();
-                    w.secrets = current.secrets.clone();
-                    w
-                }
-                None => current.clone(),
-            };
+            let mut w = update_base(&current, flags.file.as_deref(), webhook_from_file)?;
             apply_webhook_flags(&mut w, &flags)?;
             let expected_version = expected_version.unwrap_or(current.version);
             let w = ctx
@@ -595,14 +582,9 @@ fn print_enabled(ctx: &Ctx, w: &v1::Webhook) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::{CtlArgs, CtlCommand, Output};
+    use crate::ctl::tests::Cli;
+    use crate::ctl::{CtlCommand, Output};
     use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: CtlArgs,
-    }
 
     #[test]
     fn parses_a_full_create_command() {
