@@ -131,9 +131,18 @@ impl Stored for v1::Template {
     }
 }
 
-/// What `update` starts from before applying the flags: the `--file` document with what the
-/// store keeps, or else the stored definition.
-fn update_base<T: Stored>(current: &T, file: Option<&Path>, read: impl Fn(&Path) -> Result<T>) -> Result<T> {
+/// What `<kind> update ID` starts from before applying the flags: the `--file` document with
+/// what the store keeps, or else the stored definition. `--id` may only repeat the id.
+fn update_base<T: Stored>(
+    kind: &str,
+    (id, set_id): (&str, Option<&str>),
+    current: &T,
+    file: Option<&Path>,
+    read: impl Fn(&Path) -> Result<T>,
+) -> Result<T> {
+    if set_id.is_some_and(|new| new != id) {
+        anyhow::bail!("--id cannot change a {kind}'s id");
+    }
     Ok(match file {
         Some(path) => {
             let mut new = read(path)?;
@@ -142,6 +151,35 @@ fn update_base<T: Stored>(current: &T, file: Option<&Path>, read: impl Fn(&Path)
         }
         None => current.clone(),
     })
+}
+
+/// Reads a `--file` document of `kind` in the domain serde shape: what the store keeps
+/// (`stored`, and the version and timestamps) is left out, and an id, tenant and name may be.
+fn read_document<D: serde::de::DeserializeOwned>(path: &Path, kind: &str, stored: &[&str]) -> Result<D> {
+    use anyhow::Context;
+    use serde_json::{json, Value};
+    let text = parse::read_text(path)?;
+    let mut v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Some(obj) = v.as_object_mut() else { anyhow::bail!("{}: expected a JSON object (a {kind})", path.display()) };
+    let now = chrono::Utc::now().to_rfc3339();
+    for k in stored.iter().chain(&["version", "created_at", "updated_at"]) {
+        obj.remove(*k);
+    }
+    obj.entry("id").or_insert_with(|| json!(""));
+    obj.entry("tenant_id").or_insert_with(|| json!(""));
+    obj.entry("name").or_insert_with(|| json!(""));
+    obj.insert("created_at".into(), json!(now));
+    obj.insert("updated_at".into(), json!(now));
+    serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: not a {kind}: {e}", path.display()))
+}
+
+/// What `<kind> delete ID` prints.
+fn print_deleted(ctx: &Ctx, kind: &str, id: &str) {
+    if ctx.json {
+        output::out_json(&serde_json::json!({ "deleted": id }));
+    } else {
+        output::out(&format!("deleted {kind} {id}"));
+    }
 }
 
 /// What every command gets: the connection, and whether to print JSON.
