@@ -133,6 +133,9 @@ pub struct Trigger {
     /// IVR option pressed (`1`) or its label (`Sales`).
     pub ivr_options: Vec<String>,
     pub conditions: Vec<Condition>,
+    /// A CEL expression over the event that must hold as well ([`crate::expression`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,6 +486,9 @@ impl Trigger {
             if c.op != ConditionOp::Exists && c.value.is_null() {
                 return Err(ValidationError::new(format!("conditions[{i}].value_json"), "is required"));
             }
+        }
+        if let Some(expr) = &self.expression {
+            crate::expression::ExpressionFilter::compile(expr).map_err(|e| e.under("expression"))?;
         }
         Ok(())
     }

@@ -210,6 +210,7 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
         numbers: t.numbers,
         ivr_options: t.ivr_options,
         conditions,
+        expression: Some(t.expression).filter(|e| !e.trim().is_empty()),
     })
 }
 
@@ -229,6 +230,7 @@ fn trigger_to_proto(t: &Trigger) -> v1::Trigger {
                 value_json: if c.value.is_null() { String::new() } else { json_to_proto(&c.value) },
             })
             .collect(),
+        expression: t.expression.clone().unwrap_or_default(),
     }
 }
 
@@ -633,6 +635,7 @@ mod tests {
                     Condition { path: "duration".into(), op: ConditionOp::In, value: json!([1, 2]) },
                     Condition { path: "ani".into(), op: ConditionOp::Exists, value: Value::Null },
                 ],
+                expression: Some("call.duration > 30 && !(tags.region == \"north\")".into()),
             },
             request: RequestSpec {
                 method: Method::Put,

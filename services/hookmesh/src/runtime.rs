@@ -206,7 +206,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         ));
     }
     if roles.contains(&Role::Router) {
-        let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
+        let router = Router::new(bus.clone(), topics.clone(), registry.clone());
         stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
         let api = || hookmesh_router::service::RegistryApi { registry: registry.clone() };
         served.extend([

@@ -76,6 +76,7 @@ pub enum ClearField {
     Numbers,
     IvrOptions,
     Conditions,
+    Expression,
     Headers,
     Query,
     Template,
@@ -126,6 +127,11 @@ pub struct WebhookFlags {
     /// (`in`: a JSON list or a,b,c).
     #[arg(long = "condition", value_name = "'PATH OP VALUE'")]
     pub conditions: Vec<String>,
+    /// A CEL expression that must hold as well, e.g.
+    /// 'call.duration > 30 && campaign.name.startsWith("Sales")' (see the README's
+    /// "Expression filters" for the variables).
+    #[arg(long = "expression", value_name = "CEL")]
+    pub expression: Option<String>,
     /// 'Name: value' (repeatable).
     #[arg(long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
@@ -245,6 +251,7 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
             ClearField::Numbers => t.numbers.clear(),
             ClearField::IvrOptions => t.ivr_options.clear(),
             ClearField::Conditions => t.conditions.clear(),
+            ClearField::Expression => t.expression.clear(),
             ClearField::Headers => r.headers.clear(),
             ClearField::Query => r.query.clear(),
             ClearField::Template => r.template_id.clear(),
@@ -273,6 +280,9 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
     replace(&mut t.ivr_options, &f.ivr_options);
     if !f.conditions.is_empty() {
         t.conditions = f.conditions.iter().map(|c| parse_condition(c)).collect::<Result<_>>()?;
+    }
+    if let Some(e) = &f.expression {
+        t.expression = e.trim().to_string();
     }
 
     set(&mut r.url, &f.url);
@@ -376,6 +386,9 @@ fn describe_webhook(w: &v1::Webhook) -> String {
     ];
     for c in &t.conditions {
         rows.push(("condition", format!("{} {} {}", c.path, c.op, c.value_json).trim_end().to_string()));
+    }
+    if !t.expression.is_empty() {
+        rows.push(("expression", t.expression.clone()));
     }
     let method = if r.method.is_empty() { "POST".to_string() } else { r.method.clone() };
     rows.push(("request", format!("{method} {}", r.url)));
@@ -634,6 +647,8 @@ mod tests {
             "10/s",
             "--condition",
             "data.tags.region eq south",
+            "--expression",
+            "call.duration > 30 && campaign.name.startsWith(\"Sales\")",
             "--ordering",
             "per_call",
             "--disabled",
@@ -654,5 +669,6 @@ mod tests {
         // What the flags built converts to the domain.
         let d = convert::webhook_from_proto(w, Utc::now()).unwrap();
         assert_eq!(d.trigger.conditions[0].value, json!("south"));
+        assert_eq!(d.trigger.expression.as_deref(), Some("call.duration > 30 && campaign.name.startsWith(\"Sales\")"));
     }
 }
