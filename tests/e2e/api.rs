@@ -296,7 +296,7 @@ async fn registry_crud_with_expected_versions_and_secret_rotation() {
     let disabled = client.disable_webhook(v1::SetEnabledRequest { id: w.id.clone() }).await.unwrap().into_inner();
     assert!(!disabled.enabled);
     let rotated = client
-        .rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None })
+        .rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None, ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -1,6 +1,6 @@
 //! What telephony integrations need beyond one-event-one-URL, end to end on the standalone
 //! (embedded backends) and on standalone over a real `tansu` broker and `redis-server`:
-//! CEL expression filters on triggers.
+//! CEL expression filters on triggers, and asymmetric (`v1a`, ed25519) signatures.
 
 use crate::control::{start, Backend};
 use crate::support::*;
@@ -26,7 +26,10 @@ macro_rules! on_both_backends {
     )*};
 }
 
-on_both_backends!(expression_filter_routes_exactly_the_matching_calls);
+on_both_backends!(
+    expression_filter_routes_exactly_the_matching_calls,
+    asymmetric_signatures_verify_with_the_public_key
+);
 
 const SALES: &str = r#"call.duration > 30 && call.status == "answered" && campaign.name.startsWith("Sales") && !(tags.region == "north")"#;
 
@@ -116,4 +119,181 @@ async fn expression_filter_routes_exactly_the_matching_calls(backend: Backend) {
     let (ok, stdout, stderr) = hm.ctl(&["webhook", "update", &created.id, "--expression", "call.duration > 60"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("call.duration > 60"), "{stdout}");
+}
+
+/// Verifies every `v1a` entry the way a receiver would, independently of hookmesh's signing
+/// code: ed25519 (`ed25519-dalek`'s strict verification) over `{id}.{timestamp}.{body}` as the
+/// Standard Webhooks specification defines it, with the `whpk_` key the API served. No
+/// Standard Webhooks library verifies `v1a` yet (the Rust `standardwebhooks` crate and the
+/// Python `standardwebhooks` package check `v1` only), so this is the spec, implemented here.
+/// Answers how many entries verified.
+fn verify_v1a(public_key: &str, r: &Received) -> usize {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes: [u8; 32] = b64.decode(public_key.strip_prefix("whpk_").expect("whpk_ key")).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).unwrap();
+    let content = format!(
+        "{}.{}.{}",
+        r.header("webhook-id").unwrap(),
+        r.header("webhook-timestamp").unwrap(),
+        std::str::from_utf8(&r.body).unwrap()
+    );
+    r.header("webhook-signature")
+        .unwrap()
+        .split(' ')
+        .filter_map(|e| e.strip_prefix("v1a,"))
+        .filter(|sig| {
+            let sig = ed25519_dalek::Signature::from_slice(&b64.decode(sig).unwrap()).unwrap();
+            key.verify_strict(content.as_bytes(), &sig).is_ok()
+        })
+        .count()
+}
+
+/// `v1a` beside `v1`, `v1a` alone, and the rotation of a `v1a` key with a grace period.
+async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
+    let env = start(backend, &["--master-key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]).await;
+    let hm = &env.hm;
+    let rx = Receiver::start().await;
+    let mut api = hm.webhooks().await;
+
+    // Both schemes: the v1 entry verifies with the Standard Webhooks library, the v1a entry
+    // with the public key the API serves.
+    let mut w = webhook("acme", "Both", &rx.url("/both"));
+    w.signature_schemes = vec!["v1".into(), "v1a".into()];
+    let both =
+        api.create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false }).await.unwrap().into_inner();
+    assert!(both.secret.starts_with("whsec_"), "{both:?}");
+    assert!(both.public_key.starts_with("whpk_"), "{both:?}");
+    let view = both.webhook.unwrap();
+    assert_eq!(view.signature_schemes, ["v1", "v1a"]);
+    assert_eq!(view.public_keys.len(), 1);
+    assert_eq!(view.public_keys[0].key, both.public_key);
+    assert_eq!(view.secrets.len(), 1, "the v1a key is private: only its public key is listed");
+    hm.publish(&[event("e-both", "call.ended", "acme", "c-both", json!({"ani": "7776734736"}))]).await;
+    let got = rx.wait_for(1, WAIT).await;
+    verify_signature(&both.secret, &got[0]).expect("v1 verifies with the standardwebhooks crate");
+    assert_eq!(verify_v1a(&both.public_key, &got[0]), 1, "{:?}", got[0].header("webhook-signature"));
+
+    // v1a alone: no shared secret exists, and the header carries only v1a entries.
+    let rx2 = Receiver::start().await;
+    let mut w = webhook("acme", "Asymmetric", &rx2.url("/v1a"));
+    w.signature_schemes = vec!["v1a".into()];
+    let only =
+        api.create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false }).await.unwrap().into_inner();
+    assert!(only.secret.is_empty());
+    let id = only.webhook.as_ref().unwrap().id.clone();
+    assert!(only.webhook.as_ref().unwrap().secrets.is_empty());
+    hm.publish(&[event("e-1", "call.ended", "acme", "c-1", json!({}))]).await;
+    let got = rx2.wait_for(1, WAIT).await;
+    let sig = got[0].header("webhook-signature").unwrap();
+    assert!(sig.split(' ').all(|e| e.starts_with("v1a,")), "{sig}");
+    assert_eq!(verify_v1a(&only.public_key, &got[0]), 1);
+    // A tampered body does not verify.
+    let mut tampered = got[0].clone();
+    tampered.body = axum::body::Bytes::from(got[0].body.iter().copied().chain(*b" ").collect::<Vec<u8>>());
+    assert_eq!(verify_v1a(&only.public_key, &tampered), 0);
+
+    // Rotation: the old key keeps signing for the grace period, beside the new one.
+    let rotated = api
+        .rotate_secret(v1::RotateSecretRequest { id: id.clone(), grace_secs: Some(3600), scheme: "v1a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rotated.secret.is_empty() && rotated.public_key.starts_with("whpk_"));
+    assert_ne!(rotated.public_key, only.public_key);
+    let keys = rotated.webhook.unwrap().public_keys;
+    assert_eq!(keys.len(), 2);
+    assert!(!keys[0].expires_at.is_empty() && keys[1].expires_at.is_empty(), "{keys:?}");
+    hm.publish(&[event("e-2", "call.ended", "acme", "c-2", json!({}))]).await;
+    let got = rx2.wait_for(2, WAIT).await;
+    let second = got.iter().find(|r| r.json()["id"] == "e-2").unwrap();
+    assert_eq!(verify_v1a(&only.public_key, second), 1, "the old key signs during the grace period");
+    assert_eq!(verify_v1a(&rotated.public_key, second), 1, "and the new one");
+    // Retiring at once: only the newest key signs.
+    let now = api
+        .rotate_secret(v1::RotateSecretRequest { id: id.clone(), grace_secs: Some(0), scheme: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.webhook.unwrap().public_keys.len(), 1);
+    hm.publish(&[event("e-3", "call.ended", "acme", "c-3", json!({}))]).await;
+    let got = rx2.wait_for(3, WAIT).await;
+    let third = got.iter().find(|r| r.json()["id"] == "e-3").unwrap();
+    assert_eq!(verify_v1a(&now.public_key, third), 1);
+    assert_eq!(verify_v1a(&rotated.public_key, third), 0, "a retired key no longer signs");
+    // Rotating a scheme the webhook does not use is refused, naming the field.
+    let err = api
+        .rotate_secret(v1::RotateSecretRequest { id: id.clone(), grace_secs: None, scheme: "v1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("scheme:"), "{}", err.message());
+
+    // Switching v1a on for an HMAC-only webhook through ctl makes a key and shows its public key.
+    let rx3 = Receiver::start().await;
+    let (plain, plain_secret) = hm.create_webhook(webhook("acme", "Plain", &rx3.url("/plain"))).await;
+    assert_eq!(plain.signature_schemes, ["v1"]);
+    assert!(plain.public_keys.is_empty());
+    let (ok, stdout, stderr) = hm.ctl(&["-o", "json", "webhook", "update", &plain.id, "--signature", "v1,v1a"]);
+    assert!(ok, "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let public = shown["public_keys"][0]["key"].as_str().unwrap().to_string();
+    hm.publish(&[event("e-4", "call.ended", "acme", "c-4", json!({}))]).await;
+    let got = rx3.wait_for(1, WAIT).await;
+    verify_signature(&plain_secret, &got[0]).expect("the v1 secret still signs");
+    assert_eq!(verify_v1a(&public, &got[0]), 1);
+    let (ok, _, stderr) = hm.ctl(&["webhook", "update", &plain.id, "--signature", "v2"]);
+    assert!(!ok && stderr.contains("signature_schemes[0]: unknown scheme `v2`"), "{stderr}");
+
+    // The private key never leaves the process: not in any answer, not in the log, and on
+    // Kafka the config topic holds it encrypted under the master key.
+    let all = api.list_webhooks(v1::ListWebhooksRequest::default()).await.unwrap().into_inner();
+    assert!(!format!("{all:?}").contains("whsk_"));
+    assert!(!hm.log_text().contains("whsk_"), "a signing key was logged");
+    if let Some((broker, _)) = &env.backends {
+        use rdkafka::Message;
+        let records = read_records(&broker.bootstrap(), "hookmesh.config", WAIT, |got| {
+            got.iter().any(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).contains(&id))
+        })
+        .await;
+        let text: String =
+            records.iter().map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()).collect();
+        assert!(text.contains(&id) && text.contains("enc:v1:"), "{text}");
+        assert!(!text.contains("whsk_") && !text.contains("whsec_"), "keys in clear in the config topic");
+    }
+}
+
+/// Reads records of `topic` from the beginning with a plain rdkafka consumer until `done`
+/// holds on what was read (or `timeout` passes); answers what was read.
+async fn read_records(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", uuid_like()))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    while !done(&got) && std::time::Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            got.push(m.detach());
+        }
+    }
+    got
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
 }

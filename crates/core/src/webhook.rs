@@ -292,7 +292,48 @@ impl DeliveryPolicy {
     }
 }
 
-/// A signing secret. `expires_at` is set when a rotation retires it (grace period).
+/// A Standard Webhooks signature scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    /// HMAC-SHA256 under a shared `whsec_` secret.
+    V1,
+    /// ed25519 under a `whsk_` key; receivers verify with its `whpk_` public key.
+    V1a,
+}
+
+impl SignatureScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::V1 => "v1",
+            SignatureScheme::V1a => "v1a",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SignatureScheme> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1" | "hmac" => Some(SignatureScheme::V1),
+            "v1a" | "ed25519" => Some(SignatureScheme::V1a),
+            _ => None,
+        }
+    }
+
+    /// The scheme a stored secret belongs to, by its prefix.
+    pub fn of_secret(secret: &str) -> SignatureScheme {
+        if secret.starts_with(crate::signing::SIGNING_KEY_PREFIX) {
+            SignatureScheme::V1a
+        } else {
+            SignatureScheme::V1
+        }
+    }
+}
+
+fn default_schemes() -> Vec<SignatureScheme> {
+    vec![SignatureScheme::V1]
+}
+
+/// A signing secret (`whsec_`, scheme `v1`) or signing key (`whsk_`, scheme `v1a`).
+/// `expires_at` is set when a rotation retires it (grace period).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SigningSecret {
     pub secret: String,
@@ -330,6 +371,10 @@ pub struct Webhook {
     pub policy: DeliveryPolicy,
     #[serde(default)]
     pub secrets: Vec<SigningSecret>,
+    /// Which schemes sign each request (one `webhook-signature` entry per active key of each);
+    /// `v1` alone unless set.
+    #[serde(default = "default_schemes")]
+    pub signature_schemes: Vec<SignatureScheme>,
     /// Registry version: 1 on create, +1 on every change.
     #[serde(default)]
     pub version: u64,
@@ -345,6 +390,16 @@ impl Webhook {
     /// Secrets that still sign at `now`.
     pub fn active_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
         self.secrets.iter().filter(move |s| s.expires_at.is_none_or(|e| e > now))
+    }
+
+    /// Secrets that sign at `now`: active, and of a scheme the webhook has switched on.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
+        self.active_secrets(now).filter(|s| self.signature_schemes.contains(&SignatureScheme::of_secret(&s.secret)))
+    }
+
+    /// Whether a scheme has a secret that is not retiring (the one a rotation replaces).
+    pub fn has_current_secret(&self, scheme: SignatureScheme) -> bool {
+        self.secrets.iter().any(|s| s.expires_at.is_none() && SignatureScheme::of_secret(&s.secret) == scheme)
     }
 }
 
@@ -465,6 +520,17 @@ impl Webhook {
         self.request.validate().map_err(|e| e.under("request"))?;
         self.success.validate().map_err(|e| e.under("success"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
+        if self.signature_schemes.is_empty() {
+            return Err(ValidationError::new("signature_schemes", "must name at least one of v1, v1a"));
+        }
+        for (i, s) in self.signature_schemes.iter().enumerate() {
+            if self.signature_schemes[..i].contains(s) {
+                return Err(ValidationError::new(
+                    format!("signature_schemes[{i}]"),
+                    format!("`{}` is listed twice", s.as_str()),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -633,6 +699,32 @@ mod tests {
         w.request.time_zone = "America/New_York".into();
         w.policy.retry_schedule = vec![1, 8 * 24 * 3600];
         assert_eq!(w.validate().unwrap_err().field, "policy.retry_schedule[1]");
+    }
+
+    #[test]
+    fn only_switched_on_schemes_sign() {
+        let mut w = webhook("https://crm.example.com/hook");
+        assert_eq!(w.signature_schemes, [SignatureScheme::V1], "v1 unless set");
+        let now = Utc::now();
+        let hmac = crate::signing::generate_secret();
+        let ed = crate::signing::generate_signing_key();
+        w.secrets = vec![
+            SigningSecret { secret: hmac.clone(), created_at: now, expires_at: None },
+            SigningSecret { secret: ed.clone(), created_at: now, expires_at: None },
+        ];
+        let signing = |w: &Webhook| w.signing_secrets(now).map(|s| s.secret.clone()).collect::<Vec<_>>();
+        assert_eq!(signing(&w), std::slice::from_ref(&hmac));
+        w.signature_schemes = vec![SignatureScheme::V1a];
+        assert_eq!(signing(&w), std::slice::from_ref(&ed));
+        w.signature_schemes = vec![SignatureScheme::V1, SignatureScheme::V1a];
+        assert_eq!(signing(&w), [hmac, ed]);
+        assert!(w.has_current_secret(SignatureScheme::V1a));
+        w.secrets[1].expires_at = Some(now + chrono::Duration::hours(1));
+        assert!(!w.has_current_secret(SignatureScheme::V1a), "a retiring key is not current");
+        w.signature_schemes = vec![SignatureScheme::V1a, SignatureScheme::V1a];
+        assert_eq!(w.validate().unwrap_err().field, "signature_schemes[1]");
+        w.signature_schemes.clear();
+        assert_eq!(w.validate().unwrap_err().field, "signature_schemes");
     }
 
     #[test]

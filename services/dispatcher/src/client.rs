@@ -69,12 +69,12 @@ fn error_text(e: &reqwest::Error) -> String {
     text
 }
 
-/// Sends `req` once, signed with `keys` (one signature per active secret).
+/// Sends `req` once, signed with `keys` (one signature per active secret or key).
 pub async fn send(
     client: &reqwest::Client,
     policy: &AddressPolicy,
     req: &RenderedRequest,
-    keys: &[Vec<u8>],
+    keys: &[signing::Key],
     number: u32,
     trigger: AttemptTrigger,
 ) -> (Attempt, AttemptResult) {
@@ -89,8 +89,7 @@ pub async fn send(
         headers.push(("traceparent".into(), tp.clone()));
     }
     if !keys.is_empty() {
-        let sig =
-            signing::signature_header(keys.iter().map(Vec::as_slice), &req.delivery_id, timestamp, req.body.as_bytes());
+        let sig = signing::signatures(keys, &req.delivery_id, timestamp, req.body.as_bytes());
         headers.push(("webhook-signature".into(), sig));
     }
     let mut builder = client.request(method(req.method), &req.url).timeout(req.policy.timeout());
