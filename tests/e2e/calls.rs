@@ -1,6 +1,7 @@
 //! What telephony integrations need beyond one-event-one-URL, end to end on the standalone
 //! (embedded backends) and on standalone over a real `tansu` broker and `redis-server`:
-//! CEL expression filters on triggers, and asymmetric (`v1a`, ed25519) signatures.
+//! CEL expression filters on triggers, asymmetric (`v1a`, ed25519) signatures, and Kafka
+//! destinations read back by a plain rdkafka consumer from a second real broker.
 
 use crate::control::{start, Backend};
 use crate::support::*;
@@ -28,7 +29,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     expression_filter_routes_exactly_the_matching_calls,
-    asymmetric_signatures_verify_with_the_public_key
+    asymmetric_signatures_verify_with_the_public_key,
+    kafka_destination_records_carry_verifiable_signatures,
 );
 
 const SALES: &str = r#"call.duration > 30 && call.status == "answered" && campaign.name.startsWith("Sales") && !(tags.region == "north")"#;
@@ -296,4 +298,184 @@ fn uuid_like() -> String {
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     )
+}
+
+fn record_header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    m.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A record as the recording receiver would have seen a request, so the same verifiers apply.
+fn as_received(m: &rdkafka::message::OwnedMessage) -> Received {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let mut headers = axum::http::HeaderMap::new();
+    for h in m.headers().unwrap().iter() {
+        headers.insert(
+            axum::http::HeaderName::from_bytes(h.key.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_bytes(h.value.unwrap_or_default()).unwrap(),
+        );
+    }
+    Received {
+        method: "KAFKA".into(),
+        uri: String::new(),
+        headers,
+        body: axum::body::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        at: std::time::Instant::now(),
+    }
+}
+
+async fn create_topic(bootstrap: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let r = admin
+        .create_topics(&[NewTopic::new(topic, 2, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    for t in r {
+        t.expect("topic created");
+    }
+}
+
+/// A webhook that delivers to a Kafka topic instead of a URL: routed by its trigger (an
+/// expression included), rendered, signed (v1 and v1a) into record headers, retried while the
+/// destination cluster stalls, logged and counted in health like an HTTP endpoint.
+async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend) {
+    use rdkafka::Message;
+    let destination = tokio::task::block_in_place(hookmesh_testkit::tansu::TansuBroker::start);
+    let bootstrap = destination.bootstrap();
+    create_topic(&bootstrap, "crm.calls").await;
+    let spec = format!("analytics={bootstrap}");
+    let env = start(backend, &["--kafka-destinations", &spec]).await;
+    let hm = &env.hm;
+
+    // Only configured names: brokers in the URL, or a name this deployment lacks, are refused.
+    for (url, says) in [
+        (format!("kafka://{bootstrap}/crm.calls"), "request.url: `127.0.0.1:"),
+        (
+            "kafka://billing/crm.calls".to_string(),
+            "request.url: no Kafka destination `billing` in this deployment (configured: analytics)",
+        ),
+    ] {
+        let err = hm
+            .webhooks()
+            .await
+            .create_webhook(v1::CreateWebhookRequest {
+                webhook: Some(webhook("acme", "Refused", &url)),
+                disabled: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with(says), "{}", err.message());
+    }
+
+    let (ok, stdout, stderr) = hm.ctl(&[
+        "-o",
+        "json",
+        "webhook",
+        "create",
+        "--tenant",
+        "acme",
+        "--name",
+        "CRM stream",
+        "--url",
+        "kafka://analytics/crm.calls",
+        "--event",
+        "call.ended",
+        "--expression",
+        "call.duration > 30",
+        "--header",
+        "X-Source: hookmesh",
+        "--signature",
+        "v1,v1a",
+        "--timeout-ms",
+        "1000",
+        "--retry-schedule",
+        "1",
+    ]);
+    assert!(ok, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let id = created["webhook"]["id"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let public = created["public_key"].as_str().unwrap().to_string();
+
+    hm.publish(&[
+        event("k-1", "call.ended", "acme", "call-1", json!({"call_duration": 45})),
+        event("k-2", "call.ended", "acme", "call-2", json!({"call_duration": 5})),
+        event("k-3", "call.ended", "acme", "call-3", json!({"call_duration": 90})),
+    ])
+    .await;
+    let records = read_records(&bootstrap, "crm.calls", WAIT, |got| got.len() >= 2).await;
+    let mut keys: Vec<String> =
+        records.iter().map(|m| String::from_utf8_lossy(m.key().unwrap()).into_owned()).collect();
+    keys.sort();
+    assert_eq!(keys, ["call-1", "call-3"], "only the calls the expression lets through");
+    for m in &records {
+        let r = as_received(m);
+        verify_signature(&secret, &r).expect("v1 verifies with the standardwebhooks crate");
+        assert_eq!(verify_v1a(&public, &r), 1);
+        assert_eq!(record_header(m, "x-source").as_deref(), Some("hookmesh"));
+        assert_eq!(record_header(m, "content-type").as_deref(), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(body["call_id"], String::from_utf8_lossy(m.key().unwrap()).as_ref());
+    }
+    // The delivery log and health know them like HTTP deliveries.
+    let mut deliveries = hm.deliveries().await;
+    let listed = deliveries
+        .list_deliveries(v1::ListDeliveriesRequest { webhook_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(listed.len(), 2);
+    let first = delivery_when(hm, &listed[0].id, |d| d.status == "success").await;
+    let attempt = &first.attempts[0];
+    assert_eq!(attempt.url, "kafka://analytics/crm.calls");
+    assert!(attempt.response_body.starts_with("acknowledged: partition "), "{attempt:?}");
+    assert!(attempt.request_headers.iter().any(|h| h.name == "webhook-signature"));
+
+    // The destination stalls: the attempt times out and is retried; once it is back the retry
+    // lands. Both attempts are in the log and in the endpoint's health.
+    destination.pause();
+    hm.publish(&[event("k-4", "call.ended", "acme", "call-4", json!({"call_duration": 31}))]).await;
+    let stalled = loop {
+        let found = deliveries
+            .list_deliveries(v1::ListDeliveriesRequest {
+                webhook_id: id.clone(),
+                call_id: "call-4".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if let Some(d) = found.into_iter().next() {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let failed = delivery_when(hm, &stalled.id, |d| d.attempts >= 1 && d.status == "retrying").await;
+    assert_eq!(failed.attempts[0].error_class, "timeout", "{:?}", failed.attempts[0]);
+    destination.resume();
+    let done = delivery_when(hm, &stalled.id, |d| d.status == "success").await;
+    assert!(done.delivery.unwrap().attempts >= 2);
+    let records =
+        read_records(&bootstrap, "crm.calls", WAIT, |got| got.iter().any(|m| m.key() == Some(b"call-4".as_slice())))
+            .await;
+    let late: Vec<_> = records.iter().filter(|m| m.key() == Some(b"call-4".as_slice())).collect();
+    assert!(!late.is_empty());
+    // A stalled record may land twice (the first attempt's, then the retry's): always with
+    // the same webhook-id, so a consumer deduplicates as an HTTP receiver does.
+    let ids: std::collections::HashSet<_> = late.iter().map(|m| record_header(m, "webhook-id")).collect();
+    assert_eq!(ids.len(), 1);
+    for m in late {
+        assert_eq!(verify_v1a(&public, &as_received(m)), 1);
+    }
+    let health =
+        deliveries.endpoint_health(v1::EndpointHealthRequest { webhook_id: id.clone() }).await.unwrap().into_inner();
+    let hour = health.windows.iter().find(|w| w.window == "1h").unwrap();
+    assert!(hour.attempts >= 4 && hour.successes == 3, "{health:?}");
 }

@@ -448,7 +448,46 @@ pub fn check_id(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Longest Kafka topic name.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// A Kafka destination: `kafka://<connection>/<topic>`, the connection a name the
+/// deployment configured (never brokers: see the dispatcher's `kafka` module), the topic a
+/// fixed Kafka topic name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaUrl {
+    pub connection: String,
+    pub topic: String,
+}
+
+/// Parses a `kafka://` URL; `Ok(None)` for any other scheme.
+pub fn kafka_url(field: &str, raw: &str) -> Result<Option<KafkaUrl>, ValidationError> {
+    let Some(rest) = raw.strip_prefix("kafka://") else { return Ok(None) };
+    let Some((connection, topic)) = rest.split_once('/') else {
+        return Err(ValidationError::new(field, format!("`{raw}` is not kafka://<connection>/<topic>")));
+    };
+    if connection.is_empty() || !connection.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+        return Err(ValidationError::new(
+            field,
+            format!("`{connection}` is not a Kafka destination name (letters, digits, `-`, `_`; brokers cannot be named here)"),
+        ));
+    }
+    if topic.is_empty()
+        || topic.len() > MAX_TOPIC_LEN
+        || topic == "."
+        || topic == ".."
+        || !topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("`{topic}` is not a Kafka topic name (1 to {MAX_TOPIC_LEN} of letters, digits, `.`, `_`, `-`; no tokens)"),
+        ));
+    }
+    Ok(Some(KafkaUrl { connection: connection.to_string(), topic: topic.to_string() }))
+}
+
 /// Checks a URL as configured (tokens allowed in path and query, not in scheme or host).
+/// `kafka://<connection>/<topic>` names a Kafka destination ([`kafka_url`]).
 pub fn check_url(field: &str, raw: &str) -> Result<url::Url, ValidationError> {
     if raw.trim().is_empty() {
         return Err(ValidationError::new(field, "is required"));
@@ -456,12 +495,18 @@ pub fn check_url(field: &str, raw: &str) -> Result<url::Url, ValidationError> {
     if raw.len() > MAX_URL_LEN {
         return Err(ValidationError::new(field, format!("is longer than {MAX_URL_LEN} characters")));
     }
+    if kafka_url(field, raw)?.is_some() {
+        return url::Url::parse(raw).map_err(|e| ValidationError::new(field, format!("`{raw}` is not a URL ({e})")));
+    }
     // Tokens are checked by InlineTemplate; replace them by a placeholder to parse the rest.
     let probe = raw.replace("{{", "x").replace("}}", "x").replace('%', "x");
     let url =
         url::Url::parse(&probe).map_err(|e| ValidationError::new(field, format!("`{raw}` is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ValidationError::new(field, format!("scheme `{}` is not http or https", url.scheme())));
+        return Err(ValidationError::new(
+            field,
+            format!("scheme `{}` is not http, https or kafka (kafka://<connection>/<topic>)", url.scheme()),
+        ));
     }
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(ValidationError::new(field, "has no host"));
@@ -561,8 +606,24 @@ impl Trigger {
 }
 
 impl RequestSpec {
+    /// The Kafka destination, when the URL names one.
+    pub fn kafka(&self) -> Option<KafkaUrl> {
+        kafka_url("url", &self.url).ok().flatten()
+    }
+
     fn validate(&self) -> Result<(), ValidationError> {
         check_url("url", &self.url)?;
+        if self.kafka().is_some() {
+            if !self.method.carries_body() {
+                return Err(ValidationError::new(
+                    "method",
+                    format!("{} carries no body; a Kafka destination takes POST", self.method.as_str()),
+                ));
+            }
+            if !self.query.is_empty() {
+                return Err(ValidationError::new("query", "a Kafka destination has no query parameters"));
+            }
+        }
         InlineTemplate::compile(&self.url, "url")?;
         if self.headers.len() > MAX_HEADERS {
             return Err(ValidationError::new("headers", format!("has more than {MAX_HEADERS} entries")));
@@ -725,6 +786,33 @@ mod tests {
         assert_eq!(w.validate().unwrap_err().field, "signature_schemes[1]");
         w.signature_schemes.clear();
         assert_eq!(w.validate().unwrap_err().field, "signature_schemes");
+    }
+
+    #[test]
+    fn kafka_destinations_name_a_connection_and_a_topic() {
+        let mut w = webhook("kafka://analytics/calls.v1");
+        w.validate().unwrap();
+        assert_eq!(w.request.kafka(), Some(KafkaUrl { connection: "analytics".into(), topic: "calls.v1".into() }));
+        for (url, says) in [
+            ("kafka://10.0.0.1:9092/calls", "not a Kafka destination name"),
+            ("kafka://analytics", "kafka://<connection>/<topic>"),
+            ("kafka://analytics/", "not a Kafka topic name"),
+            ("kafka://analytics/calls/{{ callid }}", "not a Kafka topic name"),
+            ("kafka://analytics/a b", "not a Kafka topic name"),
+            ("gopher://x/y", "not http, https or kafka"),
+        ] {
+            w.request.url = url.into();
+            let e = w.validate().unwrap_err();
+            assert_eq!(e.field, "request.url", "{url}");
+            assert!(e.message.contains(says), "{url}: {e}");
+        }
+        w.request.url = "kafka://analytics/calls".into();
+        w.request.method = Method::Get;
+        assert_eq!(w.validate().unwrap_err().field, "request.method");
+        w.request.method = Method::Post;
+        w.request.query.push(KeyValue { name: "a".into(), value: "b".into() });
+        assert_eq!(w.validate().unwrap_err().field, "request.query");
+        assert_eq!(webhook("https://x.example/h").request.kafka(), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! timeout), Standard Webhooks signing at send time, and classification of the outcome.
 
 use crate::ssrf::{AddressPolicy, Blocked, GuardedResolver};
+use crate::DispatcherConfig;
 use chrono::Utc;
 use hookmesh_core::delivery::{
     truncate_body, Attempt, AttemptTrigger, ErrorClass, RenderedRequest, MAX_STORED_RESPONSE_BYTES,
@@ -69,10 +70,11 @@ fn error_text(e: &reqwest::Error) -> String {
     text
 }
 
-/// Sends `req` once, signed with `keys` (one signature per active secret or key).
+/// Sends `req` once, signed with `keys` (one signature per active secret or key): an HTTP
+/// request, or one record to a Kafka destination ([`crate::kafka`]) with the same headers.
 pub async fn send(
     client: &reqwest::Client,
-    policy: &AddressPolicy,
+    config: &DispatcherConfig,
     req: &RenderedRequest,
     keys: &[signing::Key],
     number: u32,
@@ -118,6 +120,27 @@ pub async fn send(
     };
     let clock = Instant::now();
     let mut result = AttemptResult { status: None, error_class: None, retry_after: None };
+    if let Some(target) = crate::kafka::kafka_target(&req.url) {
+        // The record's key keeps one call's records in order on one partition.
+        let key = req.call_id.as_deref().unwrap_or(&req.event_id);
+        let sent = config
+            .kafka_destinations
+            .send(&target, key, &attempt.request_headers, req.body.as_bytes(), req.policy.timeout())
+            .await;
+        match sent {
+            Ok((partition, offset)) => {
+                attempt.response_body = format!("acknowledged: partition {partition}, offset {offset}");
+            }
+            Err((class, why)) => {
+                attempt.error_class = Some(class);
+                attempt.error = Some(why);
+                result.error_class = Some(class);
+            }
+        }
+        attempt.duration_ms = clock.elapsed().as_millis() as u64;
+        return (attempt, result);
+    }
+    let policy: &AddressPolicy = &config.address_policy;
     let checked = match url::Url::parse(&req.url) {
         Ok(u) => policy.check_url(&u).map_err(|b| b.to_string()),
         Err(e) => Err(format!("invalid URL: {e}")),

@@ -14,6 +14,7 @@
 pub mod client;
 mod deliver;
 mod gate;
+pub mod kafka;
 mod log;
 mod operational;
 pub mod privacy;
@@ -71,6 +72,8 @@ pub struct DispatcherConfig {
     pub breaker: BreakerPolicy,
     /// The master key: seals the original requests of tenants that mask personal data.
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
+    /// The Kafka clusters webhooks may deliver to, by name (`kafka://<name>/<topic>`).
+    pub kafka_destinations: Arc<kafka::KafkaDestinations>,
 }
 
 impl Default for DispatcherConfig {
@@ -83,6 +86,7 @@ impl Default for DispatcherConfig {
             endpoint_concurrency: 64,
             breaker: BreakerPolicy::default(),
             cipher: None,
+            kafka_destinations: Arc::default(),
         }
     }
 }

@@ -25,6 +25,8 @@ pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct RegistryApi {
     pub registry: Arc<ConfigView>,
+    /// Names of the Kafka destinations the deployment configured (`kafka://<name>/<topic>`).
+    pub kafka_destinations: Arc<Vec<String>>,
 }
 
 pub fn invalid(e: ValidationError) -> Status {
@@ -61,6 +63,19 @@ impl RegistryApi {
     /// Cross-object checks and a full compile (URL, headers, body with its template).
     fn check_webhook(&self, w: &Webhook) -> Result<(), Status> {
         w.validate().map_err(invalid)?;
+        if let Some(k) = w.request.kafka() {
+            if !self.kafka_destinations.contains(&k.connection) {
+                let configured = if self.kafka_destinations.is_empty() {
+                    "none is configured (HOOKMESH_KAFKA_DESTINATIONS)".to_string()
+                } else {
+                    format!("configured: {}", self.kafka_destinations.join(", "))
+                };
+                return Err(Status::invalid_argument(format!(
+                    "request.url: no Kafka destination `{}` in this deployment ({configured})",
+                    k.connection
+                )));
+            }
+        }
         let snapshot = self.registry.snapshot();
         if let Some(other) = snapshot
             .by_tenant
