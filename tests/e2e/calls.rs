@@ -479,3 +479,74 @@ async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend)
     let hour = health.windows.iter().find(|w| w.window == "1h").unwrap();
     assert!(hour.attempts >= 4 && hour.successes == 3, "{health:?}");
 }
+
+/// The three together on the four roles as separate processes (one broker and one
+/// redis-server for hookmesh, a second broker as the Kafka destination): switches publish to
+/// `calls.raw`, the router (which alone knows the expression) routes, the dispatcher (which
+/// alone holds the producer) streams and signs.
+#[tokio::test(flavor = "multi_thread")]
+async fn distributed_roles_filter_sign_and_stream() {
+    use rdkafka::Message;
+    let destination = tokio::task::block_in_place(hookmesh_testkit::tansu::TansuBroker::start);
+    let bootstrap = destination.bootstrap();
+    create_topic(&bootstrap, "calls.long").await;
+    let spec = format!("analytics={bootstrap}");
+    let cluster =
+        tokio::task::block_in_place(|| crate::distributed::Cluster::start_with(&["--kafka-destinations", &spec]));
+    let rx = Receiver::start().await;
+    let mut api = cluster.router.webhooks().await;
+
+    let mut http = webhook("acme", "Long inbound calls", &rx.url("/long"));
+    http.trigger = Some(v1::Trigger {
+        expression: "call.duration > 30 && call.direction == \"inbound\"".into(),
+        ..Default::default()
+    });
+    http.signature_schemes = vec!["v1a".into()];
+    let http = api
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(http), disabled: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = webhook("acme", "Long calls stream", "kafka://analytics/calls.long");
+    stream.trigger = Some(v1::Trigger { expression: "call.duration > 30".into(), ..Default::default() });
+    stream.signature_schemes = vec!["v1".into(), "v1a".into()];
+    let stream = api
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(stream), disabled: false })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let calls: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            let direction = if i % 2 == 0 { "inbound" } else { "outbound" };
+            event(
+                &format!("d-{i}"),
+                "call.ended",
+                "acme",
+                &format!("call-{i}"),
+                json!({"call_duration": i * 20, "direction": direction}),
+            )
+        })
+        .collect();
+    cluster.publish_raw(&calls).await;
+    // Durations 0, 20, 40, 60, 80, 100: calls 2..=5 are long; of those 2 and 4 are inbound.
+    let records = read_records(&bootstrap, "calls.long", Duration::from_secs(90), |got| got.len() >= 4).await;
+    let mut keys: Vec<String> =
+        records.iter().map(|m| String::from_utf8_lossy(m.key().unwrap()).into_owned()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys, ["call-2", "call-3", "call-4", "call-5"]);
+    for m in &records {
+        let r = as_received(m);
+        verify_signature(&stream.secret, &r).expect("v1 verifies with the standardwebhooks crate");
+        assert_eq!(verify_v1a(&stream.public_key, &r), 1);
+    }
+    let got = rx.wait_for(2, Duration::from_secs(90)).await;
+    let mut ids: Vec<String> = got.iter().map(|r| r.json()["call_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["call-2", "call-4"]);
+    for r in &got {
+        assert_eq!(verify_v1a(&http.public_key, r), 1);
+    }
+}
