@@ -151,6 +151,13 @@ fn verify_v1a(public_key: &str, r: &Received) -> usize {
         .count()
 }
 
+/// Waits until `rx` got the event with id `event_id`; answers that request.
+async fn received_event(rx: &Receiver, event_id: &str) -> Received {
+    let find = || rx.received().into_iter().find(|r| r.json()["id"] == event_id);
+    assert!(wait_until(WAIT, || find().is_some()).await, "{event_id} never arrived: {:?}", rx.received());
+    find().unwrap()
+}
+
 /// `v1a` beside `v1`, `v1a` alone, and the rotation of a `v1a` key with a grace period.
 async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
     let env = start(backend, &["--master-key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]).await;
@@ -195,6 +202,31 @@ async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
     tampered.body = axum::body::Bytes::from(got[0].body.iter().copied().chain(*b" ").collect::<Vec<u8>>());
     assert_eq!(verify_v1a(&only.public_key, &tampered), 0);
 
+    // The demo receiver checks v1a with the public key too.
+    if backend == Backend::Memory {
+        let port = hookmesh_testkit::free_port();
+        let mut w = webhook("acme", "Demo receiver", &format!("http://127.0.0.1:{port}/demo"));
+        w.signature_schemes = vec!["v1a".into()];
+        w.trigger = Some(v1::Trigger { event_types: vec!["call.missed".into()], ..Default::default() });
+        let demo_hook = api
+            .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+            .await
+            .unwrap()
+            .into_inner();
+        let demo = std::process::Command::new(BIN)
+            .args(["receive", "--addr", &format!("127.0.0.1:{port}"), "--count", "1"])
+            .args(["--public-key", &demo_hook.public_key])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(tokio::task::block_in_place(|| hookmesh_testkit::wait_for_port(port, Duration::from_secs(10))));
+        hm.publish(&[event("e-demo", "call.missed", "acme", "c-demo", json!({}))]).await;
+        let out = tokio::task::block_in_place(|| demo.wait_with_output()).unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(printed.contains("webhook-id=msg_") && printed.contains("signature=valid"), "{printed}");
+    }
+
     // Rotation: the old key keeps signing for the grace period, beside the new one.
     let rotated = api
         .rotate_secret(v1::RotateSecretRequest { id: id.clone(), grace_secs: Some(3600), scheme: "v1a".into() })
@@ -207,8 +239,7 @@ async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
     assert_eq!(keys.len(), 2);
     assert!(!keys[0].expires_at.is_empty() && keys[1].expires_at.is_empty(), "{keys:?}");
     hm.publish(&[event("e-2", "call.ended", "acme", "c-2", json!({}))]).await;
-    let got = rx2.wait_for(2, WAIT).await;
-    let second = got.iter().find(|r| r.json()["id"] == "e-2").unwrap();
+    let second = &received_event(&rx2, "e-2").await;
     assert_eq!(verify_v1a(&only.public_key, second), 1, "the old key signs during the grace period");
     assert_eq!(verify_v1a(&rotated.public_key, second), 1, "and the new one");
     // Retiring at once: only the newest key signs.
@@ -219,8 +250,7 @@ async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
         .into_inner();
     assert_eq!(now.webhook.unwrap().public_keys.len(), 1);
     hm.publish(&[event("e-3", "call.ended", "acme", "c-3", json!({}))]).await;
-    let got = rx2.wait_for(3, WAIT).await;
-    let third = got.iter().find(|r| r.json()["id"] == "e-3").unwrap();
+    let third = &received_event(&rx2, "e-3").await;
     assert_eq!(verify_v1a(&now.public_key, third), 1);
     assert_eq!(verify_v1a(&rotated.public_key, third), 0, "a retired key no longer signs");
     // Rotating a scheme the webhook does not use is refused, naming the field.
