@@ -195,6 +195,10 @@ pub struct ExpressionFilter {
     program: Program,
     source: String,
     has_comprehension: bool,
+    /// What comprehensions run over, where that is a path from a variable
+    /// (`data.prompt_responses`): checked to be a list or map before evaluating, because the
+    /// interpreter panics on a comprehension over anything else.
+    ranges: Vec<Vec<String>>,
 }
 
 /// Why an expression could not be evaluated on an event (the event does not match).
@@ -321,6 +325,20 @@ struct Checker<'a> {
     bound: Vec<String>,
     comprehension_depth: usize,
     has_comprehension: bool,
+    ranges: Vec<Vec<String>>,
+}
+
+/// `data.a.b` as `["data", "a", "b"]` when `e` is such a path from a variable.
+fn path_of(e: &IdedExpr) -> Option<Vec<String>> {
+    match &e.expr {
+        Expr::Ident(n) => Some(vec![n.clone()]),
+        Expr::Select(s) if !s.test => {
+            let mut p = path_of(&s.operand)?;
+            p.push(s.field.clone());
+            Some(p)
+        }
+        _ => None,
+    }
 }
 
 const MACROS: &[&str] = &["all", "exists", "exists_one", "existsOne", "map", "filter"];
@@ -399,6 +417,17 @@ impl Checker<'_> {
                     );
                 }
                 self.has_comprehension = true;
+                match path_of(&c.iter_range) {
+                    Some(p) if !self.bound.contains(&p[0]) => self.ranges.push(p),
+                    // A literal list or map, or a comprehension's result (a list): safe.
+                    _ if matches!(c.iter_range.expr, Expr::List(_) | Expr::Map(_) | Expr::Comprehension(_)) => {}
+                    _ => {
+                        return Err(self.err(
+                            offset,
+                            "a comprehension runs over a list, a map or a data point (`data.prompt_responses`)",
+                        ))
+                    }
+                }
                 self.comprehension_depth += 1;
                 self.bound.push(c.iter_var.clone());
                 if let Some(v2) = &c.iter_var2 {
@@ -626,7 +655,13 @@ impl ExpressionFilter {
                 return Err(ValidationError::new("", format!("line {line}, column {col}: {msg}")));
             }
         };
-        let mut checker = Checker { src: source, bound: Vec::new(), comprehension_depth: 0, has_comprehension: false };
+        let mut checker = Checker {
+            src: source,
+            bound: Vec::new(),
+            comprehension_depth: 0,
+            has_comprehension: false,
+            ranges: Vec::new(),
+        };
         let ty = checker.check(&ast)?;
         if !matches!(ty, Ty::Bool | Ty::Dyn) {
             return Err(at(
@@ -636,8 +671,12 @@ impl ExpressionFilter {
             ));
         }
         let program = Program::compile(source).map_err(|e| ValidationError::new("", e.to_string()))?;
-        let filter =
-            ExpressionFilter { program, source: source.to_string(), has_comprehension: checker.has_comprehension };
+        let filter = ExpressionFilter {
+            program,
+            source: source.to_string(),
+            has_comprehension: checker.has_comprehension,
+            ranges: checker.ranges,
+        };
         // The sample event carries every token's example: a type error the static check could
         // not see (a field of dynamic type used as the wrong kind) shows up here.
         let sample = Bindings::new(&crate::tokens::sample_event());
@@ -659,6 +698,16 @@ impl ExpressionFilter {
     pub fn eval(&self, bindings: &Bindings) -> Result<bool, EvalError> {
         if self.has_comprehension && bindings.largest_collection > MAX_COMPREHENSION_ITEMS {
             return Err(EvalError::TooLarge);
+        }
+        for path in &self.ranges {
+            if let Some(v) = bindings.lookup(path) {
+                if !matches!(v, Cel::List(_) | Cel::Map(_)) {
+                    return Err(EvalError::Execution(format!(
+                        "{TYPE_ERROR}`{}` is not a list or map, a comprehension cannot run over it",
+                        path.join(".")
+                    )));
+                }
+            }
         }
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(&bindings.context)))
             .map_err(|p| {
@@ -700,6 +749,18 @@ pub struct Bindings {
 }
 
 impl Bindings {
+    /// The value at a path from a variable (`["data", "tags"]`), if there is one.
+    fn lookup(&self, path: &[String]) -> Option<Cel> {
+        let mut cur = self.context.get_variable(&path[0]).ok()?;
+        for field in &path[1..] {
+            cur = match cur {
+                Cel::Map(m) => m.get(&key(field))?.clone(),
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
     pub fn new(event: &Event) -> Bindings {
         let mut largest = 0usize;
         let mut context = Context::default();
@@ -896,7 +957,14 @@ mod tests {
         // A run-time type mismatch is an error, not a panic; a comprehension over a string
         // (which the interpreter does not support) is caught.
         let e = event(json!({"odd": "text"}));
-        assert!(eval("data.odd.exists(x, x == 1)", &e).is_err());
+        assert!(
+            matches!(eval("data.odd.exists(x, x == 1)", &e), Err(EvalError::Execution(m)) if m.contains("not a list or map")),
+            "refused before the interpreter would panic"
+        );
+        // Ranges that are not paths are refused at write time unless they are literals.
+        ExpressionFilter::compile("[1, 2].exists(x, x == call.duration)").unwrap();
+        assert!(refused("(has(data.a) ? data.a : data.b).exists(x, x == 1)")
+            .contains("runs over a list, a map or a data point"));
     }
 
     #[test]
