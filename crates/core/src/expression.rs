@@ -44,8 +44,10 @@
 //! `has(data.closing) || call.duration > 30`, not the other way round.
 //!
 //! # Cost bound
-//! - the expression is at most [`MAX_EXPRESSION_LEN`] bytes and nests brackets at most
-//!   [`MAX_NESTING`] deep (checked before parsing, so the parser's recursion is bounded);
+//! - the expression is at most [`MAX_EXPRESSION_LEN`] bytes, nests brackets at most
+//!   [`MAX_NESTING`] deep and holds at most [`MAX_OPERATORS`] binary operators (checked
+//!   before parsing, so the recursion of the parser, the check and the interpreter stays far
+//!   inside a worker thread's stack);
 //! - comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`) may not nest, and
 //!   one evaluates over at most [`MAX_COMPREHENSION_ITEMS`] items: an event holding a longer
 //!   list or a larger map does not match an expression with a comprehension (refused before
@@ -69,6 +71,11 @@ use std::sync::Arc;
 pub const MAX_EXPRESSION_LEN: usize = 1024;
 /// Deepest bracket nesting (`(`, `[`, `{`) accepted.
 pub const MAX_NESTING: usize = 24;
+/// Most binary operators (`&&`, `||`, comparisons, arithmetic) an expression may hold: the
+/// parser, the check and the interpreter recurse once per operator of a chain, and this keeps
+/// the deepest chain far inside a 2 MiB thread stack (an unoptimised build overflows one at
+/// about 240 chained `+`).
+pub const MAX_OPERATORS: usize = 100;
 /// Most items of a list or map a comprehension may run over.
 pub const MAX_COMPREHENSION_ITEMS: usize = 1000;
 
@@ -314,6 +321,47 @@ fn nesting_overflow(src: &str, limit: usize) -> Option<usize> {
             },
         }
         i += 1;
+    }
+    None
+}
+
+/// Where the binary operator past `limit` is, outside string literals (`-` counts as well,
+/// unary or not).
+fn operators_overflow(src: &str, limit: usize) -> Option<usize> {
+    let b = src.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut count = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        let two = b.get(i..i + 2).unwrap_or_default();
+        let width = if matches!(two, b"&&" | b"||" | b"==" | b"!=" | b"<=" | b">=") {
+            2
+        } else if matches!(c, b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>') {
+            1
+        } else {
+            0
+        };
+        match c {
+            b'"' | b'\'' => quote = Some(c),
+            _ if width > 0 => {
+                count += 1;
+                if count > limit {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += width.max(1);
     }
     None
 }
@@ -637,6 +685,9 @@ impl ExpressionFilter {
         }
         if let Some(offset) = nesting_overflow(source, MAX_NESTING) {
             return Err(at(source, offset, format!("brackets nest deeper than {MAX_NESTING} levels")));
+        }
+        if let Some(offset) = operators_overflow(source, MAX_OPERATORS) {
+            return Err(at(source, offset, format!("has more than {MAX_OPERATORS} operators")));
         }
         // The generated parser panics on some incomplete inputs instead of reporting them.
         let parsed = std::panic::catch_unwind(|| {
@@ -965,6 +1016,41 @@ mod tests {
         ExpressionFilter::compile("[1, 2].exists(x, x == call.duration)").unwrap();
         assert!(refused("(has(data.a) ? data.a : data.b).exists(x, x == 1)")
             .contains("runs over a list, a map or a data point"));
+    }
+
+    #[test]
+    fn deep_expressions_within_the_length_limit_fit_a_worker_stack() {
+        // Recursion is bounded by the length limit: the longest chains of unary operators,
+        // binary operators and field selections compile, check and evaluate on a 2 MiB stack
+        // (tokio's worker threads), in an unoptimised build.
+        let n = MAX_EXPRESSION_LEN;
+        let inputs = [
+            format!("{}true", "!".repeat(n - 4)),
+            format!("-{}1 > 0", " -".repeat(MAX_OPERATORS - 2)),
+            format!("1{} > 0", " + 1".repeat(MAX_OPERATORS - 1)),
+            format!("has(data{})", ".a".repeat((n - 10) / 2)),
+            format!("true{}", " && true".repeat(MAX_OPERATORS)),
+            format!("false{}", " || false".repeat(MAX_OPERATORS)),
+            format!("true{}", " == true".repeat(MAX_OPERATORS)),
+        ];
+        for src in inputs {
+            assert!(src.len() <= n);
+            let outcome = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || match ExpressionFilter::compile(&src) {
+                    Ok(f) => {
+                        f.eval(&Bindings::new(&crate::tokens::sample_event())).map(|_| ()).map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                })
+                .unwrap()
+                .join();
+            assert!(outcome.is_ok(), "overflowed the stack or panicked");
+        }
+        let m = refused(&format!("1{} > 0", " + 1".repeat(MAX_OPERATORS)));
+        assert!(m.starts_with(&format!("line 1, column {}: has more than", 4 * MAX_OPERATORS + 3)), "{m}");
+        // Operators inside strings do not count.
+        ExpressionFilter::compile(&format!("call.status == \"{}\"", "+".repeat(500))).unwrap();
     }
 
     #[test]
