@@ -1032,6 +1032,9 @@ mod tests {
             format!("true{}", " && true".repeat(MAX_OPERATORS)),
             format!("false{}", " || false".repeat(MAX_OPERATORS)),
             format!("true{}", " == true".repeat(MAX_OPERATORS)),
+            // Unary operators do not count; mixed with the longest binary chain.
+            format!("{}(1{} > 0)", "!".repeat(n - 4 * MAX_OPERATORS - 9), " + 1".repeat(MAX_OPERATORS - 2)),
+            format!("1{} > {}1", " + 1".repeat(MAX_OPERATORS - 2), "-".repeat(n - 4 * MAX_OPERATORS - 4)),
         ];
         for src in inputs {
             assert!(src.len() <= n);
