@@ -425,6 +425,8 @@ async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend)
         "1000",
         "--retry-schedule",
         "1",
+        "--retry-limit",
+        "5",
     ]);
     assert!(ok, "{stderr}");
     let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -466,6 +468,12 @@ async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend)
     assert_eq!(attempt.url, "kafka://analytics/crm.calls");
     assert!(attempt.response_body.starts_with("acknowledged: partition "), "{attempt:?}");
     assert!(attempt.request_headers.iter().any(|h| h.name == "webhook-signature"));
+
+    // Test-send produces a record too (on the sample event), and answers the acknowledgement.
+    let test =
+        deliveries.test_send(v1::TestSendRequest { webhook_id: id.clone(), event: None }).await.unwrap().into_inner();
+    assert!(test.success, "{test:?}");
+    assert!(test.attempt.unwrap().response_body.starts_with("acknowledged: partition "));
 
     // The destination stalls: the attempt times out and is retried; once it is back the retry
     // lands. Both attempts are in the log and in the endpoint's health.
