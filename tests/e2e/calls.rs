@@ -377,17 +377,28 @@ async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend)
     let destination = tokio::task::block_in_place(hookmesh_testkit::tansu::TansuBroker::start);
     let bootstrap = destination.bootstrap();
     create_topic(&bootstrap, "crm.calls").await;
-    let spec = format!("analytics={bootstrap}");
+    // `partners` is open to tenant beta only.
+    let spec = format!("analytics={bootstrap};partners@beta={bootstrap}");
     let env = start(backend, &["--kafka-destinations", &spec]).await;
     let hm = &env.hm;
 
-    // Only configured names: brokers in the URL, or a name this deployment lacks, are refused.
+    // Only configured names open to the tenant: brokers in the URL, a name this deployment
+    // lacks, another tenant's destination, or hookmesh's own topics are refused.
     for (url, says) in [
         (format!("kafka://{bootstrap}/crm.calls"), "request.url: `127.0.0.1:"),
         (
             "kafka://billing/crm.calls".to_string(),
-            "request.url: no Kafka destination `billing` in this deployment (configured: analytics)",
+            "request.url: no Kafka destination `billing` in this deployment (open to this tenant: analytics)",
         ),
+        (
+            "kafka://partners/crm.calls".to_string(),
+            "request.url: no Kafka destination `partners` in this deployment (open to this tenant: analytics)",
+        ),
+        (
+            "kafka://analytics/hookmesh.config".to_string(),
+            "request.url: topic `hookmesh.config` is hookmesh's or Kafka's own",
+        ),
+        ("kafka://analytics/__consumer_offsets".to_string(), "request.url: topic `__consumer_offsets`"),
     ] {
         let err = hm
             .webhooks()

@@ -125,7 +125,7 @@ pub async fn send(
         let key = req.call_id.as_deref().unwrap_or(&req.event_id);
         let sent = config
             .kafka_destinations
-            .send(&target, key, &attempt.request_headers, req.body.as_bytes(), req.policy.timeout())
+            .send(&req.tenant_id, &target, key, &attempt.request_headers, req.body.as_bytes(), req.policy.timeout())
             .await;
         match sent {
             Ok((partition, offset)) => {

@@ -11,6 +11,14 @@
 //! failed (`connect` or `timeout`), retried, logged and counted in the endpoint's health like
 //! an HTTP failure.
 //!
+//! # Which tenant may write where
+//! A destination is open to every tenant unless the operator names the tenants that may use
+//! it (`crm@acme|beta=c0:9092`); the registry refuses other tenants' webhooks and the
+//! dispatcher checks again before producing. Topics are the tenant's choice, except
+//! hookmesh's own topics (`calls.raw`, `<prefix>.*` as configured) and Kafka's internal ones
+//! (`__…`), refused by the registry, so a destination that happens to be hookmesh's own
+//! cluster cannot be used to write into the pipeline.
+//!
 //! # Why named connections only (SSRF)
 //! A tenant cannot name brokers. A Kafka client connects to its bootstrap servers and then to
 //! whatever listeners their metadata advertises, so checking the bootstrap addresses against
@@ -28,10 +36,26 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// One configured destination cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSpec {
+    pub name: String,
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Tenants that may deliver there; empty = every tenant.
+    pub tenants: Vec<String>,
+}
+
+impl DestinationSpec {
+    pub fn allows(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
+}
+
 /// The deployment's Kafka destinations: name → producer.
 #[derive(Default)]
 pub struct KafkaDestinations {
-    producers: BTreeMap<String, FutureProducer>,
+    producers: BTreeMap<String, (DestinationSpec, FutureProducer)>,
 }
 
 impl std::fmt::Debug for KafkaDestinations {
@@ -57,9 +81,10 @@ pub fn kafka_target(url: &str) -> Option<KafkaTarget<'_>> {
 impl KafkaDestinations {
     /// Producers for `(name, bootstrap servers)` pairs; no connection is opened until the first
     /// record. `extra` passes librdkafka properties through (TLS, SASL).
-    pub fn new(connections: &[(String, String)], extra: &[(String, String)]) -> Result<Self, String> {
+    pub fn new(connections: &[DestinationSpec], extra: &[(String, String)]) -> Result<Self, String> {
         let mut producers = BTreeMap::new();
-        for (name, brokers) in connections {
+        for spec in connections {
+            let (name, brokers) = (&spec.name, &spec.brokers);
             let mut c = ClientConfig::new();
             c.set("bootstrap.servers", brokers)
                 .set("client.id", format!("hookmesh-destination-{name}"))
@@ -72,7 +97,7 @@ impl KafkaDestinations {
                 c.set(k, v);
             }
             let p = c.create().map_err(|e| format!("kafka_destinations: `{name}`: {e}"))?;
-            producers.insert(name.clone(), p);
+            producers.insert(name.clone(), (spec.clone(), p));
         }
         Ok(KafkaDestinations { producers })
     }
@@ -81,22 +106,29 @@ impl KafkaDestinations {
         self.producers.keys().cloned().collect()
     }
 
-    /// Produces one record and waits for the acknowledgement, at most `timeout`.
+    /// Produces one record for `tenant` and waits for the acknowledgement, at most `timeout`.
     /// Answers where it landed (`partition`, `offset`) or the error class and text.
     pub async fn send(
         &self,
+        tenant: &str,
         target: &KafkaTarget<'_>,
         key: &str,
         headers: &[(String, String)],
         body: &[u8],
         timeout: Duration,
     ) -> Result<(i32, i64), (ErrorClass, String)> {
-        let Some(producer) = self.producers.get(target.connection) else {
+        let Some((spec, producer)) = self.producers.get(target.connection) else {
             return Err((
                 ErrorClass::Blocked,
                 format!("no Kafka destination `{}` is configured in this deployment", target.connection),
             ));
         };
+        if !spec.allows(tenant) {
+            return Err((
+                ErrorClass::Blocked,
+                format!("Kafka destination `{}` is not open to tenant `{tenant}`", target.connection),
+            ));
+        }
         // Names lowercased: HTTP header names are case-insensitive, Kafka's are not, and a
         // consumer looks for `webhook-id` however the webhook spelt its own headers.
         let names: Vec<String> = headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
@@ -120,27 +152,33 @@ fn classify(e: &KafkaError) -> ErrorClass {
     }
 }
 
-/// Parses `name=host:port,host:port;name2=…` (the `kafka_destinations` setting).
-pub fn parse_destinations(spec: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
+/// Parses `name=host:port,host:port;name2@tenant|tenant=…` (the `kafka_destinations` setting).
+pub fn parse_destinations(spec: &str) -> Result<Vec<DestinationSpec>, String> {
+    let mut out: Vec<DestinationSpec> = Vec::new();
     for (i, entry) in spec.split(';').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
-        let (name, brokers) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("kafka_destinations[{i}]: `{entry}` is not NAME=HOST:PORT[,HOST:PORT]"))?;
-        let name = name.trim();
+        let (head, brokers) = entry.split_once('=').ok_or_else(|| {
+            format!("kafka_destinations[{i}]: `{entry}` is not NAME[@TENANT|TENANT]=HOST:PORT[,HOST:PORT]")
+        })?;
+        let (name, tenants) = match head.split_once('@') {
+            Some((n, t)) => (n.trim(), t.split('|').map(|t| t.trim().to_string()).collect::<Vec<_>>()),
+            None => (head.trim(), Vec::new()),
+        };
+        if tenants.iter().any(|t| t.is_empty()) {
+            return Err(format!("kafka_destinations[{i}]: `{name}` lists an empty tenant"));
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
             return Err(format!(
                 "kafka_destinations[{i}]: name `{name}` may only contain letters, digits, `-` and `_`"
             ));
         }
-        if out.iter().any(|(n, _)| n == name) {
+        if out.iter().any(|d| d.name == name) {
             return Err(format!("kafka_destinations[{i}]: `{name}` is configured twice"));
         }
         let brokers: Vec<&str> = brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).collect();
         if brokers.is_empty() || brokers.iter().any(|b| !b.contains(':')) {
             return Err(format!("kafka_destinations[{i}]: `{name}` needs HOST:PORT brokers"));
         }
-        out.push((name.to_string(), brokers.join(",")));
+        out.push(DestinationSpec { name: name.to_string(), brokers: brokers.join(","), tenants });
     }
     Ok(out)
 }
@@ -149,6 +187,18 @@ pub fn parse_destinations(spec: &str) -> Result<Vec<(String, String)>, String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn unknown_names_and_closed_destinations_are_blocked() {
+        let d = KafkaDestinations::new(&parse_destinations("crm@acme=127.0.0.1:9").unwrap(), &[]).unwrap();
+        let t = |c| KafkaTarget { connection: c, topic: "t" };
+        let (class, why) = d.send("acme", &t("nope"), "k", &[], b"", Duration::from_millis(10)).await.unwrap_err();
+        assert_eq!(class, ErrorClass::Blocked);
+        assert!(why.contains("no Kafka destination `nope`"), "{why}");
+        let (class, why) = d.send("other", &t("crm"), "k", &[], b"", Duration::from_millis(10)).await.unwrap_err();
+        assert_eq!(class, ErrorClass::Blocked);
+        assert!(why.contains("not open to tenant `other`"), "{why}");
+    }
+
     #[test]
     fn urls_and_settings_parse() {
         assert_eq!(
@@ -156,11 +206,15 @@ mod tests {
             Some(KafkaTarget { connection: "analytics", topic: "calls.v1" })
         );
         assert_eq!(kafka_target("https://x/y"), None);
-        let d = parse_destinations("analytics=k0:9092, k1:9092; crm=c:9092").unwrap();
+        let d = parse_destinations("analytics=k0:9092, k1:9092; crm@acme|beta=c:9092").unwrap();
         assert_eq!(
-            d,
-            [("analytics".to_string(), "k0:9092,k1:9092".to_string()), ("crm".to_string(), "c:9092".to_string())]
+            d[0],
+            DestinationSpec { name: "analytics".into(), brokers: "k0:9092,k1:9092".into(), tenants: vec![] }
         );
+        assert_eq!(d[1].name, "crm");
+        assert_eq!(d[1].tenants, ["acme", "beta"]);
+        assert!(d[0].allows("anyone") && d[1].allows("beta") && !d[1].allows("gamma"));
+        assert!(parse_destinations("crm@=c:9092").unwrap_err().contains("empty tenant"));
         assert!(parse_destinations("a=k:1;a=k:2").unwrap_err().contains("twice"));
         assert!(parse_destinations("a b=k:1").unwrap_err().starts_with("kafka_destinations[0]: name"));
         assert!(parse_destinations("a=nohost").unwrap_err().contains("HOST:PORT"));

@@ -38,9 +38,10 @@
 //! breaker_open_secs = 30                 # HOOKMESH_BREAKER_OPEN_SECS: open before a half-open probe
 //! breaker_disable_after_secs = 432000    # HOOKMESH_BREAKER_DISABLE_AFTER_SECS: failing this long
 //!                                        # without a success disables the webhook (5 days)
-//! kafka_destinations = "analytics=k0:9092,k1:9092;crm=c0:9092"
+//! kafka_destinations = "analytics=k0:9092,k1:9092;crm@acme|beta=c0:9092"
 //!                                        # HOOKMESH_KAFKA_DESTINATIONS: Kafka clusters webhooks may
-//!                                        # deliver to, by name (`kafka://analytics/<topic>`); the
+//!                                        # deliver to, by name (`kafka://analytics/<topic>`), open
+//!                                        # to every tenant or to the tenants after `@`; the
 //!                                        # router and the dispatcher need the same value
 //! ```
 
@@ -148,8 +149,9 @@ pub struct SettingsArgs {
     /// Seconds of failing without a success after which the webhook is disabled.
     #[arg(long, env = "HOOKMESH_BREAKER_DISABLE_AFTER_SECS")]
     pub breaker_disable_after_secs: Option<u64>,
-    /// Kafka clusters webhooks may deliver to, by name: `NAME=HOST:PORT[,HOST:PORT];…`.
-    /// A webhook's URL `kafka://NAME/TOPIC` delivers there; tenants never name brokers.
+    /// Kafka clusters webhooks may deliver to, by name: `NAME[@TENANT|TENANT]=HOST:PORT[,…];…`
+    /// (`@…`: only these tenants). A webhook's URL `kafka://NAME/TOPIC` delivers there;
+    /// tenants never name brokers.
     #[arg(long, env = "HOOKMESH_KAFKA_DESTINATIONS")]
     pub kafka_destinations: Option<String>,
 }
@@ -211,8 +213,8 @@ pub struct Settings {
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
     pub endpoint_concurrency: u32,
     pub breaker: hookmesh_core::breaker::BreakerPolicy,
-    /// Kafka destinations: (name, bootstrap servers).
-    pub kafka_destinations: Vec<(String, String)>,
+    /// Kafka destinations: name, bootstrap servers, the tenants that may use each.
+    pub kafka_destinations: Vec<hookmesh_dispatcher::kafka::DestinationSpec>,
     /// Standalone only: the data directory of the embedded durable bus and store; `None`
     /// keeps them in memory. Set by `hookmesh standalone` (`--data-dir`, `--ephemeral`).
     pub data_dir: Option<PathBuf>,
@@ -390,7 +392,7 @@ mod tests {
             SettingsArgs { redis: Some("localhost:6379".into()), ..Default::default() }.resolve(1, 2).unwrap_err();
         assert!(err.to_string().starts_with("redis:"), "{err}");
         let args = SettingsArgs { kafka_destinations: Some("analytics=k0:9092,k1:9092".into()), ..Default::default() };
-        assert_eq!(args.resolve(1, 2).unwrap().kafka_destinations, [("analytics".into(), "k0:9092,k1:9092".into())]);
+        assert_eq!(args.resolve(1, 2).unwrap().kafka_destinations[0].brokers, "k0:9092,k1:9092");
         let err = SettingsArgs { kafka_destinations: Some("analytics".into()), ..Default::default() }
             .resolve(1, 2)
             .unwrap_err();

@@ -208,11 +208,12 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
     if roles.contains(&Role::Router) {
         let router = Router::new(bus.clone(), topics.clone(), registry.clone());
         stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
-        let kafka_destinations: Arc<Vec<String>> =
-            Arc::new(s.kafka_destinations.iter().map(|(name, _)| name.clone()).collect());
+        let kafka_destinations: Arc<Vec<(String, Vec<String>)>> =
+            Arc::new(s.kafka_destinations.iter().map(|d| (d.name.clone(), d.tenants.clone())).collect());
         let api = || hookmesh_router::service::RegistryApi {
             registry: registry.clone(),
             kafka_destinations: kafka_destinations.clone(),
+            topics: topics.clone(),
         };
         served.extend([
             v1::webhook_service_server::SERVICE_NAME,

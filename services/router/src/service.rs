@@ -25,8 +25,11 @@ pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct RegistryApi {
     pub registry: Arc<ConfigView>,
-    /// Names of the Kafka destinations the deployment configured (`kafka://<name>/<topic>`).
-    pub kafka_destinations: Arc<Vec<String>>,
+    /// The Kafka destinations the deployment configured (`kafka://<name>/<topic>`), each with
+    /// the tenants that may use it (empty: every tenant).
+    pub kafka_destinations: Arc<Vec<(String, Vec<String>)>>,
+    /// hookmesh's own topics, which no Kafka destination may write to.
+    pub topics: hookmesh_bus::topics::Topics,
 }
 
 pub fn invalid(e: ValidationError) -> Status {
@@ -64,15 +67,30 @@ impl RegistryApi {
     fn check_webhook(&self, w: &Webhook) -> Result<(), Status> {
         w.validate().map_err(invalid)?;
         if let Some(k) = w.request.kafka() {
-            if !self.kafka_destinations.contains(&k.connection) {
-                let configured = if self.kafka_destinations.is_empty() {
-                    "none is configured (HOOKMESH_KAFKA_DESTINATIONS)".to_string()
+            // A tenant only learns of the destinations open to it.
+            let open: Vec<&str> = self
+                .kafka_destinations
+                .iter()
+                .filter(|(_, tenants)| tenants.is_empty() || tenants.contains(&w.tenant_id))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if !open.contains(&k.connection.as_str()) {
+                let configured = if open.is_empty() {
+                    "none is open to this tenant (HOOKMESH_KAFKA_DESTINATIONS)".to_string()
                 } else {
-                    format!("configured: {}", self.kafka_destinations.join(", "))
+                    format!("open to this tenant: {}", open.join(", "))
                 };
                 return Err(Status::invalid_argument(format!(
                     "request.url: no Kafka destination `{}` in this deployment ({configured})",
                     k.connection
+                )));
+            }
+            let t = &self.topics;
+            let own = [&t.raw, &t.events, &t.jobs, &t.requests, &t.attempts, &t.dlq, &t.config];
+            if own.contains(&&k.topic) || k.topic.starts_with("__") {
+                return Err(Status::invalid_argument(format!(
+                    "request.url: topic `{}` is hookmesh's or Kafka's own and cannot be a destination",
+                    k.topic
                 )));
             }
         }
