@@ -1056,6 +1056,109 @@ mod tests {
         ExpressionFilter::compile(&format!("call.status == \"{}\"", "+".repeat(500))).unwrap();
     }
 
+    /// A random expression from a small grammar of what filters look like.
+    fn random_expression(rng: &mut rand::rngs::StdRng, depth: u32) -> String {
+        use rand::Rng;
+        const PATHS: &[&str] = &[
+            "call.duration",
+            "call.status",
+            "campaign.name",
+            "tags.region",
+            "data.prompt_responses",
+            "data.tags",
+            "data.visitor_lat",
+            "event.type",
+            "data.missing",
+            "ivr.option",
+            "data.appointment_booked",
+            "visitor.lat",
+        ];
+        const LITERALS: &[&str] =
+            &["30", "\"answered\"", "2.5", "true", "null", "[1, \"a\"]", "{\"a\": 1}", "-1", "\"\""];
+        const OPS: &[&str] = &["==", "!=", "<", ">=", "+", "-", "*", "/", "%", "in"];
+        let path = PATHS[rng.random_range(0..PATHS.len())];
+        let lit = LITERALS[rng.random_range(0..LITERALS.len())];
+        if depth == 0 {
+            return match rng.random_range(0..5) {
+                0 => format!("{path} {} {lit}", OPS[rng.random_range(0..OPS.len())]),
+                1 => format!("has({path})"),
+                2 => format!("{path}.startsWith({lit})"),
+                3 => format!("size({path}) > {lit}"),
+                _ => format!("{path}.exists(x, x {} {lit})", OPS[rng.random_range(0..OPS.len())]),
+            };
+        }
+        let a = random_expression(rng, depth - 1);
+        let sub = rng.random_range(0..depth);
+        let b = random_expression(rng, sub);
+        match rng.random_range(0..5) {
+            0 => format!("{a} && {b}"),
+            1 => format!("{a} || {b}"),
+            2 => format!("!({a})"),
+            3 => format!("({a}) ? {b} : false"),
+            _ => format!("[{a}, {b}].all(v, v)"),
+        }
+    }
+
+    #[test]
+    fn random_expressions_never_escape_compile_or_eval() {
+        // A small deterministic fuzz: expressions from a grammar of filters, a third of them
+        // mutated (a byte dropped or inserted), must come back as a value or an error from
+        // `compile` and `eval`: never a panic out of them, never a stack overflow on a
+        // worker-sized stack.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        // The sample event, and one whose data points have the wrong types (the router reads
+        // what is on the topic; a foreign producer may skip ingest's validation).
+        let mut odd = crate::tokens::sample_event();
+        for (k, v) in [
+            ("call_duration", json!("long")),
+            ("tags", json!([1, 2])),
+            ("prompt_responses", json!("none")),
+            ("visitor_lat", json!(null)),
+        ] {
+            odd.data.insert(k.into(), v);
+        }
+        let events = [crate::tokens::sample_event(), odd];
+        let inputs: Vec<String> = (0..1500)
+            .map(|_| {
+                let depth = rng.random_range(0..5);
+                let mut src = random_expression(&mut rng, depth);
+                if rng.random_range(0..3) == 0 && !src.is_empty() {
+                    let at = rng.random_range(0..src.len());
+                    if src.is_char_boundary(at) {
+                        if rng.random_bool(0.5) {
+                            src.remove(at);
+                        } else {
+                            src.insert(at, ['(', ')', '"', '.', '!', ','][rng.random_range(0..6)]);
+                        }
+                    }
+                }
+                src
+            })
+            .collect();
+        let (accepted, matched) = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let bindings: Vec<Bindings> = events.iter().map(Bindings::new).collect();
+                let (mut accepted, mut matched) = (0, 0);
+                for src in &inputs {
+                    if let Ok(f) = ExpressionFilter::compile(src) {
+                        accepted += 1;
+                        for b in &bindings {
+                            matched += usize::from(f.eval(b) == Ok(true));
+                        }
+                    }
+                }
+                (accepted, matched)
+            })
+            .unwrap()
+            .join()
+            .expect("no panic escapes");
+        // The generator must exercise evaluation, not only the refusals.
+        assert!(accepted > 100 && matched > 50, "{accepted} compiled, {matched} matched");
+        eprintln!("{accepted} of 1500 random expressions compiled, {matched} evaluations matched");
+    }
+
     #[test]
     fn evaluation_is_fast() {
         let f = ExpressionFilter::compile(SALES).unwrap();
