@@ -39,13 +39,14 @@
 //! # At run time
 //! A data point the event does not carry makes the expression fail, and a failing expression
 //! does not match (it never routes by accident); guard optional data with
-//! `has(call.status) && call.status == "answered"`. The interpreter stops at the first error
-//! even inside `||` (CEL proper would let `error || true` be true), so guards go first:
-//! `has(data.closing) || call.duration > 30`, not the other way round.
+//! `has(call.status) && call.status == "answered"`. The logical operators follow CEL's rules
+//! for errors, in either order of their operands: `error || true` is `true` and
+//! `error && false` is `false` (hookmesh evaluates `&&`, `||`, `!` and `?:` itself; the
+//! `cel-interpreter` crate alone stops at the first error).
 //!
 //! # Cost bound
 //! - the expression is at most [`MAX_EXPRESSION_LEN`] bytes, nests brackets at most
-//!   [`MAX_NESTING`] deep and holds at most [`MAX_OPERATORS`] binary operators (checked
+//!   [`MAX_NESTING`] deep and holds at most [`MAX_OPERATORS`] operators (checked
 //!   before parsing, so the recursion of the parser, the check and the interpreter stays far
 //!   inside a worker thread's stack);
 //! - comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`) may not nest, and
@@ -60,7 +61,7 @@ use crate::catalog::{catalog, TokenType};
 use crate::error::ValidationError;
 use crate::event::Event;
 use cel_interpreter::objects::{Key, Map as CelMap};
-use cel_interpreter::{Context, ExecutionError, Program, Value as Cel};
+use cel_interpreter::{Context, ExecutionError, Value as Cel};
 use cel_parser::ast::{operators, EntryExpr, Expr, IdedExpr};
 use cel_parser::reference::Val;
 use serde_json::Value;
@@ -71,8 +72,8 @@ use std::sync::Arc;
 pub const MAX_EXPRESSION_LEN: usize = 1024;
 /// Deepest bracket nesting (`(`, `[`, `{`) accepted.
 pub const MAX_NESTING: usize = 24;
-/// Most binary operators (`&&`, `||`, comparisons, arithmetic) an expression may hold: the
-/// parser, the check and the interpreter recurse once per operator of a chain, and this keeps
+/// Most operators (`&&`, `||`, `!`, comparisons, arithmetic) an expression may hold: the
+/// parser, the check and the evaluation recurse once per operator of a chain, and this keeps
 /// the deepest chain far inside a 2 MiB thread stack (an unoptimised build overflows one at
 /// about 240 chained `+`).
 pub const MAX_OPERATORS: usize = 100;
@@ -199,7 +200,8 @@ fn variable_names() -> String {
 /// A parsed and checked trigger expression, ready to evaluate.
 #[derive(Debug)]
 pub struct ExpressionFilter {
-    program: Program,
+    /// The parsed expression; evaluated by [`eval_node`].
+    ast: IdedExpr,
     source: String,
     has_comprehension: bool,
     /// What comprehensions run over, where that is a path from a variable
@@ -325,8 +327,8 @@ fn nesting_overflow(src: &str, limit: usize) -> Option<usize> {
     None
 }
 
-/// Where the binary operator past `limit` is, outside string literals (`-` counts as well,
-/// unary or not).
+/// Where the operator past `limit` is, outside string literals (the unary `-` and `!` count
+/// as well).
 fn operators_overflow(src: &str, limit: usize) -> Option<usize> {
     let b = src.as_bytes();
     let mut quote: Option<u8> = None;
@@ -346,7 +348,7 @@ fn operators_overflow(src: &str, limit: usize) -> Option<usize> {
         let two = b.get(i..i + 2).unwrap_or_default();
         let width = if matches!(two, b"&&" | b"||" | b"==" | b"!=" | b"<=" | b">=") {
             2
-        } else if matches!(c, b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>') {
+        } else if matches!(c, b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>' | b'!') {
             1
         } else {
             0
@@ -721,9 +723,8 @@ impl ExpressionFilter {
                 format!("the expression is a {}; it must be a boolean (true: the event matches)", ty.name()),
             ));
         }
-        let program = Program::compile(source).map_err(|e| ValidationError::new("", e.to_string()))?;
         let filter = ExpressionFilter {
-            program,
+            ast,
             source: source.to_string(),
             has_comprehension: checker.has_comprehension,
             ranges: checker.ranges,
@@ -760,7 +761,7 @@ impl ExpressionFilter {
                 }
             }
         }
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(&bindings.context)))
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval_node(&self.ast, &bindings.context)))
             .map_err(|p| {
                 EvalError::Panic(
                     p.downcast_ref::<&str>()
@@ -774,6 +775,46 @@ impl ExpressionFilter {
             Ok(other) => Err(EvalError::NotBool(format!("{other:?}"))),
             Err(e) => Err(EvalError::Execution(execution_message(&e))),
         }
+    }
+}
+
+/// Evaluates `e`: the logical operators here, with CEL's rules for errors (`error || true`
+/// is `true`, `error && false` is `false`, so the order of the operands does not matter),
+/// everything else by the interpreter. The interpreter alone would stop at the first error.
+/// (`Context::resolve`, not `Value::resolve`: the latter is `#[inline(always)]` and would be
+/// compiled here, at this crate's optimisation level, with far larger stack frames.)
+fn eval_node(e: &IdedExpr, ctx: &Context) -> Result<Cel, ExecutionError> {
+    let Expr::Call(c) = &e.expr else { return ctx.resolve(e) };
+    if c.target.is_some() {
+        return ctx.resolve(e);
+    }
+    let not_bool = |v: Cel| ExecutionError::UnexpectedType { got: format!("{v:?}"), want: "bool".to_string() };
+    match (c.func_name.as_str(), c.args.as_slice()) {
+        (operators::LOGICAL_OR | operators::LOGICAL_AND, [a, b]) => {
+            // The value that decides: `true` for `||`, `false` for `&&`.
+            let decisive = c.func_name == operators::LOGICAL_OR;
+            let left = eval_node(a, ctx);
+            if matches!(left, Ok(Cel::Bool(v)) if v == decisive) {
+                return left;
+            }
+            let right = eval_node(b, ctx);
+            match (left, right) {
+                (_, Ok(Cel::Bool(v))) if v == decisive => Ok(Cel::Bool(v)),
+                (Ok(Cel::Bool(_)), Ok(Cel::Bool(v))) => Ok(Cel::Bool(v)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(Cel::Bool(_)), Ok(other)) | (Ok(other), _) => Err(not_bool(other)),
+            }
+        }
+        (operators::LOGICAL_NOT, [a]) => match eval_node(a, ctx)? {
+            Cel::Bool(v) => Ok(Cel::Bool(!v)),
+            other => Err(not_bool(other)),
+        },
+        (operators::CONDITIONAL, [cond, yes, no]) => match eval_node(cond, ctx)? {
+            Cel::Bool(true) => eval_node(yes, ctx),
+            Cel::Bool(false) => eval_node(no, ctx),
+            other => Err(not_bool(other)),
+        },
+        _ => ctx.resolve(e),
     }
 }
 
@@ -936,9 +977,15 @@ mod tests {
         let bare = event(json!({"call_duration": 45}));
         assert!(matches!(eval(SALES, &bare), Err(EvalError::Execution(m)) if m.contains("no `status`")));
         assert_eq!(eval(r#"has(call.status) && call.status == "answered""#, &bare), Ok(false));
-        // The interpreter stops at the first error, in `||` as well: guards go first.
-        assert_eq!(eval("has(data.closing) || call.status == \"x\"", &event(json!({"closing": true}))), Ok(true));
-        assert!(eval("call.status == \"x\" || has(data.closing)", &event(json!({"closing": true}))).is_err());
+        // Errors follow CEL's rules in `||` and `&&`, whatever the order of the operands.
+        let closing = event(json!({"closing": true}));
+        assert_eq!(eval("has(data.closing) || call.status == \"x\"", &closing), Ok(true));
+        assert_eq!(eval("call.status == \"x\" || has(data.closing)", &closing), Ok(true));
+        assert_eq!(eval("call.status == \"x\" && !has(data.closing)", &closing), Ok(false));
+        assert_eq!(eval("!has(data.closing) && call.status == \"x\"", &closing), Ok(false));
+        assert!(eval("call.status == \"x\" || !has(data.closing)", &closing).is_err());
+        assert!(eval("call.status == \"x\" && has(data.closing)", &closing).is_err());
+        assert_eq!(eval("has(data.closing) ? true : call.status == \"x\"", &closing), Ok(true));
     }
 
     #[test]
@@ -1025,16 +1072,16 @@ mod tests {
         // (tokio's worker threads), in an unoptimised build.
         let n = MAX_EXPRESSION_LEN;
         let inputs = [
-            format!("{}true", "!".repeat(n - 4)),
+            format!("{}true", "!".repeat(MAX_OPERATORS)),
             format!("-{}1 > 0", " -".repeat(MAX_OPERATORS - 2)),
             format!("1{} > 0", " + 1".repeat(MAX_OPERATORS - 1)),
             format!("has(data{})", ".a".repeat((n - 10) / 2)),
             format!("true{}", " && true".repeat(MAX_OPERATORS)),
             format!("false{}", " || false".repeat(MAX_OPERATORS)),
             format!("true{}", " == true".repeat(MAX_OPERATORS)),
-            // Unary operators do not count; mixed with the longest binary chain.
-            format!("{}(1{} > 0)", "!".repeat(n - 4 * MAX_OPERATORS - 9), " + 1".repeat(MAX_OPERATORS - 2)),
-            format!("1{} > {}1", " + 1".repeat(MAX_OPERATORS - 2), "-".repeat(n - 4 * MAX_OPERATORS - 4)),
+            // Unary and binary operators mixed, up to the limit.
+            format!("{}(1{} > 0)", "!".repeat(MAX_OPERATORS / 2), " + 1".repeat(MAX_OPERATORS / 2 - 1)),
+            format!("{}(false{})", "!".repeat(MAX_OPERATORS / 2), " || !false".repeat(MAX_OPERATORS / 4)),
         ];
         for src in inputs {
             assert!(src.len() <= n);
