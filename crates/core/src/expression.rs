@@ -294,6 +294,16 @@ fn locate(src: &str, name: &str, field: bool) -> usize {
     words(src).into_iter().find(|(_, w, dot)| *w == name && (*dot == field || !field)).map_or(0, |(o, _, _)| o)
 }
 
+/// Where the path `a.b.c` first appears, at its last name; else where its last name does.
+fn locate_path(src: &str, path: &[String]) -> usize {
+    let w = words(src);
+    let n = path.len();
+    (0..w.len().saturating_sub(n - 1))
+        .find(|&i| path.iter().enumerate().all(|(j, p)| w[i + j].1 == p && (j == 0 && !w[i].2 || j > 0 && w[i + j].2)))
+        .map(|i| w[i + n - 1].0)
+        .unwrap_or_else(|| locate(src, &path[n - 1], n > 1))
+}
+
 /// Deepest bracket nesting outside string literals, and where it first exceeds `limit`.
 fn nesting_overflow(src: &str, limit: usize) -> Option<usize> {
     let mut depth = 0usize;
@@ -435,7 +445,7 @@ impl Checker<'_> {
                             return fields.get(field).copied().ok_or_else(|| {
                                 let known: Vec<&str> = fields.keys().map(String::as_str).collect();
                                 self.err(
-                                    locate(self.src, field, true),
+                                    locate_path(self.src, &[var.clone(), field.to_string()]),
                                     format!("`{var}` has no field `{field}` (it has: {})", known.join(", ")),
                                 )
                             });
@@ -525,7 +535,7 @@ impl Checker<'_> {
         let args = call.args.iter().map(|a| self.check(a)).collect::<Result<Vec<Ty>, ValidationError>>()?;
         let target = call.target.as_ref().map(|t| self.check(t)).transpose()?;
         // Where to point: the first field or variable of the call's operands.
-        let operand_offset = || call.args.iter().find_map(first_name).map_or(0, |n| locate(self.src, &n.0, n.1));
+        let operand_offset = || call.args.iter().find_map(first_name).map_or(0, |p| locate_path(self.src, &p));
         let bool_operand = |t: Ty, what: &str| -> Result<(), ValidationError> {
             if matches!(t, Ty::Bool | Ty::Dyn) {
                 Ok(())
@@ -662,11 +672,11 @@ impl Checker<'_> {
     }
 }
 
-/// The first variable or field named inside `e`: (name, is a field).
-fn first_name(e: &IdedExpr) -> Option<(String, bool)> {
+/// The first variable or field path named inside `e` (`["campaign", "status"]`).
+fn first_name(e: &IdedExpr) -> Option<Vec<String>> {
     match &e.expr {
-        Expr::Ident(n) => Some((n.clone(), false)),
-        Expr::Select(s) => Some((s.field.clone(), true)),
+        Expr::Ident(_) | Expr::Select(_) if path_of(e).is_some() => path_of(e),
+        Expr::Select(s) => first_name(&s.operand),
         Expr::Call(c) => c.target.as_deref().and_then(first_name).or_else(|| c.args.iter().find_map(first_name)),
         _ => None,
     }
@@ -1017,6 +1027,11 @@ mod tests {
         assert!(m.starts_with("line 1, column 6: `call` has no field `duraton`"), "{m}");
         let m = refused(r#"call.duration > "30""#);
         assert!(m.contains("cannot order a int against a string"), "{m}");
+        // Positions point at the offending path, not at an earlier use of the same name.
+        let m = refused(r#"call.status == "x" && campaign.status == 1"#);
+        assert!(m.starts_with("line 1, column 32: cannot compare a string with a int"), "{m}");
+        let m = refused(r#"data.status == "x" && campaign.stat == "y""#);
+        assert!(m.starts_with("line 1, column 32: `campaign` has no field `stat`"), "{m}");
         let m = refused(r#"call.status.startsWith(1)"#);
         assert!(m.contains("works on strings"), "{m}");
         let m = refused("call.duration + 1");
