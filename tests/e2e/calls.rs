@@ -523,6 +523,10 @@ async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend)
     for m in late {
         assert_eq!(verify_v1a(&public, &as_received(m)), 1);
     }
+    // Acknowledged records are counted apart from HTTP status classes.
+    let metrics = http_get(&format!("http://{}/metrics", hm.admin)).await.1;
+    let acked = "hookmesh_delivery_attempts_total{outcome=\"success\",class=\"kafka_ack\"}";
+    assert!(metrics.lines().any(|l| l.starts_with(acked)), "{metrics}");
     let health =
         deliveries.endpoint_health(v1::EndpointHealthRequest { webhook_id: id.clone() }).await.unwrap().into_inner();
     let hour = health.windows.iter().find(|w| w.window == "1h").unwrap();

@@ -206,9 +206,11 @@ pub async fn send(
     (attempt, result)
 }
 
-/// The status class label of an attempt, for metrics (bounded).
+/// The status class label of an attempt, for metrics (bounded): an HTTP status class, the
+/// error class, or `kafka_ack` for a record a Kafka destination acknowledged.
 pub fn class_label(a: &Attempt) -> &'static str {
     match (a.response_status, a.error_class) {
+        (None, None) if crate::kafka::kafka_target(&a.url).is_some() => "kafka_ack",
         (Some(s), _) if s < 200 => "1xx",
         (Some(s), _) if s < 300 => "2xx",
         (Some(s), _) if s < 400 => "3xx",
