@@ -84,8 +84,8 @@ impl Dispatcher {
             return self.settle_error(d).await;
         }
         let webhook = webhook.expect("checked above");
-        let permit = match self.gate(&webhook, &mut d, now).await? {
-            Gate::Go(permit) => permit,
+        let (permit, circuit) = match self.gate(&webhook, &mut d, now).await? {
+            Gate::Go(permit, circuit) => (permit, circuit),
             Gate::Wait(wait) => return self.defer(d, wait).await,
         };
         let keys = signing_keys(&webhook);
@@ -127,7 +127,7 @@ impl Dispatcher {
             .await?;
         // A refused address is this deployment's configuration, not the endpoint's health.
         if attempt.error_class != Some(hookmesh_core::delivery::ErrorClass::Blocked) {
-            self.update_breaker(&webhook, attempt.succeeded()).await?;
+            self.update_breaker(&webhook, attempt.succeeded(), Some(&circuit)).await?;
         }
         let decision =
             decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);

@@ -30,7 +30,7 @@ use chrono::Utc;
 use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
-use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
+use hookmesh_core::breaker::{Admission, Breaker, BreakerPolicy, Transition};
 use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, ErrorClass, RenderedRequest};
 use hookmesh_core::event::{operational_event, EventType};
 use hookmesh_core::health::HealthSample;
