@@ -1201,6 +1201,74 @@ mod redis_layout {
         assert_eq!(keys, expected);
     }
 
+    /// Calls per command since the last `CONFIG RESETSTAT`, script-internal calls included.
+    async fn command_calls(raw: &mut redis::aio::MultiplexedConnection) -> std::collections::BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await.unwrap();
+        info.lines()
+            .filter_map(|l| l.strip_prefix("cmdstat_"))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+                Some((name.to_string(), calls))
+            })
+            .filter(|(name, _)| !["config", "info", "script"].contains(&name.as_str()) && !name.starts_with("script|"))
+            .filter(|(name, _)| !name.starts_with("config|"))
+            .collect()
+    }
+
+    async fn reset_stats(raw: &mut redis::aio::MultiplexedConnection) {
+        redis::cmd("CONFIG").arg("RESETSTAT").exec_async(raw).await.unwrap();
+    }
+
+    /// The retry schedule's cost in commands (what Redis counts, inside scripts too): one per
+    /// schedule or cancel as with one key, an idle claim poll one read per bucket, a claim one
+    /// script per bucket with due retries that moves all of them with one `ZADD`.
+    #[tokio::test]
+    async fn the_bucketed_schedule_costs_what_the_module_doc_says() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = now_ms();
+        // Load the claim script before counting.
+        store.claim_due(now, 1, LEASE).await.unwrap();
+        store.schedule_retry("warm", now).await.unwrap();
+        store.claim_due(now, 1, LEASE).await.unwrap();
+        store.cancel_retry("warm").await.unwrap();
+
+        reset_stats(&mut raw).await;
+        store.schedule_retry("msg_1", now).await.unwrap();
+        store.cancel_retry("msg_1").await.unwrap();
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("zadd".to_string(), 1), ("zrem".to_string(), 1)].into(), "{calls:?}");
+
+        reset_stats(&mut raw).await;
+        assert!(store.claim_due(now, 100, LEASE).await.unwrap().is_empty());
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("zrangebyscore".to_string(), 16)].into(), "an idle poll: {calls:?}");
+
+        // 40 due retries over several buckets: one script per bucket holding some.
+        let ids: Vec<String> = (0..40).map(|i| format!("msg_{i:02}")).collect();
+        for id in &ids {
+            store.schedule_retry(id, now - secs(1)).await.unwrap();
+        }
+        let holding: HashSet<u32> = ids.iter().map(|id| hookmesh_store::redis::retry_bucket_of(id, 16)).collect();
+        let k = holding.len() as u64;
+        reset_stats(&mut raw).await;
+        assert_eq!(store.claim_due(now, 100, LEASE).await.unwrap().len(), 40);
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(
+            calls,
+            [("evalsha".to_string(), k), ("zadd".to_string(), k), ("zrangebyscore".to_string(), 16 + k)].into(),
+            "a claim of 40 from {k} buckets: {calls:?}"
+        );
+
+        reset_stats(&mut raw).await;
+        assert_eq!(store.retry_backlog().await.unwrap(), 40);
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("zcard".to_string(), 16)].into(), "{calls:?}");
+    }
+
     #[tokio::test]
     async fn prefixes_with_braces_are_refused() {
         let server = RedisServer::start();
