@@ -1,11 +1,14 @@
-//! The four stages as separate OS processes over a real Kafka-protocol broker (tansu) and a
-//! real redis-server: events published to `calls.raw` by a plain Kafka producer arrive at the
-//! receivers exactly as configured, and a dispatcher killed with SIGKILL mid-stream loses
-//! nothing once a new one takes over.
+//! The four stages as separate OS processes over the platform-scale backends: a real
+//! Kafka-protocol broker (tansu), a Redis Cluster of three masters for hot state and a
+//! PostgreSQL database for the delivery log. Events published to `calls.raw` by a plain
+//! Kafka producer arrive at the receivers exactly as configured, a dispatcher killed with
+//! SIGKILL mid-stream loses nothing once a new one takes over, and the delivery log lists
+//! every delivery. (The fault suite runs the single `redis-server` layout.)
 
 use crate::support::*;
 use hookmesh_proto::v1;
-use hookmesh_testkit::redis::RedisServer;
+use hookmesh_testkit::postgres::PostgresDb;
+use hookmesh_testkit::redis::RedisCluster;
 use hookmesh_testkit::tansu::TansuBroker;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -15,7 +18,8 @@ use std::time::Duration;
 
 struct Cluster {
     _broker: TansuBroker,
-    _redis: RedisServer,
+    _redis: RedisCluster,
+    _db: PostgresDb,
     args: Vec<String>,
     ingest: Hookmesh,
     router: Hookmesh,
@@ -27,12 +31,15 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let broker = TansuBroker::start();
-        let redis = RedisServer::start();
+        let redis = RedisCluster::start();
+        let db = PostgresDb::create();
         let args: Vec<String> = [
             "--kafka",
             &broker.bootstrap(),
             "--redis",
             &redis.url(),
+            "--postgres",
+            &db.url(),
             "--partitions",
             "3",
             "--kafka-session-timeout-ms",
@@ -51,7 +58,7 @@ impl Cluster {
         let dispatcher = Hookmesh::start_role("dispatcher", &a);
         let producer: FutureProducer =
             ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
-        Cluster { _broker: broker, _redis: redis, args, ingest, router, renderer, dispatcher, producer }
+        Cluster { _broker: broker, _redis: redis, _db: db, args, ingest, router, renderer, dispatcher, producer }
     }
 
     fn role_args(&self) -> Vec<&str> {
@@ -150,6 +157,7 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         .unwrap()
         .into_inner();
     let secret = created.secret;
+    let webhook_id = created.webhook.as_ref().map(|w| w.id.clone()).unwrap_or_default();
 
     // 1. Everything configured arrives, exactly as configured.
     let events: Vec<_> = (0..20).flat_map(call).collect();
@@ -235,6 +243,27 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         let id = r.header("webhook-id").unwrap();
         assert_eq!(ids.entry(r.uri.clone()).or_insert_with(|| id.clone()), &id, "stable webhook-id for {}", r.uri);
     }
+
+    // The delivery log (PostgreSQL: a Redis Cluster keeps none) lists every delivery, each
+    // delivered once the dispatcher is done.
+    let listed = wait_until_async(
+        Duration::from_secs(60),
+        || {
+            let dispatcher = cluster.dispatcher.deliveries();
+            let webhook_id = webhook_id.clone();
+            async move {
+                dispatcher
+                    .await
+                    .list_deliveries(v1::ListDeliveriesRequest { webhook_id, limit: 1000, ..Default::default() })
+                    .await
+                    .map(|r| r.into_inner().deliveries)
+                    .unwrap_or_default()
+            }
+        },
+        |list: &Vec<v1::Delivery>| list.len() == 10 + expected.len() && list.iter().all(|d| d.status == "success"),
+    )
+    .await;
+    assert!(listed, "the delivery log did not list {} delivered deliveries", 10 + expected.len());
 
     // 3. Every process's /metrics shows what it did, with bounded labels.
     let metric = |text: &str, series: &str| -> f64 {
