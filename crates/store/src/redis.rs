@@ -22,6 +22,7 @@
 //! |---|---|---|
 //! | `<p>:seen:{<key>}` | string | dedup mark, `SET 1 NX PX ttl` |
 //! | `<p>:{retries:<n>}` | sorted set | retry bucket `n` (0 ≤ n < [`RedisStore::retry_buckets`]): the scheduled retries whose id hashes to it, scored by due unix ms |
+//! | `<p>:{retries}:buckets` | string | the bucket count the installation uses (see [`RedisStore::with_retry_buckets`]) |
 //! | `<p>:rl:{<key>}` | string | rate limit: theoretical arrival time, unix `seconds.nanos` |
 //! | `<p>:h:{<endpoint>}` | sorted set | health samples scored by unix ms; member `<at, fixed width>\|<unique>\|<json>` |
 //! | `<p>:cb:{<endpoint>}` | string | circuit breaker JSON, only while it is not closed |
@@ -34,8 +35,8 @@
 //!
 //! Before the cluster work the hot-state keys were untagged (`<p>:seen:<key>`, `<p>:rl:<key>`,
 //! `<p>:h:<endpoint>`, `<p>:cb:<endpoint>`, `<p>:lane:<lane>`) and the retry schedule was the
-//! one sorted set `<p>:retries`; a schedule left in that key is not read any more (drain it,
-//! or let its deliveries be resent, before upgrading).
+//! one sorted set `<p>:retries`, which [`RedisStore::with_retry_buckets`] empties into the
+//! buckets at start.
 //!
 //! # Redis Cluster
 //! - Every hot-state command and script names exactly one key, so it runs in one slot
@@ -66,7 +67,8 @@
 //! claimant in exact due order. [`HotState::retry_backlog`] sums the buckets' `ZCARD`s in one
 //! round trip. The bucket count is part of the layout: every process of an installation
 //! must use the same one, and it may be changed only while the schedule is empty (a retry
-//! left in a bucket past the new count would never be claimed again).
+//! left in a bucket past the new count would never be claimed again), which
+//! [`RedisStore::with_retry_buckets`] checks at start.
 //!
 //! # What it guarantees, and how
 //! - `created`, `created_at`, `webhook` and `tenant` are written with `HSETNX` / only when the
@@ -286,6 +288,13 @@ impl Keys {
     fn retry_bucket(&self, bucket: u32) -> String {
         format!("{}:{{retries:{bucket}}}", self.prefix)
     }
+    fn retry_meta(&self) -> String {
+        format!("{}:{{retries}}:buckets", self.prefix)
+    }
+    /// Where versions before the buckets kept the whole schedule.
+    fn single_key_schedule(&self) -> String {
+        format!("{}:retries", self.prefix)
+    }
     fn rate(&self, key: &str) -> String {
         format!("{}:rl:{{{key}}}", self.prefix)
     }
@@ -449,16 +458,79 @@ impl RedisStore {
         })
     }
 
-    /// Spreads the retry schedule over `buckets` sorted sets (1 to [`MAX_RETRY_BUCKETS`]);
-    /// every process of an installation must use the same count (see the module doc).
-    pub fn with_retry_buckets(mut self, buckets: u32) -> Result<RedisStore> {
+    /// Spreads the retry schedule over `buckets` sorted sets (1 to [`MAX_RETRY_BUCKETS`]) and
+    /// makes sure the installation agrees, at start rather than by losing retries later:
+    /// - the count is recorded in `<p>:{retries}:buckets`; a different recorded count is
+    ///   refused while its buckets still hold retries (the error names both counts and the
+    ///   backlog), and replaced once they are empty;
+    /// - a schedule left in the single key `<p>:retries` of earlier versions is moved into the
+    ///   buckets, due times kept (`ZADD NX`: an id already rescheduled in its bucket keeps
+    ///   that newer due time).
+    ///
+    /// A few commands at start, none per call. Stores built without it use
+    /// [`DEFAULT_RETRY_BUCKETS`] and check nothing.
+    pub async fn with_retry_buckets(mut self, buckets: u32) -> Result<RedisStore> {
         if !(1..=MAX_RETRY_BUCKETS).contains(&buckets) {
             return Err(StoreError::Backend(format!(
                 "retry buckets must be between 1 and {MAX_RETRY_BUCKETS}, got {buckets}"
             )));
         }
+        let mut conn = self.conn.clone();
+        let meta = self.keys.retry_meta();
+        let recorded: Option<u32> =
+            redis::cmd("GET").arg(&meta).query_async(&mut conn).await.map_err(backend("retry buckets"))?;
+        if let Some(old) = recorded.filter(|&old| old != buckets) {
+            self.retry_buckets = old;
+            let left = self.retry_backlog().await?;
+            if left > 0 {
+                return Err(StoreError::Backend(format!(
+                    "retry buckets: the retry schedule under prefix `{}` is spread over {old} buckets and \
+                     holds {left} retries; keep {old} buckets until it is empty, then change to {buckets}",
+                    self.keys.prefix
+                )));
+            }
+        }
         self.retry_buckets = buckets;
+        if recorded != Some(buckets) {
+            redis::cmd("SET").arg(&meta).arg(buckets).exec_async(&mut conn).await.map_err(backend("retry buckets"))?;
+        }
+        self.adopt_single_key_schedule().await?;
         Ok(self)
+    }
+
+    /// Moves what is left in the single schedule key of earlier versions into the buckets.
+    async fn adopt_single_key_schedule(&self) -> Result<()> {
+        let legacy = self.keys.single_key_schedule();
+        let mut conn = self.conn.clone();
+        loop {
+            let chunk: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&legacy)
+                .arg(0)
+                .arg(999)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(backend("adopt the single-key retry schedule"))?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let moves = chunk
+                .iter()
+                .map(|(id, due)| {
+                    let mut cmd = redis::cmd("ZADD");
+                    cmd.arg(self.retry_key(id)).arg("NX").arg(*due).arg(id);
+                    cmd
+                })
+                .collect();
+            self.conn.each::<i64>(moves).await.map_err(backend("adopt the single-key retry schedule"))?;
+            let mut remove = redis::cmd("ZREM");
+            remove.arg(&legacy);
+            for (id, _) in &chunk {
+                remove.arg(id);
+            }
+            remove.exec_async(&mut conn).await.map_err(backend("adopt the single-key retry schedule"))?;
+            tracing::info!(moved = chunk.len(), "moved retries from the single-key schedule into buckets");
+        }
     }
 
     pub fn prefix(&self) -> &str {

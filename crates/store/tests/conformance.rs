@@ -78,7 +78,7 @@ mod backends {
     pub async fn redis_one_bucket(retention: Retention) -> (Arc<RedisStore>, RedisServer) {
         let server = RedisServer::start();
         let store = RedisStore::connect(&server.url(), "hm", retention).await.expect("connect to redis");
-        (Arc::new(store.with_retry_buckets(1).expect("one bucket")), server)
+        (Arc::new(store.with_retry_buckets(1).await.expect("one bucket")), server)
     }
 
     /// Hot state on a three-master Redis Cluster, under a prefix no other test uses.
@@ -1270,13 +1270,57 @@ mod redis_layout {
     }
 
     #[tokio::test]
+    async fn the_bucket_count_changes_only_while_the_schedule_is_empty() {
+        let server = RedisServer::start();
+        let connect = |buckets: u32| {
+            let url = server.url();
+            async move {
+                RedisStore::connect(&url, "hm", Retention::default()).await.unwrap().with_retry_buckets(buckets).await
+            }
+        };
+        let sixteen = connect(16).await.unwrap();
+        sixteen.schedule_retry("msg_1", now_ms()).await.unwrap();
+        assert!(connect(16).await.is_ok(), "the same count again");
+        let err = connect(4).await.unwrap_err().to_string();
+        assert!(err.contains("16 buckets") && err.contains("1 retries") && err.contains("to 4"), "{err}");
+        assert!(sixteen.cancel_retry("msg_1").await.unwrap());
+        let four = connect(4).await.expect("an empty schedule may change its bucket count");
+        four.schedule_retry("msg_1", now_ms()).await.unwrap();
+        assert!(connect(16).await.is_err(), "now 4 is the recorded count");
+        assert_eq!(four.claim_due(now_ms(), 10, LEASE).await.unwrap(), ["msg_1"]);
+    }
+
+    #[tokio::test]
+    async fn a_single_key_schedule_of_earlier_versions_moves_into_the_buckets() {
+        let server = RedisServer::start();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = now_ms();
+        let old: Vec<(i64, String)> =
+            (0..2500).map(|i| (now.timestamp_millis() - 5000 + i, format!("old_{i:04}"))).collect();
+        for chunk in old.chunks(500) {
+            let _: () = raw.zadd_multiple("hm:retries", chunk).await.unwrap();
+        }
+        // An id a new process rescheduled already keeps its newer due time.
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        store.schedule_retry("old_0000", now + secs(3600)).await.unwrap();
+        let store = store.with_retry_buckets(16).await.unwrap();
+        assert!(!raw.exists::<_, bool>("hm:retries").await.unwrap(), "the single key is emptied");
+        assert_eq!(store.retry_backlog().await.unwrap(), 2500);
+        let claimed = store.claim_due(now, 5000, Duration::from_secs(7200)).await.unwrap();
+        let expected: Vec<String> = old.iter().skip(1).map(|(_, id)| id.clone()).collect();
+        assert_eq!(claimed, expected, "due times kept, oldest first");
+        assert_eq!(store.claim_due(now + secs(3600), 10, LEASE).await.unwrap(), ["old_0000"]);
+    }
+
+    #[tokio::test]
     async fn prefixes_with_braces_are_refused() {
         let server = RedisServer::start();
         let err = RedisStore::connect(&server.url(), "{hm}", Retention::default()).await.unwrap_err();
         assert!(err.to_string().contains("{hm}") && err.to_string().contains("hash tag"), "{err}");
         let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
         for n in [0, hookmesh_store::redis::MAX_RETRY_BUCKETS + 1] {
-            let err = store.clone().with_retry_buckets(n).unwrap_err();
+            let err = store.clone().with_retry_buckets(n).await.unwrap_err();
             assert!(err.to_string().contains("retry buckets"), "{err}");
         }
     }

@@ -111,6 +111,7 @@ async fn build_store(
                 .await
                 .with_context(|| format!("redis: cannot connect to `{url}`"))?
                 .with_retry_buckets(s.retry_buckets)
+                .await
                 .context("retry_buckets")?,
         ),
         None if standalone => match data {
