@@ -33,7 +33,7 @@
 //! | `<p>:idx:wh:<webhook_id>` | sorted set | the webhook's delivery ids scored by `created` (single Redis only) |
 //! | `<p>:idx:t:<tenant_id>` | sorted set | the tenant's delivery ids scored by `created` (single Redis only) |
 //!
-//! Before the cluster work the hot-state keys were untagged (`<p>:seen:<key>`, `<p>:rl:<key>`,
+//! Before Redis Cluster support the hot-state keys were untagged (`<p>:seen:<key>`, `<p>:rl:<key>`,
 //! `<p>:h:<endpoint>`, `<p>:cb:<endpoint>`, `<p>:lane:<lane>`) and the retry schedule was the
 //! one sorted set `<p>:retries`, which [`RedisStore::with_retry_buckets`] empties into the
 //! buckets at start.
@@ -69,6 +69,25 @@
 //! must use the same one, and it may be changed only while the schedule is empty (a retry
 //! left in a bucket past the new count would never be claimed again), which
 //! [`RedisStore::with_retry_buckets`] checks at start.
+//!
+//! # Cost in commands
+//! As `INFO commandstats` counts them (commands inside a script included), with `N` retry
+//! buckets; `the_bucketed_schedule_costs_what_the_module_doc_says` and
+//! `hot_state_costs_what_the_module_doc_says` in the conformance tests check every row.
+//!
+//! | operation | round trips | commands |
+//! |---|---|---|
+//! | `mark_seen`, `is_seen` | 1 | 1: `SET NX PX`, `EXISTS` |
+//! | `schedule_retry`, `cancel_retry` | 1 | 1: `ZADD`, `ZREM` on the id's bucket |
+//! | `claim_due`, nothing due | 1 | `N` × `ZRANGEBYSCORE` |
+//! | `claim_due` from `k` buckets | 2 | `N + k` × `ZRANGEBYSCORE`, `k` × `EVALSHA`, `k` × `ZADD` (one per 500 ids; the single-key script of earlier versions did one `ZADD` per id) |
+//! | `retry_backlog` | 1 | `N` × `ZCARD` |
+//! | `rate_reserve` | 1 | 3: `EVALSHA`, `GET`, `SET` |
+//! | `record_health` | 1 | 6: `EVALSHA`, `ZADD`, `ZRANGE`, `ZREMRANGEBYSCORE`, `ZREMRANGEBYRANK`, `PEXPIRE` |
+//! | `get_breaker` | 1 | 1: `GET` |
+//! | `update_breaker` (a change, no race) | 2 | 4: `GET`, then `EVALSHA`, `GET`, `SET` or `DEL` |
+//! | `lane_push` | 1 | 4–5: `EVALSHA`, `LPOS`, `RPUSH` (when new), `PEXPIRE`, `LINDEX` |
+//! | `lane_pop` | 1 | 2: `LREM`, `LINDEX` (pipelined) |
 //!
 //! # What it guarantees, and how
 //! - `created`, `created_at`, `webhook` and `tenant` are written with `HSETNX` / only when the

@@ -1269,6 +1269,69 @@ mod redis_layout {
         assert_eq!(calls, [("zcard".to_string(), 16)].into(), "{calls:?}");
     }
 
+    /// The rest of the module doc's cost table: each hot-state operation alone, its scripts
+    /// loaded beforehand.
+    #[tokio::test]
+    async fn hot_state_costs_what_the_module_doc_says() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = Utc::now();
+        let open = |b: &mut Breaker| {
+            b.state = CircuitState::Open;
+            b.consecutive_failures += 1;
+        };
+        // Warm up: every script loaded.
+        store.rate_reserve("warm", 100.0, 10, now).await.unwrap();
+        store.record_health("warm", &sample(now, 1, 200, true)).await.unwrap();
+        store.update_breaker("warm", &open).await.unwrap();
+        store.lane_push("warm", "x").await.unwrap();
+
+        let expect = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        reset_stats(&mut raw).await;
+        store.mark_seen("evt", Duration::from_secs(60)).await.unwrap();
+        store.is_seen("evt").await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("exists", 1), ("set", 1)]));
+
+        reset_stats(&mut raw).await;
+        store.rate_reserve("rl", 100.0, 10, now).await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("evalsha", 1), ("get", 1), ("set", 1)]));
+
+        reset_stats(&mut raw).await;
+        store.record_health("ep", &sample(now, 1, 200, true)).await.unwrap();
+        assert_eq!(
+            command_calls(&mut raw).await,
+            expect(&[
+                ("evalsha", 1),
+                ("pexpire", 1),
+                ("zadd", 1),
+                ("zrange", 1),
+                ("zremrangebyrank", 1),
+                ("zremrangebyscore", 1)
+            ])
+        );
+
+        reset_stats(&mut raw).await;
+        store.get_breaker("ep").await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("get", 1)]));
+        reset_stats(&mut raw).await;
+        store.update_breaker("ep", &open).await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("evalsha", 1), ("get", 2), ("set", 1)]));
+
+        reset_stats(&mut raw).await;
+        store.lane_push("call", "msg_1").await.unwrap();
+        assert_eq!(
+            command_calls(&mut raw).await,
+            expect(&[("evalsha", 1), ("lindex", 1), ("lpos", 1), ("pexpire", 1), ("rpush", 1)])
+        );
+        reset_stats(&mut raw).await;
+        store.lane_pop("call", "msg_1").await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("lindex", 1), ("lrem", 1)]));
+    }
+
     #[tokio::test]
     async fn the_bucket_count_changes_only_while_the_schedule_is_empty() {
         let server = RedisServer::start();
