@@ -1566,6 +1566,50 @@ mod redis_cluster_layout {
         }
     }
 
+    /// Two dispatchers (two stores, as two processes would have) claiming in small batches at
+    /// once: every due retry is claimed exactly once, and both get a share.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_dispatchers_share_the_schedule_without_sharing_an_id() {
+        let (first, cluster) = backends::redis_cluster(Retention::default()).await;
+        let second = Arc::new(RedisStore::connect(&cluster.url(), first.prefix(), Retention::default()).await.unwrap());
+        let now = now_ms();
+        let scheduled: HashSet<String> = (0..400).map(|i| format!("r{i:03}")).collect();
+        for (i, id) in scheduled.iter().enumerate() {
+            first.schedule_retry(id, now - TimeDelta::milliseconds(i as i64)).await.unwrap();
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let claimers: Vec<_> = [first.clone(), second]
+            .into_iter()
+            .map(|store| {
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store.claim_due(now, 9, Duration::from_secs(60)).await.unwrap();
+                        if got.is_empty() || mine.len() > 400 {
+                            return mine;
+                        }
+                        mine.extend(got);
+                    }
+                })
+            })
+            .collect();
+        let mut shares = Vec::new();
+        for claimer in claimers {
+            shares.push(claimer.await.unwrap());
+        }
+        let claimed: Vec<String> = shares.concat();
+        let unique: HashSet<String> = claimed.iter().cloned().collect();
+        assert_eq!(unique.len(), claimed.len(), "an id was claimed twice while leased");
+        assert_eq!(unique, scheduled, "every due id was claimed");
+        assert!(
+            shares.iter().all(|s| !s.is_empty()),
+            "both dispatchers got a share: {:?}",
+            shares.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_delivery_log_is_refused_on_a_cluster() {
         let (store, _cluster) = backends::redis_cluster(Retention::default()).await;
