@@ -27,7 +27,8 @@
 //! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX (no braces: they are hash tags)
 //! retry_buckets = 16                     # HOOKMESH_RETRY_BUCKETS: Redis sorted sets the retry
 //!                                        # schedule is spread over (1-1024); the same in every
-//!                                        # process, changed only while no retry is scheduled
+//!                                        # process, changed only while no retry is scheduled;
+//!                                        # each claim poll reads every bucket (1 suits one Redis)
 //! max_in_flight = 1024                   # HOOKMESH_MAX_IN_FLIGHT (dispatcher HTTP requests)
 //! retention_days = 30                    # HOOKMESH_RETENTION_DAYS (delivery log)
 //! retention_per_webhook = 100000         # HOOKMESH_RETENTION_PER_WEBHOOK
