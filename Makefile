@@ -1,15 +1,17 @@
 # hookmesh — common tasks. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help run deps test lint fmt build release clean fuzz bench helm
+.PHONY: help run deps test console-screenshots lint fmt build release clean fuzz bench helm
 
 help:
 	@echo "make run      run hookmesh standalone (embedded backends) on 127.0.0.1:7600 (gRPC) / :7601 (admin)"
 	@echo "make test     run the whole test suite (unit, conformance, end-to-end, faults); installs"
 	@echo "             what the tests need first (make deps)"
 	@echo "make deps     install or find what the tests need: redis-server and PostgreSQL (Debian"
-	@echo "             packages; PostgreSQL started on 127.0.0.1:5432) and the tansu Kafka broker"
-	@echo "             (cargo install, once; ~/.cargo/bin)"
+	@echo "             packages; PostgreSQL started on 127.0.0.1:5432), the tansu Kafka broker"
+	@echo "             (cargo install, once; ~/.cargo/bin), and chromium + chromium-driver (Debian"
+	@echo "             packages) for the console's browser tests"
+	@echo "make console-screenshots  run the browser tests, writing their screenshots to docs/console"
 	@echo "make lint     rustfmt check and clippy with warnings as errors"
 	@echo "make release  build the release binary (target/release/hookmesh)"
 	@echo "make bench    every bench scenario on memory, baseline on kafka-redis (docs/perf/*.json)"
@@ -44,11 +46,20 @@ deps:
 	@v=$$(psql "$${HOOKMESH_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}" -qAtc "SHOW server_version") || { \
 		echo "PostgreSQL on 127.0.0.1:5432 does not let the role postgres in: trust loopback, or set HOOKMESH_TEST_POSTGRES"; \
 		exit 1; }; echo "postgres: $$v"
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+		echo "== installing chromium and chromium-driver (Debian packages, for the browser tests)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	@redis-server --version
+	@chromedriver --version
 	@echo "tansu: $$(command -v tansu || echo $$HOME/.cargo/bin/tansu)"
 
 test: deps
 	$(CARGO) test --workspace --locked
+
+# The README's console screenshots are the browser tests' own.
+console-screenshots: deps
+	HOOKMESH_SCREENSHOTS=$(CURDIR)/docs/console $(CARGO) test -p hookmesh --test console --locked
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -26,6 +26,8 @@ pub struct Hookmesh {
     pub log: Arc<Mutex<Vec<String>>>,
     /// The `data=` of the listening line: the data directory, or `memory`.
     pub data: Option<String>,
+    /// The `console=` of the listening line: the web console's URL, when it serves one.
+    pub console: Option<String>,
     /// A standalone started without `--data-dir`/`--ephemeral` gets a fresh data directory of
     /// its own (the durable default), removed with this.
     _data_dir: Option<tempfile::TempDir>,
@@ -87,8 +89,9 @@ impl Hookmesh {
         };
         let (grpc, admin) = (field("grpc"), field("admin"));
         let data = line.split_whitespace().find_map(|w| w.strip_prefix("data=")).map(str::to_string);
+        let console = line.split_whitespace().find_map(|w| w.strip_prefix("console=")).map(str::to_string);
         std::thread::spawn(move || for _ in stdout.lines() {});
-        Hookmesh { child, grpc, admin, log, data, _data_dir: own_dir }
+        Hookmesh { child, grpc, admin, log, data, console, _data_dir: own_dir }
     }
 
     pub fn url(&self) -> String {

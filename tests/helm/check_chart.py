@@ -390,9 +390,10 @@ def _():
     expected = sorted(
         ["ConfigMap", "Secret", "ServiceAccount", "HorizontalPodAutoscaler"]
         + ["Deployment", "Service", "PodDisruptionBudget"] * 4
+        + ["Deployment", "Service"]  # the console
     )
     expect(kinds == expected, f"kinds {kinds}, expected {expected}")
-    expect(r.names("Deployment") == sorted(stage_name(s) for s in STAGES), f"Deployments {r.names('Deployment')}")
+    expect(r.names("Deployment") == sorted(stage_name(s) for s in STAGES + ["console"]), f"Deployments {r.names('Deployment')}")
     for doc in r.docs:
         expect(doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']} has no namespace {NAMESPACE}")
 
@@ -400,7 +401,7 @@ def _():
 @check("helm template renders examples/values-production.yaml")
 def _():
     r = production()
-    expect(len(r.all("Deployment")) == 4, "four Deployments")
+    expect(len(r.all("Deployment")) == 5, "four stage Deployments and the console")
     expect(not r.all("Secret"), "existingSecret is set: no Secret may be rendered")
     expect(len(r.all("ServiceMonitor")) == 1 and len(r.all("Ingress")) == 1, "ServiceMonitor and Ingress")
     expect(not r.all("ScaledObject"), "KEDA is off in the example")
@@ -771,12 +772,44 @@ def _():
 @check("resource names follow the release name and fit 63 characters")
 def _():
     r = template(release="eu-west-prod")
-    expect(r.names("Deployment") == sorted(f"eu-west-prod-hookmesh-{s}" for s in STAGES), f"names {r.names('Deployment')}")
+    expect(r.names("Deployment") == sorted(f"eu-west-prod-hookmesh-{s}" for s in STAGES + ["console"]), f"names {r.names('Deployment')}")
     long = "a" * 53
     r = template(release=long)
     for doc in r.docs:
         expect(len(doc["metadata"]["name"]) <= 63, f"{doc['kind']} name too long: {doc['metadata']['name']}")
-    expect(len(set(r.names("Deployment"))) == 4, "distinct stage names after truncation")
+    expect(len(set(r.names("Deployment"))) == 5, "distinct stage names after truncation")
+
+
+@check("console: its own Deployment and Service, a client of each stage's API, no credentials")
+def _():
+    r = defaults()
+    name = stage_name("console")
+    c = r.get("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    expect(args[0] == "console" and f"--api=http://{stage_name('router')}:{GRPC_PORT}" in args, f"console args {args}")
+    for api, stage in API_OWNERS.items():
+        if stage != "router":
+            expect(f"--api-route={api}=http://{stage_name(stage)}:{GRPC_PORT}" in args, f"{api} not routed to {stage}: {args}")
+    expect("envFrom" not in c, "the console reads neither the ConfigMap nor the Secret")
+    expect(c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, f"readiness {c['readinessProbe']}")
+    sc = c["securityContext"]
+    expect(sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True, f"securityContext {sc}")
+    svc = r.get("Service", name)
+    expect([(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 7700)], f"console Service ports {svc['spec']['ports']}")
+    expect(matches(svc["spec"]["selector"], r.get("Deployment", name)["spec"]["template"]["metadata"]["labels"]), "Service selects the console")
+    for stage in STAGES:
+        expect(not matches(svc["spec"]["selector"], r.deployment(stage)["spec"]["template"]["metadata"]["labels"]), f"console Service selects {stage}")
+    r = template(sets=["console.frameOrigins={https://app.example.com},console.secureCookies=true"])
+    args = r.get("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"]
+    expect("--console-frame-origins=https://app.example.com" in args and "--console-secure-cookies" in args, f"{args}")
+    off = template(sets=["console.enabled=false"])
+    expect(name not in off.names("Deployment") and name not in off.names("Service"), "console.enabled=false renders no console")
+    for bad in ["console.frameOrigins={app.example.com}", "console.port=0"]:
+        try:
+            template(sets=[bad])
+        except helm.HelmError:
+            continue
+        raise CheckFailed(f"--set {bad} was accepted")
 
 
 @check("values.schema.json refuses misspelt and mistyped values")

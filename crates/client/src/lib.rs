@@ -67,7 +67,14 @@ pub struct Client {
     channel: Channel,
     auth: BearerToken,
     addr: String,
+    /// Services served elsewhere than `addr` (a distributed deployment without one endpoint
+    /// that routes by gRPC path): service name (`DeliveryService`) → its connection.
+    routes: std::sync::Arc<std::collections::HashMap<String, Channel>>,
 }
+
+/// The services a [`Client`] talks to, as [`Client::with_route`] names them.
+pub const SERVICES: &[&str] =
+    &["WebhookService", "TemplateService", "TenantService", "RenderService", "DeliveryService", "IngestService"];
 
 /// `host:port` as `http://host:port`; an address with a scheme stays as it is.
 pub fn normalise_addr(addr: &str) -> String {
@@ -90,7 +97,47 @@ impl Client {
         let auth = BearerToken::new(token)?;
         let channel =
             endpoint.connect().await.map_err(|e| Error::Unreachable { addr: addr.clone(), cause: error_chain(&e) })?;
-        Ok(Client { channel, auth, addr })
+        Ok(Client { channel, auth, addr, routes: Default::default() })
+    }
+
+    /// Like [`Client::connect`], but connects on the first call (and reconnects after a
+    /// failure) instead of now: for a long-running client, such as the web console, that may
+    /// start before the API does.
+    pub fn connect_lazy(addr: &str, token: Option<&str>) -> Result<Client, Error> {
+        let addr = normalise_addr(addr);
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| Error::InvalidAddress { addr: addr.clone(), reason: e.to_string() })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let auth = BearerToken::new(token)?;
+        Ok(Client { channel: endpoint.connect_lazy(), auth, addr, routes: Default::default() })
+    }
+
+    /// Sends the calls of `service` (one of [`SERVICES`]) to `addr` instead, connecting on
+    /// first use: the stages of a distributed deployment each serve their own services.
+    pub fn with_route(mut self, service: &str, addr: &str) -> Result<Client, Error> {
+        if !SERVICES.contains(&service) {
+            return Err(Error::InvalidAddress {
+                addr: format!("{service}={addr}"),
+                reason: format!("`{service}` is not one of {}", SERVICES.join(", ")),
+            });
+        }
+        let addr = normalise_addr(addr);
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| Error::InvalidAddress { addr: addr.clone(), reason: e.to_string() })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        std::sync::Arc::make_mut(&mut self.routes).insert(service.to_string(), endpoint.connect_lazy());
+        Ok(self)
+    }
+
+    /// The same connection sending another bearer token (`None`: none): one connection shared
+    /// by the many signed-in users of a web console.
+    pub fn with_token(&self, token: Option<&str>) -> Result<Client, Error> {
+        Ok(Client {
+            channel: self.channel.clone(),
+            auth: BearerToken::new(token)?,
+            addr: self.addr.clone(),
+            routes: self.routes.clone(),
+        })
     }
 
     /// The address connected to, normalised.
@@ -98,38 +145,39 @@ impl Client {
         &self.addr
     }
 
-    fn channel(&self) -> AuthChannel {
-        InterceptedService::new(self.channel.clone(), self.auth.clone())
+    fn channel(&self, service: &str) -> AuthChannel {
+        let channel = self.routes.get(service).unwrap_or(&self.channel);
+        InterceptedService::new(channel.clone(), self.auth.clone())
     }
 
     /// Webhooks: create, read, change, delete, enable, rotate secrets.
     pub fn webhooks(&self) -> WebhookServiceClient<AuthChannel> {
-        WebhookServiceClient::new(self.channel())
+        WebhookServiceClient::new(self.channel("WebhookService"))
     }
 
     /// Body templates, the token catalog and field extraction.
     pub fn templates(&self) -> TemplateServiceClient<AuthChannel> {
-        TemplateServiceClient::new(self.channel())
+        TemplateServiceClient::new(self.channel("TemplateService"))
     }
 
     /// Tenant settings.
     pub fn tenants(&self) -> TenantServiceClient<AuthChannel> {
-        TenantServiceClient::new(self.channel())
+        TenantServiceClient::new(self.channel("TenantService"))
     }
 
     /// Previews of a webhook's or a template's rendering.
     pub fn render(&self) -> RenderServiceClient<AuthChannel> {
-        RenderServiceClient::new(self.channel())
+        RenderServiceClient::new(self.channel("RenderService"))
     }
 
     /// The delivery log, resends, test sends, recovery and endpoint health.
     pub fn deliveries(&self) -> DeliveryServiceClient<AuthChannel> {
-        DeliveryServiceClient::new(self.channel())
+        DeliveryServiceClient::new(self.channel("DeliveryService"))
     }
 
     /// Publishing events and the dead-letter queue.
     pub fn ingest(&self) -> IngestServiceClient<AuthChannel> {
-        IngestServiceClient::new(self.channel())
+        IngestServiceClient::new(self.channel("IngestService"))
     }
 }
 

@@ -7,11 +7,102 @@
 //! own tenant's objects, and a request for another tenant's object answers not-found exactly
 //! as if it did not exist. With no tokens configured the API is open (a warning is logged at
 //! start): that is for trying hookmesh on one machine only.
+//!
+//! # Portal tokens
+//! A portal token (`hmp_…`) is a tenant credential the API itself issues
+//! (`TenantService.CreatePortalLink`, operators only) for the tenant portal of the web console:
+//! `hmp_<base64url(tenant id NUL expiry unix seconds)>.<base64url(HMAC-SHA256)>`. The API
+//! accepts it like a tenant token of that tenant until it expires, so a portal session is
+//! isolated by the API exactly as a tenant token is, and nothing in the token can widen it
+//! (changing the tenant breaks the signature). It is accepted also when no tokens are
+//! configured: there it narrows, never widens. The signing key is derived from the master key
+//! (`HOOKMESH_MASTER_KEY`), so every service of a deployment accepts the links any of them
+//! issued; without a master key each process signs with a random key of its own (links work
+//! with `hookmesh standalone` and die with the process).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Status};
+
+/// The prefix of a portal token.
+pub const PORTAL_PREFIX: &str = "hmp_";
+/// The longest a portal link may live.
+pub const PORTAL_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The key that signs and checks portal tokens.
+#[derive(Clone)]
+pub struct PortalKey(Arc<[u8; 32]>);
+
+impl std::fmt::Debug for PortalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortalKey(..)")
+    }
+}
+
+impl Default for PortalKey {
+    /// A random key of this process.
+    fn default() -> Self {
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+        PortalKey(Arc::new(k))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl PortalKey {
+    /// The key derived from a deployment secret (the master key's bytes).
+    pub fn derive(secret: &[u8]) -> PortalKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(b"hookmesh portal links v1");
+        PortalKey(Arc::new(mac.finalize().into_bytes().into()))
+    }
+
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0[..]).expect("HMAC takes any key");
+        mac.update(payload);
+        mac
+    }
+
+    /// A token for `tenant` valid for `ttl` (at most [`PORTAL_MAX_TTL`]); answers it and its
+    /// expiry (unix seconds).
+    pub fn issue(&self, tenant: &str, ttl: Duration) -> Result<(String, u64), String> {
+        if tenant.is_empty() || tenant.len() > 200 || tenant.chars().any(|c| c.is_control()) {
+            return Err("tenant_id: must be 1 to 200 characters without control characters".into());
+        }
+        if ttl.is_zero() || ttl > PORTAL_MAX_TTL {
+            return Err(format!("ttl_secs: must be between 1 and {}", PORTAL_MAX_TTL.as_secs()));
+        }
+        let exp = now_secs() + ttl.as_secs();
+        let payload = format!("{tenant}\0{exp}");
+        let sig = self.mac(payload.as_bytes()).finalize().into_bytes();
+        Ok((format!("{PORTAL_PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(sig)), exp))
+    }
+
+    /// The tenant and expiry of a valid, unexpired token.
+    pub fn verify(&self, token: &str) -> Result<(String, u64), Status> {
+        let bad = || Status::unauthenticated("authorization: invalid portal token");
+        let rest = token.strip_prefix(PORTAL_PREFIX).ok_or_else(bad)?;
+        let (payload, sig) = rest.split_once('.').ok_or_else(bad)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad())?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| bad())?;
+        self.mac(&payload).verify_slice(&sig).map_err(|_| bad())?;
+        let text = String::from_utf8(payload).map_err(|_| bad())?;
+        let (tenant, exp) = text.split_once('\0').ok_or_else(bad)?;
+        let exp: u64 = exp.parse().map_err(|_| bad())?;
+        if exp <= now_secs() {
+            return Err(Status::unauthenticated("authorization: the portal link has expired"));
+        }
+        Ok((tenant.to_string(), exp))
+    }
+}
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +154,7 @@ pub fn hash_token(token: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     by_hash: Arc<HashMap<String, Principal>>,
+    portal: PortalKey,
 }
 
 impl Authenticator {
@@ -89,7 +181,18 @@ impl Authenticator {
             };
             by_hash.insert(hex.to_ascii_lowercase(), principal);
         }
-        Ok(Authenticator { by_hash: Arc::new(by_hash) })
+        Ok(Authenticator { by_hash: Arc::new(by_hash), portal: PortalKey::default() })
+    }
+
+    /// Signs and checks portal tokens with `key` (see the module docs).
+    pub fn with_portal_key(mut self, key: PortalKey) -> Authenticator {
+        self.portal = key;
+        self
+    }
+
+    /// The key of portal tokens.
+    pub fn portal_key(&self) -> &PortalKey {
+        &self.portal
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -98,6 +201,11 @@ impl Authenticator {
 
     /// Resolves `authorization: Bearer <token>`.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Status> {
+        let bearer =
+            header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim);
+        if let Some(portal) = bearer.filter(|t| t.starts_with(PORTAL_PREFIX)) {
+            return self.portal.verify(portal).map(|(tenant, _)| Principal::Tenant(tenant));
+        }
         if !self.is_enabled() {
             return Ok(Principal::Operator);
         }
@@ -120,6 +228,8 @@ impl Authenticator {
             let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
             let principal = auth.authenticate(header.as_deref())?;
             req.extensions_mut().insert(principal);
+            // For the one handler that issues portal tokens.
+            req.extensions_mut().insert(auth.portal.clone());
             Ok(req)
         }
     }
@@ -140,6 +250,41 @@ mod tests {
         assert_eq!(auth.authenticate(None).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert!(Authenticator::from_entries(&["plain=operator"]).unwrap_err().starts_with("tokens[0]"));
         assert_eq!(Authenticator::default().authenticate(None).unwrap(), Principal::Operator);
+    }
+
+    #[test]
+    fn portal_tokens_are_tenant_credentials_that_cannot_be_widened() {
+        let key = PortalKey::derive(b"master");
+        let auth = Authenticator::from_entries(&[format!("sha256:{}=operator", hash_token("op"))])
+            .unwrap()
+            .with_portal_key(key.clone());
+        let (token, _) = key.issue("acme", Duration::from_secs(60)).unwrap();
+        assert_eq!(auth.authenticate(Some(&format!("Bearer {token}"))).unwrap(), Principal::Tenant("acme".into()));
+        // The same key derived elsewhere accepts it; another key does not.
+        assert!(PortalKey::derive(b"master").verify(&token).is_ok());
+        assert!(PortalKey::derive(b"other").verify(&token).is_err());
+        // A payload rewritten to another tenant breaks the signature.
+        let sig = token.rsplit_once('.').unwrap().1;
+        let forged = format!("{PORTAL_PREFIX}{}.{sig}", URL_SAFE_NO_PAD.encode(format!("globex\0{}", now_secs() + 60)));
+        assert_eq!(
+            auth.authenticate(Some(&format!("Bearer {forged}"))).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        // Open mode: a portal token still narrows to its tenant.
+        let open = Authenticator::default().with_portal_key(key.clone());
+        assert_eq!(open.authenticate(Some(&format!("Bearer {token}"))).unwrap(), Principal::Tenant("acme".into()));
+        assert!(key.issue("acme", Duration::ZERO).is_err());
+        assert!(key.issue("", Duration::from_secs(1)).is_err());
+        assert!(key.issue("acme", PORTAL_MAX_TTL + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn expired_portal_tokens_are_refused() {
+        let key = PortalKey::default();
+        let payload = format!("acme\0{}", now_secs() - 1);
+        let sig = key.mac(payload.as_bytes()).finalize().into_bytes();
+        let token = format!("{PORTAL_PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(sig));
+        assert!(key.verify(&token).unwrap_err().message().contains("expired"));
     }
 
     #[test]

@@ -168,6 +168,15 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Creates or replaces a delivery, keeping the `created_at` of an existing one.
     async fn put_delivery(&self, delivery: &Delivery) -> Result<()>;
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
+    /// Records a new delivery unless the log has one with its id, and answers the one it has
+    /// (a request consumed again after a crash finds what the first consumption did). The
+    /// dispatcher calls this for every new request, so a backend may do it in one step.
+    async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        match self.get_delivery(&delivery.id).await? {
+            Some(existing) => Ok(Some(existing)),
+            None => self.put_delivery(delivery).await.map(|()| None),
+        }
+    }
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
     async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
@@ -243,6 +252,9 @@ impl DeliveryLog for Split {
     }
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
         self.log.get_delivery(id).await
+    }
+    async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        self.log.create_delivery(delivery).await
     }
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
         self.log.add_attempt(delivery_id, attempt).await

@@ -81,18 +81,30 @@ pub struct WriteStats {
     pub failed: AtomicU64,
 }
 
-/// Told of every write batch: how many writes it carried, how long it took, whether it
-/// committed.
-pub type BatchObserver = Arc<dyn Fn(usize, Duration, bool) + Send + Sync>;
+/// One write batch, as [`BatchObserver`]s see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// Deliveries and attempts it carried.
+    pub writes: usize,
+    /// Statements it took (`BEGIN` and `COMMIT` included).
+    pub statements: u64,
+    pub took: Duration,
+    pub committed: bool,
+}
+
+/// Told of every write batch (for metrics).
+pub type BatchObserver = Arc<dyn Fn(&Batch) + Send + Sync>;
 
 enum Op {
     Put(Box<Delivery>),
+    /// Put unless the log has the id; the answer carries the one it has.
+    Create(Box<Delivery>),
     Attempt(String, Box<Attempt>),
 }
 
 struct Job {
     op: Op,
-    done: oneshot::Sender<Result<()>>,
+    done: oneshot::Sender<Result<Option<Delivery>>>,
 }
 
 pub struct PostgresLog {
@@ -228,7 +240,7 @@ impl PostgresLog {
         });
     }
 
-    async fn submit(&self, op: Op) -> Result<()> {
+    async fn submit(&self, op: Op) -> Result<Option<Delivery>> {
         let (done, answer) = oneshot::channel();
         self.writes.send(Job { op, done }).await.map_err(|_| StoreError::Backend("postgres writer stopped".into()))?;
         answer.await.map_err(|_| StoreError::Backend("postgres writer stopped".into()))?
@@ -360,10 +372,16 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Job>, retention: Retention, s
             }
         }
         let started = Instant::now();
-        let result = write_batch(&pool, &batch, retention, &partitions).await;
+        let mut found: HashMap<String, Delivery> = HashMap::new();
+        let result = write_batch(&pool, &batch, retention, &partitions, &mut found).await;
         let observe = observer.lock().clone();
         if let Some(observe) = observe {
-            observe(batch.len(), started.elapsed(), result.is_ok());
+            observe(&Batch {
+                writes: batch.len(),
+                statements: *result.as_ref().unwrap_or(&0),
+                took: started.elapsed(),
+                committed: result.is_ok(),
+            });
         }
         match &result {
             Ok(statements) => {
@@ -378,10 +396,68 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Job>, retention: Retention, s
             }
         }
         for job in batch.drain(..) {
-            let _ = job.done.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            let answer = match (&result, &job.op) {
+                (Ok(_), Op::Create(d)) => Ok(found.get(&d.id).cloned()),
+                (Ok(_), _) => Ok(None),
+                (Err(e), _) => Err(e.clone()),
+            };
+            let _ = job.done.send(answer);
         }
     }
 }
+
+/// Existing deliveries (found in any partition) take the new status and document but keep
+/// their row, and so their `created_at`; the others are inserted. Answers the webhooks that
+/// gained deliveries, for the per-webhook cap.
+const UPSERT_SQL: &str = "WITH input AS (
+                     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                          $13::text[])
+                     AS i(id, created_at, tenant_id, webhook_id, status, event_type, call_id, campaign_id,
+                          campaign_name, direction, tracking, created_exact, doc)),
+                 updated AS (
+                     UPDATE hm_deliveries d SET status = i.status, doc = i.doc
+                     FROM input i WHERE d.id = i.id AND d.created_at >= $14
+                     RETURNING d.id)
+                 INSERT INTO hm_deliveries (id, created_at, tenant_id, webhook_id, status, event_type, call_id,
+                                            campaign_id, campaign_name, direction, tracking, created_exact, doc)
+                 SELECT i.id, i.created_at, i.tenant_id, i.webhook_id, i.status, i.event_type, i.call_id,
+                        i.campaign_id, i.campaign_name, i.direction, i.tracking, i.created_exact, i.doc
+                 FROM input i WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = i.id)
+                 RETURNING webhook_id";
+
+/// Attempts of a delivery that is not (or no longer) in the log are not kept. Each takes the
+/// next number of its delivery, in the order they came.
+const APPEND_SQL: &str = "INSERT INTO hm_attempts (delivery_id, created_at, seq, doc)
+             SELECT d.id, d.created_at,
+                    COALESCE((SELECT max(a.seq) FROM hm_attempts a WHERE a.delivery_id = d.id AND a.created_at = d.created_at), -1)
+                      + row_number() OVER (PARTITION BY i.id ORDER BY i.ord),
+                    i.doc
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(id, doc, ord)
+             JOIN hm_deliveries d ON d.id = i.id AND d.created_at >= $3";
+
+/// Counts what each webhook gained; answers the new counts.
+const COUNT_SQL: &str = "INSERT INTO hm_webhook_counts AS c (webhook_id, kept)
+                 SELECT * FROM unnest($1::text[], $2::bigint[])
+                 ON CONFLICT (webhook_id) DO UPDATE SET kept = c.kept + excluded.kept
+                 RETURNING webhook_id, kept";
+
+/// For the webhooks over the cap, deletes the oldest beyond it (walking the webhook index from
+/// the old end) with their attempts, and counts those out.
+const CAP_SQL: &str = "WITH doomed AS (
+                     SELECT x.id, x.created_at, x.webhook_id
+                     FROM unnest($1::text[], $2::bigint[]) AS o(webhook_id, excess)
+                     CROSS JOIN LATERAL (
+                         SELECT d.id, d.created_at, d.webhook_id FROM hm_deliveries d
+                         WHERE d.webhook_id = o.webhook_id
+                         ORDER BY d.created_at, d.id LIMIT o.excess) x),
+                 gone_attempts AS (
+                     DELETE FROM hm_attempts a USING doomed x WHERE a.delivery_id = x.id AND a.created_at = x.created_at),
+                 gone AS (
+                     DELETE FROM hm_deliveries d USING doomed x WHERE d.id = x.id AND d.created_at = x.created_at
+                     RETURNING d.webhook_id)
+                 UPDATE hm_webhook_counts c SET kept = c.kept - g.n
+                 FROM (SELECT webhook_id, count(*) n FROM gone GROUP BY webhook_id) g WHERE c.webhook_id = g.webhook_id";
 
 /// The deliveries of a batch as column arrays, for one `unnest` upsert.
 #[derive(Default)]
@@ -401,38 +477,97 @@ struct DeliveryColumns {
     doc: Vec<String>,
 }
 
-/// Writes one batch in one transaction; answers the number of statements it took.
+/// Writes one batch in one transaction; answers the number of statements it took. The
+/// deliveries that `Create` jobs found already in the log go to `found`.
 async fn write_batch(
     pool: &Pool,
     batch: &[Job],
     retention: Retention,
     partitions: &Mutex<HashSet<NaiveDate>>,
+    found: &mut HashMap<String, Delivery>,
 ) -> Result<u64> {
     let cutoff = cutoff(retention);
+    let mut client = pool.get().await.map_err(pool_error)?;
+    // Partitions first, outside the transaction (creating one locks the parent table).
+    let days: HashSet<NaiveDate> = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            Op::Put(d) | Op::Create(d) if d.created_at >= cutoff => Some(d.created_at.date_naive()),
+            _ => None,
+        })
+        .collect();
+    for day in days {
+        ensure_partition(&client, partitions, day).await?;
+    }
+    let tx = client.transaction().await.map_err(backend("delivery log write"))?;
+    let mut statements = 2; // BEGIN, COMMIT
+    let ids: HashSet<&str> = batch
+        .iter()
+        .map(|job| match &job.op {
+            Op::Put(d) | Op::Create(d) => d.id.as_str(),
+            Op::Attempt(id, _) => id.as_str(),
+        })
+        .collect();
+    let creates: Vec<&str> = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            Op::Create(d) => Some(d.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Every delivery of the batch locked (in one order everywhere, so two writers never
+    // deadlock), then the ones to create looked up: both in one round trip.
+    let lock_ids: Vec<&str> = ids.into_iter().collect();
+    let lock_sql = tx
+        .prepare_cached(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM \
+             (SELECT DISTINCT hashtextextended(i, 0) h FROM unnest($1::text[]) i ORDER BY h) s",
+        )
+        .await
+        .map_err(backend("locking deliveries"))?;
+    let find_sql = tx
+        .prepare_cached(
+            "SELECT id, created_exact, doc FROM hm_deliveries WHERE id = ANY($1::text[]) AND created_at >= $2",
+        )
+        .await
+        .map_err(backend("finding deliveries"))?;
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&lock_ids];
+    let lock = tx.execute(&lock_sql, &lock_params);
+    let find = async {
+        if creates.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.query(&find_sql, &[&creates, &cutoff]).await
+    };
+    let (locked, existing) = tokio::join!(lock, find);
+    locked.map_err(backend("locking deliveries"))?;
+    statements += 1 + u64::from(!creates.is_empty());
+    for row in existing.map_err(backend("finding deliveries"))? {
+        let d = decode_delivery(&row)?;
+        found.insert(d.id.clone(), d);
+    }
     // The last put of each id wins (they arrive in order); the earliest `created_at` of a new
     // delivery is kept, as the store keeps the first one.
     let mut puts: BTreeMap<&str, (&Delivery, DateTime<Utc>)> = BTreeMap::new();
     let mut attempts: Vec<(&str, String)> = Vec::new();
-    let mut ids: HashSet<&str> = HashSet::new();
     for job in batch {
         match &job.op {
-            Op::Put(d) => {
-                ids.insert(&d.id);
+            // A delivery the log has is not created again; one created earlier in this batch
+            // is (the first create wins, as the log keeps the first).
+            Op::Create(d) if found.contains_key(&d.id) || puts.contains_key(d.id.as_str()) => {}
+            Op::Put(d) | Op::Create(d) => {
                 puts.entry(&d.id).and_modify(|e| e.0 = d).or_insert((d, d.created_at));
             }
             Op::Attempt(id, a) => {
-                ids.insert(id);
                 attempts.push((id, encode(a, "attempt")?));
             }
         }
     }
     let mut cols = DeliveryColumns::default();
-    let mut days = HashSet::new();
     for (id, (d, created_at)) in &puts {
         if *created_at < cutoff {
             continue; // already past the max age: not kept at all
         }
-        days.insert(created_at.date_naive());
         cols.id.push(id.to_string());
         cols.created_at.push(*created_at);
         cols.tenant_id.push(d.tenant_id.clone());
@@ -449,19 +584,8 @@ async fn write_batch(
         cols.doc.push(encode(d, "delivery")?);
     }
 
-    let mut client = pool.get().await.map_err(pool_error)?;
-    for day in days {
-        ensure_partition(&client, partitions, day).await?;
-    }
-    let tx = client.transaction().await.map_err(backend("delivery log write"))?;
-    let mut statements = 2; // BEGIN, COMMIT
-    let lock_ids: Vec<&str> = ids.into_iter().collect();
-    let lock_params: [&(dyn ToSql + Sync); 1] = [&lock_ids];
-    let lock = tx.execute(
-        "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(i, 0) h FROM unnest($1::text[]) i ORDER BY h) s",
-        &lock_params,
-    );
-    statements += 1;
+    let upsert_sql = tx.prepare_cached(UPSERT_SQL).await.map_err(backend("writing deliveries"))?;
+    let append_sql = tx.prepare_cached(APPEND_SQL).await.map_err(backend("writing attempts"))?;
     let upsert = async {
         if cols.id.is_empty() {
             return Ok::<_, StoreError>(Vec::new());
@@ -482,31 +606,7 @@ async fn write_batch(
             &cols.doc,
             &cutoff,
         ];
-        // Existing deliveries (found in any partition) take the new status and document but
-        // keep their row, and so their `created_at`; the others are inserted. The insert
-        // answers the webhooks that gained deliveries, for the per-webhook cap.
-        let rows = tx
-            .query(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                                          $13::text[])
-                     AS i(id, created_at, tenant_id, webhook_id, status, event_type, call_id, campaign_id,
-                          campaign_name, direction, tracking, created_exact, doc)),
-                 updated AS (
-                     UPDATE hm_deliveries d SET status = i.status, doc = i.doc
-                     FROM input i WHERE d.id = i.id AND d.created_at >= $14
-                     RETURNING d.id)
-                 INSERT INTO hm_deliveries (id, created_at, tenant_id, webhook_id, status, event_type, call_id,
-                                            campaign_id, campaign_name, direction, tracking, created_exact, doc)
-                 SELECT i.id, i.created_at, i.tenant_id, i.webhook_id, i.status, i.event_type, i.call_id,
-                        i.campaign_id, i.campaign_name, i.direction, i.tracking, i.created_exact, i.doc
-                 FROM input i WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.id = i.id)
-                 RETURNING webhook_id",
-                &params,
-            )
-            .await
-            .map_err(backend("writing deliveries"))?;
+        let rows = tx.query(&upsert_sql, &params).await.map_err(backend("writing deliveries"))?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     };
     let append = async {
@@ -514,25 +614,12 @@ async fn write_batch(
             return Ok::<_, StoreError>(());
         }
         let (ids, docs): (Vec<&str>, Vec<&str>) = attempts.iter().map(|(i, d)| (*i, d.as_str())).unzip();
-        // Attempts of a delivery that is not (or no longer) in the log are not kept. Each
-        // takes the next number of its delivery, in the order they came.
-        tx.execute(
-            "INSERT INTO hm_attempts (delivery_id, created_at, seq, doc)
-             SELECT d.id, d.created_at,
-                    COALESCE((SELECT max(a.seq) FROM hm_attempts a WHERE a.delivery_id = d.id AND a.created_at = d.created_at), -1)
-                      + row_number() OVER (PARTITION BY i.id ORDER BY i.ord),
-                    i.doc
-             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(id, doc, ord)
-             JOIN hm_deliveries d ON d.id = i.id AND d.created_at >= $3",
-            &[&ids, &docs, &cutoff],
-        )
-        .await
-        .map_err(backend("writing attempts"))?;
+        tx.execute(&append_sql, &[&ids, &docs, &cutoff]).await.map_err(backend("writing attempts"))?;
         Ok(())
     };
-    // The three go out together on the one connection (pipelined), in this order.
-    let (locked, inserted, appended) = tokio::join!(lock, upsert, append);
-    locked.map_err(backend("locking deliveries"))?;
+    // The two go out together on the one connection (pipelined), in this order: every
+    // statement is prepared already, so each sends its request when first polled.
+    let (inserted, appended) = tokio::join!(upsert, append);
     let inserted = inserted?;
     appended?;
     statements += u64::from(!cols.id.is_empty()) + u64::from(!attempts.is_empty());
@@ -545,16 +632,10 @@ async fn write_batch(
         let (webhooks, added): (Vec<String>, Vec<i64>) = per.into_iter().unzip();
         let cap = retention.per_webhook as i64;
         // Count what each webhook gained ...
-        let counted = tx
-            .query(
-                "INSERT INTO hm_webhook_counts AS c (webhook_id, kept)
-                 SELECT * FROM unnest($1::text[], $2::bigint[])
-                 ON CONFLICT (webhook_id) DO UPDATE SET kept = c.kept + excluded.kept
-                 RETURNING webhook_id, kept",
-                &[&webhooks, &added],
-            )
-            .await
-            .map_err(backend("counting deliveries per webhook"))?;
+        let count_sql = tx.prepare_cached(COUNT_SQL).await.map_err(backend("counting deliveries per webhook"))?;
+        let counted =
+            tx.query(&count_sql, &[&webhooks, &added]).await.map_err(backend("counting deliveries per webhook"))?;
+
         statements += 1;
         let (over, excess): (Vec<String>, Vec<i64>) = counted
             .iter()
@@ -564,25 +645,8 @@ async fn write_batch(
         if !over.is_empty() {
             // ... and for the webhooks now over the cap, delete the oldest beyond it (walking
             // the webhook index from the old end) with their attempts, and count those out.
-            tx.execute(
-                "WITH doomed AS (
-                     SELECT x.id, x.created_at, x.webhook_id
-                     FROM unnest($1::text[], $2::bigint[]) AS o(webhook_id, excess)
-                     CROSS JOIN LATERAL (
-                         SELECT d.id, d.created_at, d.webhook_id FROM hm_deliveries d
-                         WHERE d.webhook_id = o.webhook_id
-                         ORDER BY d.created_at, d.id LIMIT o.excess) x),
-                 gone_attempts AS (
-                     DELETE FROM hm_attempts a USING doomed x WHERE a.delivery_id = x.id AND a.created_at = x.created_at),
-                 gone AS (
-                     DELETE FROM hm_deliveries d USING doomed x WHERE d.id = x.id AND d.created_at = x.created_at
-                     RETURNING d.webhook_id)
-                 UPDATE hm_webhook_counts c SET kept = c.kept - g.n
-                 FROM (SELECT webhook_id, count(*) n FROM gone GROUP BY webhook_id) g WHERE c.webhook_id = g.webhook_id",
-                &[&over, &excess],
-            )
-            .await
-            .map_err(backend("per-webhook cap"))?;
+            let cap_sql = tx.prepare_cached(CAP_SQL).await.map_err(backend("per-webhook cap"))?;
+            tx.execute(&cap_sql, &[&over, &excess]).await.map_err(backend("per-webhook cap"))?;
             statements += 1;
         }
     }
@@ -607,35 +671,41 @@ fn decode_delivery(row: &tokio_postgres::Row) -> Result<Delivery> {
 #[async_trait]
 impl DeliveryLog for PostgresLog {
     async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
-        self.submit(Op::Put(Box::new(delivery.clone()))).await
+        self.submit(Op::Put(Box::new(delivery.clone()))).await.map(|_| ())
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let row = client
-            .query_opt(
+        let stmt = client
+            .prepare_cached(
                 "SELECT id, created_exact, doc FROM hm_deliveries WHERE id = $1 AND created_at >= $2 \
                  ORDER BY created_at LIMIT 1",
-                &[&id, &cutoff(self.retention)],
             )
             .await
             .map_err(backend("reading a delivery"))?;
+        let row =
+            client.query_opt(&stmt, &[&id, &cutoff(self.retention)]).await.map_err(backend("reading a delivery"))?;
         row.as_ref().map(decode_delivery).transpose()
     }
 
+    async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        self.submit(Op::Create(Box::new(delivery.clone()))).await
+    }
+
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
-        self.submit(Op::Attempt(delivery_id.to_string(), Box::new(attempt.clone()))).await
+        self.submit(Op::Attempt(delivery_id.to_string(), Box::new(attempt.clone()))).await.map(|_| ())
     }
 
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let rows = client
-            .query(
+        let stmt = client
+            .prepare_cached(
                 "SELECT doc FROM hm_attempts WHERE delivery_id = $1 AND created_at >= $2 ORDER BY created_at, seq",
-                &[&delivery_id, &cutoff(self.retention)],
             )
             .await
             .map_err(backend("reading attempts"))?;
+        let rows =
+            client.query(&stmt, &[&delivery_id, &cutoff(self.retention)]).await.map_err(backend("reading attempts"))?;
         rows.iter()
             .map(|r| {
                 serde_json::from_str(r.get(0))
@@ -713,7 +783,8 @@ impl DeliveryLog for PostgresLog {
         }
         let limit = sql.bind(limit);
         sql.text.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
-        let rows = client.query(&sql.text, &sql.refs()).await.map_err(backend("listing deliveries"))?;
+        let stmt = client.prepare_cached(&sql.text).await.map_err(backend("listing deliveries"))?;
+        let rows = client.query(&stmt, &sql.refs()).await.map_err(backend("listing deliveries"))?;
         rows.iter().map(decode_delivery).collect()
     }
 }

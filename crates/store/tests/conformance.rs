@@ -164,6 +164,7 @@ suite!(hot_state on [memory, embedded, redis, redis_one_bucket, redis_cluster, s
 
 suite!(delivery_log on [memory, embedded, redis, postgres, split] {
     put_then_get_round_trips;
+    create_records_once_and_answers_what_the_log_has;
     created_at_never_changes;
     attempts_keep_their_order;
     list_is_newest_first_and_filters;
@@ -358,6 +359,34 @@ async fn put_then_get_round_trips(store: Arc<dyn DeliveryLog>) {
     updated.last_error = Some("status 503".into());
     store.put_delivery(&updated).await.unwrap();
     assert_eq!(store.get_delivery("msg_rt").await.unwrap(), Some(updated), "a later put replaces the rest");
+}
+
+async fn create_records_once_and_answers_what_the_log_has(store: Arc<dyn DeliveryLog>) {
+    let at = now_ms() - secs(60);
+    let d = delivery("msg_new", "t1", "wh1", at);
+    assert_eq!(store.create_delivery(&d).await.unwrap(), None, "a new delivery");
+    assert_eq!(store.get_delivery("msg_new").await.unwrap(), Some(d.clone()));
+    // Consumed again after a crash: the log answers what the first consumption recorded.
+    let mut again = delivery("msg_new", "t1", "wh1", at + secs(30));
+    again.status = DeliveryStatus::Success;
+    assert_eq!(store.create_delivery(&again).await.unwrap(), Some(d.clone()), "the stored one");
+    assert_eq!(store.get_delivery("msg_new").await.unwrap(), Some(d), "not replaced");
+
+    // Creates of distinct deliveries from many tasks at once are all recorded.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.create_delivery(&delivery(&format!("msg_many{i}"), "t1", "wh1", at + secs(i))).await.unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), None);
+    }
+    let listed =
+        list_ids(&store, DeliveryQuery { webhook_id: Some("wh1".into()), limit: 100, ..Default::default() }).await;
+    assert_eq!(listed.len(), 17, "{listed:?}");
 }
 
 async fn created_at_never_changes(store: Arc<dyn DeliveryLog>) {

@@ -20,6 +20,7 @@
 //! | `hookmesh_circuits` | gauge | `state` = open, half_open: endpoints this dispatcher saw in that state |
 //! | `hookmesh_log_write_batches_total` | counter | `outcome` = ok, failed: PostgreSQL delivery-log write batches |
 //! | `hookmesh_log_writes_total` | counter | deliveries and attempts written in those batches |
+//! | `hookmesh_log_statements_total` | counter | SQL statements those batches took (`BEGIN`, `COMMIT` included) |
 //! | `hookmesh_log_write_batch_seconds` | histogram | time of one write batch (one transaction) |
 //!
 //! # The same metrics over OTLP
@@ -269,6 +270,7 @@ pub struct Metrics {
     pub circuits: Family<CircuitLabel, Gauge>,
     pub log_write_batches: Family<OutcomeLabel, Counter>,
     pub log_writes: Counter,
+    pub log_statements: Counter,
     pub log_write_batch_time: Histogram,
 }
 
@@ -310,6 +312,7 @@ impl Metrics {
             circuits: Family::default(),
             log_write_batches: Family::default(),
             log_writes: Counter::default(),
+            log_statements: Counter::default(),
             log_write_batch_time: Histogram::new(buckets()),
             registry: Registry::default(),
             described: Vec::new(),
@@ -339,6 +342,7 @@ impl Metrics {
             &m.log_write_batches,
         );
         r.add("log_writes", "Deliveries and attempts written to the delivery log in batches", &m.log_writes);
+        r.add("log_statements", "SQL statements of the delivery-log write batches", &m.log_statements);
         r.add("log_write_batch_seconds", "Time of one delivery-log write batch", &m.log_write_batch_time);
         Metrics { registry: r.registry, described: r.described, ..m }
     }

@@ -20,23 +20,28 @@ impl Dispatcher {
         request: RenderedRequest,
         order: Option<&OrderRelease>,
     ) -> Result<(), DispatchError> {
-        if let Some(existing) = self.store.get_delivery(&request.delivery_id).await? {
-            if existing.status != DeliveryStatus::Pending || existing.next_attempt_at.is_some() {
-                tracing::debug!(delivery = %existing.id, "already handled; redelivered request skipped");
-                return Ok(());
-            }
-        }
         let now = Utc::now();
         let mut d = Delivery::new(request, now);
         if let Some(reason) = d.request.render_error.clone() {
             d.status = DeliveryStatus::Error;
             d.last_error = Some(reason);
             d.last_error_class = Some(ErrorClass::Render);
-            self.save(&d).await?;
+        }
+        // One step records the new delivery or finds what an earlier consumption of this
+        // request (before a crash) left.
+        if let Some(existing) = self.create(&d).await? {
+            if existing.status != DeliveryStatus::Pending || existing.next_attempt_at.is_some() {
+                tracing::debug!(delivery = %existing.id, "already handled; redelivered request skipped");
+                return Ok(());
+            }
+            if d.status == DeliveryStatus::Error {
+                self.save(&d).await?;
+            }
+        }
+        if d.status == DeliveryStatus::Error {
             metrics().completed("error");
             return Ok(());
         }
-        self.save(&d).await?;
         let may_go = match lane_of(&d) {
             Some(lane) => self.store.lane_push(&lane, &d.id).await?,
             None => true,
@@ -48,13 +53,16 @@ impl Dispatcher {
             // An earlier event of this call is still being delivered; this one waits its turn.
             return Ok(());
         }
-        self.attempt(d, AttemptTrigger::Scheduled).await
+        self.attempt(d, AttemptTrigger::Scheduled, false).await
     }
 
     /// Runs one attempt of a pending or retrying delivery and settles it, unless the endpoint's
     /// circuit, rate limit or concurrency says to wait: then it is rescheduled without counting
-    /// as an attempt, and nothing else waits for it.
-    pub async fn attempt(&self, mut d: Delivery, trigger: AttemptTrigger) -> Result<(), DispatchError> {
+    /// as an attempt, and nothing else waits for it. `claimed`: the delivery came from the retry
+    /// schedule, whose entry a success removes; a new delivery has none, so its success costs
+    /// no schedule write (an entry left by a crash is removed when it is claimed and found
+    /// settled).
+    pub async fn attempt(&self, mut d: Delivery, trigger: AttemptTrigger, claimed: bool) -> Result<(), DispatchError> {
         let now = Utc::now();
         let webhook = self.registry.webhook_at_least(&d.webhook_id, d.request.webhook_version, REGISTRY_WAIT).await;
         let stop_reason = match &webhook {
@@ -125,7 +133,9 @@ impl Dispatcher {
             decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
         match decision {
             Decision::Delivered => {
-                self.store.cancel_retry(&d.id).await?;
+                if claimed {
+                    self.store.cancel_retry(&d.id).await?;
+                }
                 d.status = DeliveryStatus::Success;
                 d.next_attempt_at = None;
                 metrics().completed("success");

@@ -10,6 +10,18 @@ impl Dispatcher {
         Ok(self.store.put_delivery(&self.vault.for_storage(d)).await?)
     }
 
+    /// Records a new delivery (as [`Dispatcher::save`] does) unless the log has it; answers
+    /// the stored one, in its working form.
+    pub async fn create(&self, d: &Delivery) -> Result<Option<Delivery>, DispatchError> {
+        match self.store.create_delivery(&self.vault.for_storage(d)).await? {
+            Some(mut existing) => {
+                self.vault.open(&mut existing).map_err(DispatchError::Sealed)?;
+                Ok(Some(existing))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// A stored delivery in its working form.
     pub async fn load(&self, id: &str) -> Result<Option<Delivery>, DispatchError> {
         match self.store.get_delivery(id).await? {

@@ -162,6 +162,11 @@ pub struct BenchArgs {
     /// Requests in flight of the direct load generator that measures the limit.
     #[arg(long, default_value_t = 256)]
     pub limit_concurrency: usize,
+    /// PostgreSQL server for the delivery log of backend kafka-redis (a role that may create
+    /// databases): each run creates a fresh database there and drops it afterwards. `none`
+    /// keeps the log in Redis.
+    #[arg(long, env = "HOOKMESH_BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub postgres: String,
     /// Keep the processes' logs in this directory (default: a temporary directory, removed
     /// unless a run fails).
     #[arg(long)]
@@ -739,12 +744,91 @@ struct Cluster {
     dispatcher_admin: SocketAddr,
     /// The data directory of backend `embedded`.
     data_dir: Option<PathBuf>,
+    /// The redis-server of backend kafka-redis.
+    redis_port: Option<u16>,
+    /// The delivery log's database of backend kafka-redis.
+    postgres: Option<BenchDb>,
+}
+
+/// A database of its own for one run's delivery log.
+struct BenchDb {
+    /// The server's DSN (where the database is created and dropped).
+    server: String,
+    name: String,
+    /// The database's DSN.
+    dsn: String,
+}
+
+impl BenchDb {
+    async fn create(server: &str, tag: &str) -> anyhow::Result<BenchDb> {
+        let name =
+            format!("hookmesh_bench_{}_{}", std::process::id(), tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let client = pg_connect(server).await?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).await?;
+        let base = server.split('?').next().unwrap_or(server);
+        let base = base.rsplit_once('/').filter(|(b, _)| b.contains("://") && b.len() > b.find("://").unwrap_or(0) + 3);
+        let dsn = match base {
+            Some((b, _)) => format!("{b}/{name}"),
+            None => bail!("--postgres: `{server}` is not a postgres://user@host:port/db URL"),
+        };
+        Ok(BenchDb { server: server.to_string(), name, dsn })
+    }
+
+    /// Transactions, rows written and bytes of the database so far.
+    async fn stats(&self) -> anyhow::Result<PgStats> {
+        let client = pg_connect(&self.dsn).await?;
+        let row = client
+            .query_one(
+                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted, pg_database_size(datname) \
+                 FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await?;
+        Ok(PgStats { commits: row.get(0), rows: row.get(1), bytes: row.get(2) })
+    }
+
+    async fn drop_database(self) {
+        if let Ok(client) = pg_connect(&self.server).await {
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PgStats {
+    commits: i64,
+    rows: i64,
+    bytes: i64,
+}
+
+async fn pg_connect(dsn: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("--postgres: cannot connect to `{dsn}` (`--postgres none` keeps the log in Redis)"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Calls per command of a redis-server so far (`INFO commandstats`), the INFO calls left out.
+async fn redis_commands(port: u16) -> anyhow::Result<HashMap<String, u64>> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let text: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+        let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|c| c.parse().ok());
+        if let (Some(calls), false) = (calls, name == "info") {
+            out.insert(name.to_ascii_uppercase(), calls);
+        }
+    }
+    Ok(out)
 }
 
 const COMMON: &[&str] =
     &["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--allow-networks", "127.0.0.0/8"];
 
-async fn start_cluster(backend: Backend, logdir: &Path, tag: &str) -> anyhow::Result<Cluster> {
+async fn start_cluster(backend: Backend, postgres: &str, logdir: &Path, tag: &str) -> anyhow::Result<Cluster> {
     let mut procs = Procs::default();
     let common: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
     let wait = Duration::from_secs(60);
@@ -764,7 +848,15 @@ async fn start_cluster(backend: Backend, logdir: &Path, tag: &str) -> anyhow::Re
             }
             let (i, rx) = spawn_hookmesh(&mut procs, "standalone", &args, logdir, tag)?;
             let l = wait_listening(&mut procs, i, rx, wait).await?;
-            Ok(Cluster { procs, management: l.grpc, ingest: l.grpc, dispatcher_admin: l.admin, data_dir })
+            Ok(Cluster {
+                procs,
+                management: l.grpc,
+                ingest: l.grpc,
+                dispatcher_admin: l.admin,
+                data_dir,
+                redis_port: None,
+                postgres: None,
+            })
         }
         Backend::KafkaRedis => {
             let tansu = find_binary("tansu")
@@ -797,8 +889,15 @@ async fn start_cluster(backend: Backend, logdir: &Path, tag: &str) -> anyhow::Re
                 procs.check_alive()?;
                 bail!("redis-server did not listen on {rport}");
             }
+            let db = match postgres {
+                "none" | "" => None,
+                server => Some(BenchDb::create(server, tag).await?),
+            };
             let role_args = |role: &str| {
                 let mut a = vec![role.to_string()];
+                if let Some(db) = &db {
+                    a.extend(["--postgres".to_string(), db.dsn.clone()]);
+                }
                 a.extend(
                     [
                         "--kafka",
@@ -833,6 +932,8 @@ async fn start_cluster(backend: Backend, logdir: &Path, tag: &str) -> anyhow::Re
                 ingest: addrs[0].grpc,
                 dispatcher_admin: addrs[2].admin,
                 data_dir: None,
+                redis_port: Some(rport),
+                postgres: db,
             })
         }
     }
@@ -1224,7 +1325,7 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     // Other work on the machine skews every number: keep its load beside them.
     let load_at_start = loadavg();
     let started = Instant::now();
-    let mut cluster = start_cluster(args.backend, logdir, &tag).await?;
+    let mut cluster = start_cluster(args.backend, &args.postgres, logdir, &tag).await?;
     let startup_s = started.elapsed().as_secs_f64();
     let management = connect(cluster.management).await?;
     let ingest = connect(cluster.ingest).await?;
@@ -1267,6 +1368,14 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     // Measure.
     let expected = plan.expected();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..plan.events).map(|_| AtomicU64::new(0)).collect());
+    let redis_before = match cluster.redis_port {
+        Some(p) => Some(redis_commands(p).await?),
+        None => None,
+    };
+    let pg_before = match &cluster.postgres {
+        Some(db) => Some(db.stats().await?),
+        None => None,
+    };
     let cpu_before = cluster.procs.cpu();
     let self_before = self_cpu();
     let progress = AbortOnDrop({
@@ -1310,6 +1419,14 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     let done_ns = sink.now_ns();
     let cpu_after = cluster.procs.cpu();
     let self_after = self_cpu();
+    let redis_after = match cluster.redis_port {
+        Some(p) => Some(redis_commands(p).await?),
+        None => None,
+    };
+    let pg_after = match &cluster.postgres {
+        Some(db) => Some(db.stats().await?),
+        None => None,
+    };
     if !plan.settle.is_zero() {
         tokio::time::sleep(plan.settle).await;
     }
@@ -1318,7 +1435,11 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
     let processes = cluster.procs.stats(&cpu_before, &cpu_after);
     let hits_at_end: Vec<u64> = receivers.receivers.iter().map(|r| r.hits.load(Ordering::Relaxed)).collect();
     let data_dir = cluster.data_dir.clone();
+    let bench_db = cluster.postgres.take();
     drop(cluster); // kills every process
+    if let Some(db) = bench_db {
+        db.drop_database().await;
+    }
 
     // Analyse.
     let (latency, mut arrivals, duplicates, unexpected, unreadable) = {
@@ -1388,6 +1509,36 @@ async fn run_once(args: &BenchArgs, plan: &Plan, logdir: &Path) -> anyhow::Resul
         extra.insert("disk_bytes".into(), json!(bytes));
         extra.insert("disk_bytes_per_delivery".into(), json!(round(bytes as f64 / (unique.max(1) as f64), 0)));
     }
+    let per_delivery = |n: f64| round(n / unique.max(1) as f64, 2);
+    if let (Some(before), Some(after)) = (&redis_before, &redis_after) {
+        // What the run asked of Redis, per delivery, busiest command first.
+        let mut by: Vec<(String, u64)> = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: u64 = by.iter().map(|(_, n)| n).sum();
+        extra.insert("redis_commands_per_delivery".into(), json!(per_delivery(total as f64)));
+        let by: serde_json::Map<String, Value> =
+            by.into_iter().map(|(k, n)| (k, json!(per_delivery(n as f64)))).collect();
+        extra.insert("redis_commands_per_delivery_by_command".into(), Value::Object(by));
+    }
+    if let (Some(before), Some(after)) = (pg_before, pg_after) {
+        let statements = metric_value(&metrics, "hookmesh_log_statements_total");
+        let writes = metric_value(&metrics, "hookmesh_log_writes_total");
+        let batches = metric_value(&metrics, "hookmesh_log_write_batches_total{outcome=\"ok\"}");
+        extra.insert(
+            "postgres".into(),
+            json!({
+                "transactions_per_delivery": per_delivery((after.commits - before.commits) as f64),
+                "rows_written_per_delivery": per_delivery((after.rows - before.rows) as f64),
+                "bytes_per_delivery": round((after.bytes - before.bytes) as f64 / unique.max(1) as f64, 0),
+                "write_statements_per_delivery_whole_process": per_delivery(statements),
+                "writes_per_batch_whole_process": if batches > 0.0 { round(writes / batches, 1) } else { 0.0 },
+            }),
+        );
+    }
     extra.insert("dispatcher_metrics".into(), metrics);
     extra.insert("receiver_hits".into(), json!(receivers_summary(&plan.receivers, &hits_at_end, warm_hits)));
     let report = RunReport {
@@ -1440,6 +1591,7 @@ async fn dispatcher_metrics(admin: SocketAddr) -> Value {
         "hookmesh_retry_backlog",
         "hookmesh_deliveries_deferred",
         "hookmesh_circuits",
+        "hookmesh_log_",
     ];
     let text = match reqwest::Client::new()
         .get(format!("http://{admin}/metrics"))
@@ -1461,6 +1613,11 @@ async fn dispatcher_metrics(admin: SocketAddr) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// A sample of [`dispatcher_metrics`] (0 when absent).
+fn metric_value(metrics: &Value, name: &str) -> f64 {
+    metrics.get(name).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
 fn receivers_summary(behaviors: &[Behavior], hits: &[u64], warm: u64) -> Vec<Value> {

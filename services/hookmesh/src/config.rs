@@ -224,6 +224,8 @@ pub struct Settings {
     /// Standalone only: the data directory of the embedded durable bus and store; `None`
     /// keeps them in memory. Set by `hookmesh standalone` (`--data-dir`, `--ephemeral`).
     pub data_dir: Option<PathBuf>,
+    /// Standalone only: the web console to serve beside the API (`None`: none).
+    pub console: Option<crate::console::StandaloneConsole>,
 }
 
 impl SettingsArgs {
@@ -238,7 +240,10 @@ impl SettingsArgs {
             }
             None => FileSettings::default(),
         };
-        let s = Settings {
+        // Portal links are signed with a key derived from the master key, so every service of a
+        // deployment accepts the links any of them issued.
+        let portal_secret = self.master_key.clone().or(file.master_key.clone()).filter(|k| !k.trim().is_empty());
+        let mut s = Settings {
             kafka: self.kafka.clone().or(file.kafka).filter(|k| !k.is_empty()),
             redis: self.redis.clone().or(file.redis).filter(|r| !r.is_empty()),
             postgres: self.postgres.clone().or(file.postgres).filter(|p| !p.is_empty()),
@@ -326,7 +331,11 @@ impl SettingsArgs {
                 }
             },
             data_dir: None,
+            console: None,
         };
+        if let Some(k) = portal_secret {
+            s.auth = s.auth.with_portal_key(hookmesh_proto::auth::PortalKey::derive(k.trim().as_bytes()));
+        }
         if s.endpoint_concurrency == 0 {
             bail!("endpoint_concurrency: must be at least 1");
         }

@@ -3,6 +3,7 @@
 //! - `standalone`: every stage and every gRPC service in one process on the durable embedded
 //!   backends in a data directory (`--ephemeral`: in memory).
 //! - `ingest`, `router`, `renderer`, `dispatcher`: one stage per process over Kafka and Redis.
+//! - `console`: the web console and tenant portal, a client of the management API.
 //! - `ctl`: the management client (every gRPC management call from the shell).
 //! - `simulate`: realistic call traffic against a running hookmesh.
 //! - `receive`: a demo receiver that prints webhooks and checks signatures.
@@ -10,6 +11,7 @@
 
 mod bench;
 mod config;
+mod console;
 mod ctl;
 mod datadir;
 mod health;
@@ -42,6 +44,8 @@ enum Command {
     Dispatcher(config::SettingsArgs),
     /// Manage webhooks, templates and deliveries of a running hookmesh.
     Ctl(ctl::CtlArgs),
+    /// Serve the web console and tenant portal, a client of a running hookmesh's API.
+    Console(console::ConsoleArgs),
     /// A demo receiver that prints the webhooks it gets and checks their signatures.
     Receive(receive::ReceiveArgs),
     /// Make or hash management API tokens.
@@ -64,6 +68,7 @@ fn main() {
             Command::Renderer(args) => run_role(runtime::Role::Renderer, args).await,
             Command::Dispatcher(args) => run_role(runtime::Role::Dispatcher, args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Receive(args) => receive::run(args).await,
             Command::Token(cmd) => token::run(cmd),

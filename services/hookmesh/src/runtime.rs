@@ -129,13 +129,14 @@ async fn build_store(
     // where it was.
     let log = hookmesh_store::PostgresLog::connect(dsn, retention).await.context("postgres: the delivery log")?;
     let log = Arc::new(log);
-    log.observe_batches(Arc::new(|writes, took, ok| {
+    log.observe_batches(Arc::new(|b| {
         let m = hookmesh_telemetry::metrics::metrics();
-        m.log_write_batches.get_or_create(&OutcomeLabel { outcome: if ok { "ok" } else { "failed" } }).inc();
-        if ok {
-            m.log_writes.inc_by(writes as u64);
+        m.log_write_batches.get_or_create(&OutcomeLabel { outcome: if b.committed { "ok" } else { "failed" } }).inc();
+        if b.committed {
+            m.log_writes.inc_by(b.writes as u64);
+            m.log_statements.inc_by(b.statements);
         }
-        m.log_write_batch_time.observe(took.as_secs_f64());
+        m.log_write_batch_time.observe(b.took.as_secs_f64());
     }));
     log.spawn_maintenance(CancellationToken::new());
     tracing::info!("keeping the delivery log in PostgreSQL");
@@ -288,6 +289,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         }),
     );
 
+    let console = match &s.console {
+        Some(c) => crate::console::start_in_process(c, grpc_addr, shutdown.clone()).await?,
+        None => None,
+    };
     readiness.set_ready(true);
     let local = if data.is_some() { "embedded" } else { "memory" };
     let backends = match (&s.kafka, &s.redis) {
@@ -297,6 +302,9 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         (None, None) => local.to_string(),
     };
     tracing::info!(%grpc_addr, %admin_addr, backends, "hookmesh {label} ready");
+    if let Some(a) = console {
+        tracing::info!("web console at http://{a}");
+    }
     // One machine-readable line on stdout, for scripts and tests that start on port 0; in
     // standalone it names where the state is kept (`data=memory` with --ephemeral).
     let data_field = match (&data, standalone) {
@@ -304,7 +312,8 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         (None, true) if s.kafka.is_none() || s.redis.is_none() => " data=memory".to_string(),
         _ => String::new(),
     };
-    println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}{data_field}");
+    let console_field = console.map(|a| format!(" console=http://{a}")).unwrap_or_default();
+    println!("hookmesh {label} listening grpc={grpc_addr} admin={admin_addr}{data_field}{console_field}");
 
     let mut server_stopped = false;
     tokio::select! {

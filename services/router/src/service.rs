@@ -442,4 +442,27 @@ impl v1::tenant_service_server::TenantService for RegistryApi {
         let saved = self.registry.put_tenant_settings(next, current.version).await.map_err(write_error)?;
         Ok(Response::new(convert::tenant_settings_to_proto(&saved)))
     }
+
+    async fn create_portal_link(
+        &self,
+        request: Request<v1::CreatePortalLinkRequest>,
+    ) -> Result<Response<v1::CreatePortalLinkResponse>, Status> {
+        if Principal::of(&request) != Principal::Operator {
+            return Err(Status::permission_denied("portal links are issued with an operator token"));
+        }
+        // The interceptor hands over the key it checks portal tokens with; without it (a
+        // server mounted without the authenticator) no link could ever be accepted.
+        let key = request
+            .extensions()
+            .get::<hookmesh_proto::auth::PortalKey>()
+            .cloned()
+            .ok_or_else(|| Status::failed_precondition("portal links need the API's authenticator"))?;
+        let req = request.into_inner();
+        let ttl = std::time::Duration::from_secs(if req.ttl_secs == 0 { 3600 } else { req.ttl_secs });
+        let (token, exp) = key.issue(&req.tenant_id, ttl).map_err(Status::invalid_argument)?;
+        let expires_at = chrono::DateTime::from_timestamp(exp as i64, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        Ok(Response::new(v1::CreatePortalLinkResponse { token, expires_at }))
+    }
 }

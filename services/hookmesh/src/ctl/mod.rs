@@ -8,6 +8,7 @@
 //!   health.
 //! - `preview.rs`: rendering without sending; `tokens.rs`: the token catalog.
 //! - `dlq.rs`: input ingest refused; `publish.rs`: sending events from a file.
+//! - `portal.rs`: signed, expiring links to the tenant portal of the web console.
 //! - `output.rs`: tables, `key: value` descriptions and JSON on stdout.
 //! - `parse.rs`: the flag syntaxes (`'Name: value'`, `200-299`, `10/s`, `1h`) and reading files.
 //!
@@ -30,6 +31,7 @@ mod delivery;
 mod dlq;
 mod output;
 mod parse;
+mod portal;
 mod preview;
 mod publish;
 mod template;
@@ -92,6 +94,8 @@ pub enum CtlCommand {
         #[arg(long, short = 'f')]
         file: PathBuf,
     },
+    /// A signed, expiring URL that opens the web console scoped to one tenant (operators).
+    PortalLink(portal::PortalLinkArgs),
 }
 
 /// What every command gets: the connection, and whether to print JSON.
@@ -121,6 +125,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
         CtlCommand::Tenant(cmd) => tenant::run(&ctx, cmd).await,
         CtlCommand::Dlq(cmd) => dlq::run(&ctx, cmd).await,
         CtlCommand::Publish { file } => publish::run(&ctx, &file).await,
+        CtlCommand::PortalLink(a) => portal::run(&ctx, a).await,
     }
 }
 
