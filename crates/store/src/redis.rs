@@ -499,7 +499,8 @@ impl RedisStore {
         let recorded: Option<u32> =
             redis::cmd("GET").arg(&meta).query_async(&mut conn).await.map_err(backend("retry buckets"))?;
         if let Some(old) = recorded.filter(|&old| old != buckets) {
-            self.retry_buckets = old;
+            // A count written by hand out of range is read within range.
+            self.retry_buckets = old.clamp(1, MAX_RETRY_BUCKETS);
             let left = self.retry_backlog().await?;
             if left > 0 {
                 return Err(StoreError::Backend(format!(
