@@ -81,6 +81,7 @@
 //! | `schedule_retry`, `cancel_retry` | 1 | 1: `ZADD`, `ZREM` on the id's bucket |
 //! | `claim_due`, nothing due | 1 | `N` × `ZRANGEBYSCORE` |
 //! | `claim_due` from `k` buckets | 2 | `N + k` × `ZRANGEBYSCORE`, `k` × `EVALSHA`, `k` × `ZADD` (one per 500 ids; the single-key script of earlier versions did one `ZADD` per id) |
+//! | `claim_due` with one bucket | 1 | 2 + one `ZADD` per 500 ids: `EVALSHA`, `ZRANGEBYSCORE` (no read of heads to compare) |
 //! | `retry_backlog` | 1 | `N` × `ZCARD` |
 //! | `rate_reserve` | 1 | 3: `EVALSHA`, `GET`, `SET` |
 //! | `record_health` | 1 | 6: `EVALSHA`, `ZADD`, `ZRANGE`, `ZREMRANGEBYSCORE`, `ZREMRANGEBYRANK`, `PEXPIRE` |

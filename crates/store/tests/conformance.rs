@@ -1298,6 +1298,32 @@ mod redis_layout {
         assert_eq!(calls, [("zcard".to_string(), 16)].into(), "{calls:?}");
     }
 
+    #[tokio::test]
+    async fn one_bucket_claims_in_one_script() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let store = store.with_retry_buckets(1).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = now_ms();
+        store.claim_due(now, 1, LEASE).await.unwrap();
+        reset_stats(&mut raw).await;
+        assert!(store.claim_due(now, 100, LEASE).await.unwrap().is_empty());
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("evalsha".to_string(), 1), ("zrangebyscore".to_string(), 1)].into(), "{calls:?}");
+        for i in 0..3 {
+            store.schedule_retry(&format!("msg_{i}"), now - secs(1)).await.unwrap();
+        }
+        reset_stats(&mut raw).await;
+        assert_eq!(store.claim_due(now, 100, LEASE).await.unwrap().len(), 3);
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(
+            calls,
+            [("evalsha".to_string(), 1), ("zadd".to_string(), 1), ("zrangebyscore".to_string(), 1)].into(),
+            "{calls:?}"
+        );
+    }
+
     /// The rest of the module doc's cost table: each hot-state operation alone, its scripts
     /// loaded beforehand.
     #[tokio::test]
