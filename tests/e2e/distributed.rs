@@ -17,20 +17,25 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 
-struct Cluster {
+pub(crate) struct Cluster {
     _broker: TansuBroker,
     redis: RedisCluster,
     postgres: PostgresDb,
     args: Vec<String>,
-    ingest: Hookmesh,
-    router: Hookmesh,
-    renderer: Hookmesh,
-    dispatcher: Hookmesh,
+    pub(crate) ingest: Hookmesh,
+    pub(crate) router: Hookmesh,
+    pub(crate) renderer: Hookmesh,
+    pub(crate) dispatcher: Hookmesh,
     producer: FutureProducer,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// The four roles over one broker and one redis-server, each given `extra` flags too.
+    pub(crate) fn start_with(extra: &[&str]) -> Cluster {
         let broker = TansuBroker::start();
         let redis = RedisCluster::start();
         let postgres = PostgresDb::create();
@@ -49,6 +54,7 @@ impl Cluster {
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -67,7 +73,7 @@ impl Cluster {
     }
 
     /// Publishes raw switch JSON to `calls.raw`, keyed by call id, as a switch would.
-    async fn publish_raw(&self, events: &[serde_json::Value]) {
+    pub(crate) async fn publish_raw(&self, events: &[serde_json::Value]) {
         for e in events {
             let key = e["call_id"].as_str().unwrap_or_default().to_string();
             let payload = e.to_string();

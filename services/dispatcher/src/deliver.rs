@@ -102,7 +102,7 @@ impl Dispatcher {
         request.traceparent = d.request.traceparent.as_ref().map(|_| span.traceparent());
         metrics().in_flight.inc();
         let (attempt, result) =
-            client::send(&self.client, &self.config.address_policy, &request, &keys, d.attempts + 1, trigger).await;
+            client::send(&self.client, &self.config, &request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
         if let Some(status) = attempt.response_status {
             span.set_attribute("http.response.status_code", i64::from(status));

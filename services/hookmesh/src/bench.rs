@@ -764,7 +764,8 @@ impl BenchDb {
         let name =
             format!("hookmesh_bench_{}_{}", std::process::id(), tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         let client = pg_connect(server).await?;
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).await?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         let base = server.split('?').next().unwrap_or(server);
         let base = base.rsplit_once('/').filter(|(b, _)| b.contains("://") && b.len() > b.find("://").unwrap_or(0) + 3);
         let dsn = match base {

@@ -46,6 +46,11 @@
 //! breaker_open_secs = 30                 # HOOKMESH_BREAKER_OPEN_SECS: open before a half-open probe
 //! breaker_disable_after_secs = 432000    # HOOKMESH_BREAKER_DISABLE_AFTER_SECS: failing this long
 //!                                        # without a success disables the webhook (5 days)
+//! kafka_destinations = "analytics=k0:9092,k1:9092;crm@acme|beta=c0:9092"
+//!                                        # HOOKMESH_KAFKA_DESTINATIONS: Kafka clusters webhooks may
+//!                                        # deliver to, by name (`kafka://analytics/<topic>`), open
+//!                                        # to every tenant or to the tenants after `@`; the
+//!                                        # router and the dispatcher need the same value
 //! ```
 
 use anyhow::{bail, Context};
@@ -159,6 +164,11 @@ pub struct SettingsArgs {
     /// Seconds of failing without a success after which the webhook is disabled.
     #[arg(long, env = "HOOKMESH_BREAKER_DISABLE_AFTER_SECS")]
     pub breaker_disable_after_secs: Option<u64>,
+    /// Kafka clusters webhooks may deliver to, by name: `NAME[@TENANT|TENANT]=HOST:PORT[,…];…`
+    /// (`@…`: only these tenants). A webhook's URL `kafka://NAME/TOPIC` delivers there;
+    /// tenants never name brokers.
+    #[arg(long, env = "HOOKMESH_KAFKA_DESTINATIONS")]
+    pub kafka_destinations: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -192,6 +202,7 @@ struct FileSettings {
     breaker_failures: Option<u32>,
     breaker_open_secs: Option<f64>,
     breaker_disable_after_secs: Option<u64>,
+    kafka_destinations: Option<String>,
 }
 
 /// Resolved settings.
@@ -221,6 +232,8 @@ pub struct Settings {
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
     pub endpoint_concurrency: u32,
     pub breaker: hookmesh_core::breaker::BreakerPolicy,
+    /// Kafka destinations: name, bootstrap servers, the tenants that may use each.
+    pub kafka_destinations: Vec<hookmesh_dispatcher::kafka::DestinationSpec>,
     /// Standalone only: the data directory of the embedded durable bus and store; `None`
     /// keeps them in memory. Set by `hookmesh standalone` (`--data-dir`, `--ephemeral`).
     pub data_dir: Option<PathBuf>,
@@ -330,6 +343,10 @@ impl SettingsArgs {
                         .unwrap_or(d.disable_after),
                 }
             },
+            kafka_destinations: hookmesh_dispatcher::kafka::parse_destinations(
+                &self.kafka_destinations.clone().or(file.kafka_destinations).unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
             data_dir: None,
             console: None,
         };
@@ -439,6 +456,12 @@ mod tests {
         let err =
             SettingsArgs { redis: Some("localhost:6379".into()), ..Default::default() }.resolve(1, 2).unwrap_err();
         assert!(err.to_string().starts_with("redis:"), "{err}");
+        let args = SettingsArgs { kafka_destinations: Some("analytics=k0:9092,k1:9092".into()), ..Default::default() };
+        assert_eq!(args.resolve(1, 2).unwrap().kafka_destinations[0].brokers, "k0:9092,k1:9092");
+        let err = SettingsArgs { kafka_destinations: Some("analytics".into()), ..Default::default() }
+            .resolve(1, 2)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("kafka_destinations[0]:"), "{err}");
     }
 
     #[test]
