@@ -1,13 +1,15 @@
-//! The four stages as separate OS processes over a real Kafka-protocol broker (tansu), a real
-//! redis-server (hot state) and the machine's PostgreSQL (the delivery log, in a database of
-//! the test's own): events published to `calls.raw` by a plain Kafka producer arrive at the
-//! receivers exactly as configured, a dispatcher killed with SIGKILL mid-stream loses nothing
-//! once a new one takes over, and the delivery log listed over gRPC comes from PostgreSQL.
+//! The four stages as separate OS processes over the platform-scale backends: a real
+//! Kafka-protocol broker (tansu), a Redis Cluster of three masters (hot state) and the
+//! machine's PostgreSQL (the delivery log, in a database of the test's own): events published
+//! to `calls.raw` by a plain Kafka producer arrive at the receivers exactly as configured, a
+//! dispatcher killed with SIGKILL mid-stream loses nothing once a new one takes over, and the
+//! delivery log listed over gRPC comes from PostgreSQL. (The fault suite runs the single
+//! `redis-server` layout.)
 
 use crate::support::*;
 use hookmesh_proto::v1;
 use hookmesh_testkit::postgres::PostgresDb;
-use hookmesh_testkit::redis::RedisServer;
+use hookmesh_testkit::redis::RedisCluster;
 use hookmesh_testkit::tansu::TansuBroker;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 pub(crate) struct Cluster {
     _broker: TansuBroker,
-    redis: RedisServer,
+    redis: RedisCluster,
     postgres: PostgresDb,
     args: Vec<String>,
     pub(crate) ingest: Hookmesh,
@@ -35,7 +37,7 @@ impl Cluster {
     /// The four roles over one broker and one redis-server, each given `extra` flags too.
     pub(crate) fn start_with(extra: &[&str]) -> Cluster {
         let broker = TansuBroker::start();
-        let redis = RedisServer::start();
+        let redis = RedisCluster::start();
         let postgres = PostgresDb::create();
         let args: Vec<String> = [
             "--kafka",
@@ -296,10 +298,14 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         .output()
         .expect("psql");
     assert_eq!(String::from_utf8_lossy(&in_postgres.stdout).trim(), (10 + expected.len()).to_string());
-    let client = redis::Client::open(cluster.redis.url()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let log_keys: Vec<String> = redis::cmd("KEYS").arg("hm:d:*").query_async(&mut raw).await.unwrap();
-    assert_eq!(log_keys, Vec::<String>::new(), "no delivery kept in Redis");
+    for node in cluster.redis.node_urls() {
+        let client = redis::Client::open(node.as_str()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let log_keys: Vec<String> = redis::cmd("KEYS").arg("hm:d:*").query_async(&mut raw).await.unwrap();
+        assert_eq!(log_keys, Vec::<String>::new(), "no delivery kept in Redis ({node})");
+        let all: Vec<String> = redis::cmd("KEYS").arg("hm:*").query_async(&mut raw).await.unwrap();
+        assert!(all.iter().all(|k| k.contains('{')), "every key on {node} carries a hash tag: {all:?}");
+    }
 
     // 3. Every process's /metrics shows what it did, with bounded labels.
     let metric = |text: &str, series: &str| -> f64 {

@@ -109,7 +109,10 @@ async fn build_store(
         Some(url) => Arc::new(
             hookmesh_store::RedisStore::connect(url, &s.redis_prefix, retention)
                 .await
-                .with_context(|| format!("redis: cannot connect to `{url}`"))?,
+                .with_context(|| format!("redis: cannot connect to `{url}`"))?
+                .with_retry_buckets(s.retry_buckets)
+                .await
+                .context("retry_buckets")?,
         ),
         None if standalone => match data {
             Some(d) => {
