@@ -122,6 +122,9 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Health samples one script call records at most.
+const HEALTH_BATCH: usize = 512;
+
 /// The key prefix when none is configured.
 pub const DEFAULT_PREFIX: &str = "hm";
 /// Retry buckets when none are configured: enough to spread the schedule over the nodes of
@@ -252,15 +255,16 @@ if wait > 9e18 then wait = 9e18 end
 return wait
 "#;
 
-/// Health sample append: KEYS[1] the endpoint's samples; ARGV 1 score (unix ms), 2 member,
-/// 3 window ms, 4 most samples, 5 ttl ms. The window is relative to the newest sample kept.
+/// Health sample append: KEYS[1] the endpoint's samples; ARGV 1 window ms, 2 most samples,
+/// 3 ttl ms, then score (unix ms) / member pairs, one per sample. The window is relative to
+/// the newest sample kept.
 const HEALTH_SCRIPT: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], unpack(ARGV, 4))
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local cutoff = tonumber(newest[2]) - tonumber(ARGV[3])
+local cutoff = tonumber(newest[2]) - tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', cutoff))
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
@@ -789,23 +793,28 @@ impl HotState for RedisStore {
     }
 
     async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
-        let key = self.keys.health(endpoint);
-        let json = serde_json::to_string(sample).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Scores are whole ms; within one ms members order by their text, so the member starts
-        // with the exact time, fixed width (the JSON's RFC 3339 drops trailing zero digits and
-        // would put 12.123456 before 12.123), then a suffix that keeps two identical samples two
-        // attempts and, within one process, equal times in recording order.
-        let member = format!("{}|{}|{json}", sample.at.format("%Y-%m-%dT%H:%M:%S%.9f"), uuid_like());
-        self.health_script
-            .key(key)
-            .arg(floor_ms(sample.at))
-            .arg(member)
-            .arg(i64::try_from(crate::HEALTH_WINDOW.as_millis()).unwrap_or(i64::MAX))
-            .arg(crate::HEALTH_SAMPLES)
-            .arg(crate::HEALTH_WINDOW.as_millis() as i64 + 3_600_000)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await
-            .map_err(backend("record_health"))?;
+        self.record_health_batch(endpoint, std::slice::from_ref(sample)).await
+    }
+
+    async fn record_health_batch(&self, endpoint: &str, samples: &[HealthSample]) -> Result<()> {
+        // One script call per chunk (Lua's `unpack` takes a few thousand values at most).
+        for chunk in samples.chunks(HEALTH_BATCH) {
+            let mut call = self.health_script.key(self.keys.health(endpoint));
+            call.arg(i64::try_from(crate::HEALTH_WINDOW.as_millis()).unwrap_or(i64::MAX))
+                .arg(crate::HEALTH_SAMPLES)
+                .arg(crate::HEALTH_WINDOW.as_millis() as i64 + 3_600_000);
+            for sample in chunk {
+                let json = serde_json::to_string(sample).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // Scores are whole ms; within one ms members order by their text, so the member
+                // starts with the exact time, fixed width (the JSON's RFC 3339 drops trailing
+                // zero digits and would put 12.123456 before 12.123), then a suffix that keeps
+                // two identical samples two attempts and, within one process, equal times in
+                // recording order.
+                let member = format!("{}|{}|{json}", sample.at.format("%Y-%m-%dT%H:%M:%S%.9f"), uuid_like());
+                call.arg(floor_ms(sample.at)).arg(member);
+            }
+            call.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(backend("record_health"))?;
+        }
         Ok(())
     }
 

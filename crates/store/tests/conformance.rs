@@ -159,6 +159,7 @@ suite!(hot_state on [memory, embedded, redis, redis_one_bucket, redis_cluster, s
     health_samples_come_back_oldest_first;
     health_forgets_samples_older_than_the_window;
     identical_health_samples_are_distinct_attempts;
+    health_batches_are_their_samples_in_order;
     health_keeps_at_most_health_samples;
 });
 
@@ -1112,6 +1113,21 @@ async fn health_forgets_samples_older_than_the_window(store: Arc<dyn HotState>) 
     let next = sample(t + window() - secs(3599), 16, 200, true);
     record_all(&store, "ep-1", &[next]).await;
     assert_eq!(all().await, [late, newest, next]);
+}
+
+async fn health_batches_are_their_samples_in_order(store: Arc<dyn HotState>) {
+    let t = rate_now();
+    let batch: Vec<HealthSample> =
+        (0..40).map(|i| sample(t + TimeDelta::microseconds(i * 10), i as u64, 200, i % 3 != 0)).collect();
+    store.record_health_batch("ep-batch", &batch[..25]).await.unwrap();
+    store.record_health("ep-batch", &batch[25]).await.unwrap();
+    store.record_health_batch("ep-batch", &batch[26..]).await.unwrap();
+    store.record_health_batch("ep-batch", &[]).await.unwrap();
+    assert_eq!(samples_since(&store, "ep-batch", t - secs(1)).await, batch);
+    // The window still moves with the newest sample, batched or not.
+    let late = sample(t + window() + secs(1), 99, 200, true);
+    store.record_health_batch("ep-batch", &[late]).await.unwrap();
+    assert_eq!(samples_since(&store, "ep-batch", t - secs(1)).await, [late]);
 }
 
 async fn identical_health_samples_are_distinct_attempts(store: Arc<dyn HotState>) {

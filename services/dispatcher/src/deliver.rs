@@ -114,10 +114,10 @@ impl Dispatcher {
         drop(permit);
         self.endpoint(&webhook).observe(attempt.duration_ms);
         self.record_attempt(&mut d, &attempt).await?;
-        self.store
-            .record_health(
+        self.health
+            .record(
                 &d.webhook_id,
-                &HealthSample {
+                HealthSample {
                     at: attempt.started_at,
                     duration_ms: attempt.duration_ms,
                     status: attempt.response_status.unwrap_or(0),

@@ -14,6 +14,7 @@
 pub mod client;
 mod deliver;
 mod gate;
+mod health;
 pub mod kafka;
 mod log;
 mod operational;
@@ -101,6 +102,7 @@ pub struct Dispatcher {
     pub config: DispatcherConfig,
     pub vault: Arc<privacy::Vault>,
     endpoints: Arc<Mutex<HashMap<String, Arc<EndpointLocal>>>>,
+    health: health::HealthWriter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,13 +131,14 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             bus,
-            store,
+            store: store.clone(),
             topics,
             registry,
             client: client::build_client(config.address_policy.clone()),
             vault: Arc::new(privacy::Vault::new(config.cipher.clone())),
             config,
             endpoints: Arc::default(),
+            health: health::HealthWriter::start(store.clone()),
         }
     }
 
