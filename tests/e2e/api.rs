@@ -296,7 +296,7 @@ async fn registry_crud_with_expected_versions_and_secret_rotation() {
     let disabled = client.disable_webhook(v1::SetEnabledRequest { id: w.id.clone() }).await.unwrap().into_inner();
     assert!(!disabled.enabled);
     let rotated = client
-        .rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None })
+        .rotate_secret(v1::RotateSecretRequest { id: w.id.clone(), grace_secs: None, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -426,6 +426,7 @@ async fn filters_route_only_matching_calls() {
         campaigns: vec!["cmp-1".into()],
         numbers: vec!["+1 (777) 483-9229".into()],
         conditions: vec![v1::Condition { path: "tags.region".into(), op: "eq".into(), value_json: "\"south\"".into() }],
+        ..Default::default()
     });
     create(&hm, w).await.unwrap();
     let base = json!({"direction": "inbound", "ivr_label": "Sales", "ivr_option": "1", "campaign_id": "cmp-1", "tracking": "7774839229", "tags": {"region": "south"}});

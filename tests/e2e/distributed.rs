@@ -1,13 +1,15 @@
-//! The four stages as separate OS processes over a real Kafka-protocol broker (tansu), a real
-//! redis-server (hot state) and the machine's PostgreSQL (the delivery log, in a database of
-//! the test's own): events published to `calls.raw` by a plain Kafka producer arrive at the
-//! receivers exactly as configured, a dispatcher killed with SIGKILL mid-stream loses nothing
-//! once a new one takes over, and the delivery log listed over gRPC comes from PostgreSQL.
+//! The four stages as separate OS processes over the platform-scale backends: a real
+//! Kafka-protocol broker (tansu), a Redis Cluster of three masters (hot state) and the
+//! machine's PostgreSQL (the delivery log, in a database of the test's own): events published
+//! to `calls.raw` by a plain Kafka producer arrive at the receivers exactly as configured, a
+//! dispatcher killed with SIGKILL mid-stream loses nothing once a new one takes over, and the
+//! delivery log listed over gRPC comes from PostgreSQL. (The fault suite runs the single
+//! `redis-server` layout.)
 
 use crate::support::*;
 use hookmesh_proto::v1;
 use hookmesh_testkit::postgres::PostgresDb;
-use hookmesh_testkit::redis::RedisServer;
+use hookmesh_testkit::redis::RedisCluster;
 use hookmesh_testkit::tansu::TansuBroker;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -15,22 +17,27 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 
-struct Cluster {
+pub(crate) struct Cluster {
     _broker: TansuBroker,
-    redis: RedisServer,
+    redis: RedisCluster,
     postgres: PostgresDb,
     args: Vec<String>,
-    ingest: Hookmesh,
-    router: Hookmesh,
-    renderer: Hookmesh,
-    dispatcher: Hookmesh,
+    pub(crate) ingest: Hookmesh,
+    pub(crate) router: Hookmesh,
+    pub(crate) renderer: Hookmesh,
+    pub(crate) dispatcher: Hookmesh,
     producer: FutureProducer,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// The four roles over one broker and one redis-server, each given `extra` flags too.
+    pub(crate) fn start_with(extra: &[&str]) -> Cluster {
         let broker = TansuBroker::start();
-        let redis = RedisServer::start();
+        let redis = RedisCluster::start();
         let postgres = PostgresDb::create();
         let args: Vec<String> = [
             "--kafka",
@@ -47,6 +54,7 @@ impl Cluster {
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -65,7 +73,7 @@ impl Cluster {
     }
 
     /// Publishes raw switch JSON to `calls.raw`, keyed by call id, as a switch would.
-    async fn publish_raw(&self, events: &[serde_json::Value]) {
+    pub(crate) async fn publish_raw(&self, events: &[serde_json::Value]) {
         for e in events {
             let key = e["call_id"].as_str().unwrap_or_default().to_string();
             let payload = e.to_string();
@@ -290,10 +298,14 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
         .output()
         .expect("psql");
     assert_eq!(String::from_utf8_lossy(&in_postgres.stdout).trim(), (10 + expected.len()).to_string());
-    let client = redis::Client::open(cluster.redis.url()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let log_keys: Vec<String> = redis::cmd("KEYS").arg("hm:d:*").query_async(&mut raw).await.unwrap();
-    assert_eq!(log_keys, Vec::<String>::new(), "no delivery kept in Redis");
+    for node in cluster.redis.node_urls() {
+        let client = redis::Client::open(node.as_str()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let log_keys: Vec<String> = redis::cmd("KEYS").arg("hm:d:*").query_async(&mut raw).await.unwrap();
+        assert_eq!(log_keys, Vec::<String>::new(), "no delivery kept in Redis ({node})");
+        let all: Vec<String> = redis::cmd("KEYS").arg("hm:*").query_async(&mut raw).await.unwrap();
+        assert!(all.iter().all(|k| k.contains('{')), "every key on {node} carries a hash tag: {all:?}");
+    }
 
     // 3. Every process's /metrics shows what it did, with bounded labels.
     let metric = |text: &str, series: &str| -> f64 {

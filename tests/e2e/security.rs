@@ -214,7 +214,9 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
         tonic::Code::NotFound
     );
     assert_eq!(
-        nf(other.rotate_secret(v1::RotateSecretRequest { id: created.id.clone(), grace_secs: None }).await),
+        nf(other
+            .rotate_secret(v1::RotateSecretRequest { id: created.id.clone(), grace_secs: None, ..Default::default() })
+            .await),
         tonic::Code::NotFound
     );
     assert_eq!(

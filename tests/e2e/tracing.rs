@@ -60,7 +60,7 @@ async fn a_trace_follows_an_event_from_ingest_to_the_receiver() {
     let policy = AddressPolicy { allow: vec![Network::parse("127.0.0.0/8").unwrap()], require_https: false };
     let config = DispatcherConfig { address_policy: Arc::new(policy), ..Default::default() };
     let dispatcher = Dispatcher::new(bus.clone(), store, topics.clone(), registry.clone(), config);
-    let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
+    let router = Router::new(bus.clone(), topics.clone(), registry.clone());
     let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
     tokio::spawn(hookmesh_router::run(router, "r".into(), shutdown.clone()));
     tokio::spawn(hookmesh_renderer::run(renderer, "n".into(), shutdown.clone()));

@@ -8,6 +8,7 @@
 //! - [`template`]: field-mapping and text templates: extraction, compilation, rendering.
 //! - [`webhook`]: subscriptions: trigger, request, success condition, delivery policy.
 //! - [`matching`]: which webhooks want an event.
+//! - [`expression`]: CEL trigger expressions: variables, the static check, the cost bound.
 //! - [`render`]: turning a job into the exact HTTP request to send.
 //! - [`delivery`]: jobs, rendered requests, deliveries, attempts and their statuses.
 //! - [`privacy`]: per-tenant masking of personal data in stored delivery logs.
@@ -19,6 +20,7 @@ pub mod catalog;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod expression;
 pub mod health;
 pub mod matching;
 pub mod privacy;

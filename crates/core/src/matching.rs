@@ -1,8 +1,11 @@
-//! Which webhooks want an event: event type, campaigns, directions, numbers, IVR option and
-//! attribute conditions, all AND-combined; an empty list means "any". Disabled webhooks and
-//! webhooks of another tenant never match.
+//! Which webhooks want an event: event type, campaigns, directions, numbers, IVR option,
+//! attribute conditions and the trigger's CEL expression, all AND-combined; an empty list
+//! means "any". Disabled webhooks and webhooks of another tenant never match. The expression
+//! is evaluated last, only when every list filter holds, so the cheap filters keep the
+//! expensive one off most events.
 
 use crate::event::Event;
+use crate::expression::{Bindings, EvalError, ExpressionFilter};
 use crate::webhook::{Condition, ConditionOp, Webhook};
 use serde_json::Value;
 
@@ -56,6 +59,24 @@ pub fn matches(webhook: &Webhook, event: &Event) -> bool {
         }
     }
     t.conditions.iter().all(|c| condition_holds(c, event))
+}
+
+/// [`matches`] and then the trigger's expression, compiled by the caller (who caches it per
+/// webhook version). `bindings` is built from `event` on first use and reused for the next
+/// webhook. An expression that fails to evaluate answers `Err`: the event does not match.
+pub fn matches_with_expression(
+    webhook: &Webhook,
+    event: &Event,
+    expression: Option<&ExpressionFilter>,
+    bindings: &mut Option<Bindings>,
+) -> Result<bool, EvalError> {
+    if !matches(webhook, event) {
+        return Ok(false);
+    }
+    match expression {
+        None => Ok(true),
+        Some(f) => f.eval(bindings.get_or_insert_with(|| Bindings::new(event))),
+    }
 }
 
 /// A campaign named by `wanted` (its id exactly, or its name in any case) is the campaign with
@@ -149,6 +170,31 @@ mod tests {
         assert!(matches(&webhook(json!({"conditions":[{"path":"gclid","op":"ne","value":"x"}]})), &e));
         // AND-combined: one failing filter is enough to refuse.
         assert!(!matches(&webhook(json!({"directions":["inbound"],"ivr_options":["Parts"]})), &e));
+    }
+
+    #[test]
+    fn the_expression_is_and_combined_with_the_list_filters() {
+        let e = event(json!({"direction":"inbound","call_duration":45,"campaign_name":"Sales East"}));
+        let mut w = webhook(json!({"directions":["inbound"],
+            "expression":"call.duration > 30 && campaign.name.startsWith(\"Sales\")"}));
+        w.validate().unwrap();
+        let f = crate::expression::ExpressionFilter::compile(w.trigger.expression.as_deref().unwrap()).unwrap();
+        let mut b = None;
+        assert_eq!(matches_with_expression(&w, &e, Some(&f), &mut b), Ok(true));
+        // A list filter that fails wins without evaluating the expression.
+        w.trigger.directions = vec![Direction::Outbound];
+        let mut b = None;
+        assert_eq!(matches_with_expression(&w, &e, Some(&f), &mut b), Ok(false));
+        assert!(b.is_none(), "the expression was not evaluated");
+        // And an expression that fails refuses an event the lists accept.
+        w.trigger.directions.clear();
+        let short = event(json!({"direction":"inbound","call_duration":12,"campaign_name":"Sales East"}));
+        assert_eq!(matches_with_expression(&w, &short, Some(&f), &mut None), Ok(false));
+        // A malformed expression is refused under `trigger.expression`, with the position.
+        w.trigger.expression = Some("call.duration >".into());
+        let err = w.validate().unwrap_err();
+        assert_eq!(err.field, "trigger.expression");
+        assert!(err.message.starts_with("line 1, column "), "{err}");
     }
 
     #[test]

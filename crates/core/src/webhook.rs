@@ -133,6 +133,9 @@ pub struct Trigger {
     /// IVR option pressed (`1`) or its label (`Sales`).
     pub ivr_options: Vec<String>,
     pub conditions: Vec<Condition>,
+    /// A CEL expression over the event that must hold as well ([`crate::expression`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,7 +292,48 @@ impl DeliveryPolicy {
     }
 }
 
-/// A signing secret. `expires_at` is set when a rotation retires it (grace period).
+/// A Standard Webhooks signature scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    /// HMAC-SHA256 under a shared `whsec_` secret.
+    V1,
+    /// ed25519 under a `whsk_` key; receivers verify with its `whpk_` public key.
+    V1a,
+}
+
+impl SignatureScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::V1 => "v1",
+            SignatureScheme::V1a => "v1a",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SignatureScheme> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1" | "hmac" => Some(SignatureScheme::V1),
+            "v1a" | "ed25519" => Some(SignatureScheme::V1a),
+            _ => None,
+        }
+    }
+
+    /// The scheme a stored secret belongs to, by its prefix.
+    pub fn of_secret(secret: &str) -> SignatureScheme {
+        if secret.starts_with(crate::signing::SIGNING_KEY_PREFIX) {
+            SignatureScheme::V1a
+        } else {
+            SignatureScheme::V1
+        }
+    }
+}
+
+fn default_schemes() -> Vec<SignatureScheme> {
+    vec![SignatureScheme::V1]
+}
+
+/// A signing secret (`whsec_`, scheme `v1`) or signing key (`whsk_`, scheme `v1a`).
+/// `expires_at` is set when a rotation retires it (grace period).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SigningSecret {
     pub secret: String,
@@ -327,6 +371,10 @@ pub struct Webhook {
     pub policy: DeliveryPolicy,
     #[serde(default)]
     pub secrets: Vec<SigningSecret>,
+    /// Which schemes sign each request (one `webhook-signature` entry per active key of each);
+    /// `v1` alone unless set.
+    #[serde(default = "default_schemes")]
+    pub signature_schemes: Vec<SignatureScheme>,
     /// Registry version: 1 on create, +1 on every change.
     #[serde(default)]
     pub version: u64,
@@ -342,6 +390,16 @@ impl Webhook {
     /// Secrets that still sign at `now`.
     pub fn active_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
         self.secrets.iter().filter(move |s| s.expires_at.is_none_or(|e| e > now))
+    }
+
+    /// Secrets that sign at `now`: active, and of a scheme the webhook has switched on.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
+        self.active_secrets(now).filter(|s| self.signature_schemes.contains(&SignatureScheme::of_secret(&s.secret)))
+    }
+
+    /// Whether a scheme has a secret that is not retiring (the one a rotation replaces).
+    pub fn has_current_secret(&self, scheme: SignatureScheme) -> bool {
+        self.secrets.iter().any(|s| s.expires_at.is_none() && SignatureScheme::of_secret(&s.secret) == scheme)
     }
 }
 
@@ -390,7 +448,46 @@ pub fn check_id(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Longest Kafka topic name.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// A Kafka destination: `kafka://<connection>/<topic>`, the connection a name the
+/// deployment configured (never brokers: see the dispatcher's `kafka` module), the topic a
+/// fixed Kafka topic name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaUrl {
+    pub connection: String,
+    pub topic: String,
+}
+
+/// Parses a `kafka://` URL; `Ok(None)` for any other scheme.
+pub fn kafka_url(field: &str, raw: &str) -> Result<Option<KafkaUrl>, ValidationError> {
+    let Some(rest) = raw.strip_prefix("kafka://") else { return Ok(None) };
+    let Some((connection, topic)) = rest.split_once('/') else {
+        return Err(ValidationError::new(field, format!("`{raw}` is not kafka://<connection>/<topic>")));
+    };
+    if connection.is_empty() || !connection.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+        return Err(ValidationError::new(
+            field,
+            format!("`{connection}` is not a Kafka destination name (letters, digits, `-`, `_`; brokers cannot be named here)"),
+        ));
+    }
+    if topic.is_empty()
+        || topic.len() > MAX_TOPIC_LEN
+        || topic == "."
+        || topic == ".."
+        || !topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("`{topic}` is not a Kafka topic name (1 to {MAX_TOPIC_LEN} of letters, digits, `.`, `_`, `-`; no tokens)"),
+        ));
+    }
+    Ok(Some(KafkaUrl { connection: connection.to_string(), topic: topic.to_string() }))
+}
+
 /// Checks a URL as configured (tokens allowed in path and query, not in scheme or host).
+/// `kafka://<connection>/<topic>` names a Kafka destination ([`kafka_url`]).
 pub fn check_url(field: &str, raw: &str) -> Result<url::Url, ValidationError> {
     if raw.trim().is_empty() {
         return Err(ValidationError::new(field, "is required"));
@@ -398,12 +495,18 @@ pub fn check_url(field: &str, raw: &str) -> Result<url::Url, ValidationError> {
     if raw.len() > MAX_URL_LEN {
         return Err(ValidationError::new(field, format!("is longer than {MAX_URL_LEN} characters")));
     }
+    if kafka_url(field, raw)?.is_some() {
+        return url::Url::parse(raw).map_err(|e| ValidationError::new(field, format!("`{raw}` is not a URL ({e})")));
+    }
     // Tokens are checked by InlineTemplate; replace them by a placeholder to parse the rest.
     let probe = raw.replace("{{", "x").replace("}}", "x").replace('%', "x");
     let url =
         url::Url::parse(&probe).map_err(|e| ValidationError::new(field, format!("`{raw}` is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ValidationError::new(field, format!("scheme `{}` is not http or https", url.scheme())));
+        return Err(ValidationError::new(
+            field,
+            format!("scheme `{}` is not http, https or kafka (kafka://<connection>/<topic>)", url.scheme()),
+        ));
     }
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(ValidationError::new(field, "has no host"));
@@ -462,6 +565,17 @@ impl Webhook {
         self.request.validate().map_err(|e| e.under("request"))?;
         self.success.validate().map_err(|e| e.under("success"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
+        if self.signature_schemes.is_empty() {
+            return Err(ValidationError::new("signature_schemes", "must name at least one of v1, v1a"));
+        }
+        for (i, s) in self.signature_schemes.iter().enumerate() {
+            if self.signature_schemes[..i].contains(s) {
+                return Err(ValidationError::new(
+                    format!("signature_schemes[{i}]"),
+                    format!("`{}` is listed twice", s.as_str()),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -484,13 +598,32 @@ impl Trigger {
                 return Err(ValidationError::new(format!("conditions[{i}].value_json"), "is required"));
             }
         }
+        if let Some(expr) = &self.expression {
+            crate::expression::ExpressionFilter::compile(expr).map_err(|e| e.under("expression"))?;
+        }
         Ok(())
     }
 }
 
 impl RequestSpec {
+    /// The Kafka destination, when the URL names one.
+    pub fn kafka(&self) -> Option<KafkaUrl> {
+        kafka_url("url", &self.url).ok().flatten()
+    }
+
     fn validate(&self) -> Result<(), ValidationError> {
         check_url("url", &self.url)?;
+        if self.kafka().is_some() {
+            if !self.method.carries_body() {
+                return Err(ValidationError::new(
+                    "method",
+                    format!("{} carries no body; a Kafka destination takes POST", self.method.as_str()),
+                ));
+            }
+            if !self.query.is_empty() {
+                return Err(ValidationError::new("query", "a Kafka destination has no query parameters"));
+            }
+        }
         InlineTemplate::compile(&self.url, "url")?;
         if self.headers.len() > MAX_HEADERS {
             return Err(ValidationError::new("headers", format!("has more than {MAX_HEADERS} entries")));
@@ -627,6 +760,59 @@ mod tests {
         w.request.time_zone = "America/New_York".into();
         w.policy.retry_schedule = vec![1, 8 * 24 * 3600];
         assert_eq!(w.validate().unwrap_err().field, "policy.retry_schedule[1]");
+    }
+
+    #[test]
+    fn only_switched_on_schemes_sign() {
+        let mut w = webhook("https://crm.example.com/hook");
+        assert_eq!(w.signature_schemes, [SignatureScheme::V1], "v1 unless set");
+        let now = Utc::now();
+        let hmac = crate::signing::generate_secret();
+        let ed = crate::signing::generate_signing_key();
+        w.secrets = vec![
+            SigningSecret { secret: hmac.clone(), created_at: now, expires_at: None },
+            SigningSecret { secret: ed.clone(), created_at: now, expires_at: None },
+        ];
+        let signing = |w: &Webhook| w.signing_secrets(now).map(|s| s.secret.clone()).collect::<Vec<_>>();
+        assert_eq!(signing(&w), std::slice::from_ref(&hmac));
+        w.signature_schemes = vec![SignatureScheme::V1a];
+        assert_eq!(signing(&w), std::slice::from_ref(&ed));
+        w.signature_schemes = vec![SignatureScheme::V1, SignatureScheme::V1a];
+        assert_eq!(signing(&w), [hmac, ed]);
+        assert!(w.has_current_secret(SignatureScheme::V1a));
+        w.secrets[1].expires_at = Some(now + chrono::Duration::hours(1));
+        assert!(!w.has_current_secret(SignatureScheme::V1a), "a retiring key is not current");
+        w.signature_schemes = vec![SignatureScheme::V1a, SignatureScheme::V1a];
+        assert_eq!(w.validate().unwrap_err().field, "signature_schemes[1]");
+        w.signature_schemes.clear();
+        assert_eq!(w.validate().unwrap_err().field, "signature_schemes");
+    }
+
+    #[test]
+    fn kafka_destinations_name_a_connection_and_a_topic() {
+        let mut w = webhook("kafka://analytics/calls.v1");
+        w.validate().unwrap();
+        assert_eq!(w.request.kafka(), Some(KafkaUrl { connection: "analytics".into(), topic: "calls.v1".into() }));
+        for (url, says) in [
+            ("kafka://10.0.0.1:9092/calls", "not a Kafka destination name"),
+            ("kafka://analytics", "kafka://<connection>/<topic>"),
+            ("kafka://analytics/", "not a Kafka topic name"),
+            ("kafka://analytics/calls/{{ callid }}", "not a Kafka topic name"),
+            ("kafka://analytics/a b", "not a Kafka topic name"),
+            ("gopher://x/y", "not http, https or kafka"),
+        ] {
+            w.request.url = url.into();
+            let e = w.validate().unwrap_err();
+            assert_eq!(e.field, "request.url", "{url}");
+            assert!(e.message.contains(says), "{url}: {e}");
+        }
+        w.request.url = "kafka://analytics/calls".into();
+        w.request.method = Method::Get;
+        assert_eq!(w.validate().unwrap_err().field, "request.method");
+        w.request.method = Method::Post;
+        w.request.query.push(KeyValue { name: "a".into(), value: "b".into() });
+        assert_eq!(w.validate().unwrap_err().field, "request.query");
+        assert_eq!(webhook("https://x.example/h").request.kafka(), None);
     }
 
     #[test]

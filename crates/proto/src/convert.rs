@@ -25,8 +25,8 @@ use hookmesh_core::privacy::{TenantSettings, PERSONAL_TOKENS};
 use hookmesh_core::template::{ContentType, FieldMapping, Source, TemplateBody};
 use hookmesh_core::tokens;
 use hookmesh_core::webhook::{
-    Condition, ConditionOp, DeliveryPolicy, KeyValue, Method, Ordering, RateLimit, RequestSpec, SigningSecret,
-    StatusRange, SuccessCondition, Template, Trigger, Webhook,
+    Condition, ConditionOp, DeliveryPolicy, KeyValue, Method, Ordering, RateLimit, RequestSpec, SignatureScheme,
+    SigningSecret, StatusRange, SuccessCondition, Template, Trigger, Webhook,
 };
 use serde_json::{Map, Value};
 
@@ -125,6 +125,7 @@ pub fn webhook_from_proto(w: v1::Webhook, now: DateTime<Utc>) -> Result<Webhook,
         success,
         policy,
         secrets: Vec::new(),
+        signature_schemes: signature_schemes_from_proto(&w.signature_schemes)?,
         version: w.version,
         created_at: timestamp_from_proto("created_at", &w.created_at, now)?,
         updated_at: timestamp_from_proto("updated_at", &w.updated_at, now)?,
@@ -143,11 +144,46 @@ pub fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         request: Some(request_to_proto(&w.request)),
         success: Some(success_to_proto(&w.success)),
         policy: Some(policy_to_proto(&w.policy)),
-        secrets: w.secrets.iter().map(secret_info).collect(),
+        // v1a signing keys are private: the wire carries their public keys only.
+        secrets: w
+            .secrets
+            .iter()
+            .filter(|s| SignatureScheme::of_secret(&s.secret) == SignatureScheme::V1)
+            .map(secret_info)
+            .collect(),
         version: w.version,
         created_at: timestamp_to_proto(&w.created_at),
         updated_at: timestamp_to_proto(&w.updated_at),
+        signature_schemes: w.signature_schemes.iter().map(|s| s.as_str().to_string()).collect(),
+        public_keys: w
+            .secrets
+            .iter()
+            .filter(|s| SignatureScheme::of_secret(&s.secret) == SignatureScheme::V1a)
+            .filter_map(|s| {
+                Some(v1::PublicKey {
+                    key: hookmesh_core::signing::public_key(&s.secret).ok()?,
+                    created_at: timestamp_to_proto(&s.created_at),
+                    expires_at: opt_timestamp_to_proto(s.expires_at.as_ref()),
+                })
+            })
+            .collect(),
     }
+}
+
+/// Signature schemes from the wire; empty = `v1`.
+pub fn signature_schemes_from_proto(names: &[String]) -> Result<Vec<SignatureScheme>, ValidationError> {
+    if names.is_empty() {
+        return Ok(vec![SignatureScheme::V1]);
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            SignatureScheme::parse(n).ok_or_else(|| {
+                ValidationError::new(format!("signature_schemes[{i}]"), format!("unknown scheme `{n}` (v1, v1a)"))
+            })
+        })
+        .collect()
 }
 
 /// What the wire may know about a secret: its first characters and its lifetime.
@@ -210,6 +246,7 @@ fn trigger_from_proto(t: v1::Trigger) -> Result<Trigger, ValidationError> {
         numbers: t.numbers,
         ivr_options: t.ivr_options,
         conditions,
+        expression: Some(t.expression).filter(|e| !e.trim().is_empty()),
     })
 }
 
@@ -229,6 +266,7 @@ fn trigger_to_proto(t: &Trigger) -> v1::Trigger {
                 value_json: if c.value.is_null() { String::new() } else { json_to_proto(&c.value) },
             })
             .collect(),
+        expression: t.expression.clone().unwrap_or_default(),
     }
 }
 
@@ -633,6 +671,7 @@ mod tests {
                     Condition { path: "duration".into(), op: ConditionOp::In, value: json!([1, 2]) },
                     Condition { path: "ani".into(), op: ConditionOp::Exists, value: Value::Null },
                 ],
+                expression: Some("call.duration > 30 && !(tags.region == \"north\")".into()),
             },
             request: RequestSpec {
                 method: Method::Put,
@@ -668,6 +707,7 @@ mod tests {
                 non_retryable_statuses: vec![400, 422],
             },
             secrets: vec![],
+            signature_schemes: vec![SignatureScheme::V1, SignatureScheme::V1a],
             version: 7,
             created_at: t(0),
             updated_at: t(3600),
@@ -713,6 +753,28 @@ mod tests {
         assert!(!text.contains("abcdefghijklmnop"), "{text}");
         // Never taken back from the wire.
         assert!(webhook_from_proto(p, t(0)).unwrap().secrets.is_empty());
+    }
+
+    #[test]
+    fn v1a_keys_travel_as_public_keys_only() {
+        let mut w = full_webhook();
+        let key = hookmesh_core::signing::generate_signing_key();
+        w.secrets = vec![
+            SigningSecret { secret: "whsec_abcdefghijklmnopqrstuvwxyz".into(), created_at: t(0), expires_at: None },
+            SigningSecret { secret: key.clone(), created_at: t(1), expires_at: Some(t(9)) },
+        ];
+        let p = webhook_to_proto(&w);
+        assert_eq!(p.signature_schemes, ["v1", "v1a"]);
+        assert_eq!(p.secrets.len(), 1, "only the v1 secret is listed as a secret");
+        assert_eq!(p.public_keys.len(), 1);
+        assert_eq!(p.public_keys[0].key, hookmesh_core::signing::public_key(&key).unwrap());
+        assert_eq!(p.public_keys[0].expires_at, "2026-01-01T00:00:09Z");
+        let text = format!("{p:?}");
+        assert!(!text.contains("whsk_") && !text.contains(&key[5..20]), "{text}");
+        // Schemes from the wire: empty is v1; unknown ones name the entry.
+        assert_eq!(signature_schemes_from_proto(&[]).unwrap(), [SignatureScheme::V1]);
+        let e = signature_schemes_from_proto(&["v1a".into(), "v2".into()]).unwrap_err();
+        assert_eq!(e.field, "signature_schemes[1]");
     }
 
     #[test]

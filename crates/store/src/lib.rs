@@ -138,6 +138,14 @@ pub trait HotState: Send + Sync + 'static {
     /// Appends an attempt sample of `endpoint`; samples older than [`HEALTH_WINDOW`] and beyond
     /// [`HEALTH_SAMPLES`] per endpoint are dropped.
     async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()>;
+    /// Appends several samples of `endpoint` at once, as [`HotState::record_health`] would
+    /// one by one (a backend may do it in one step).
+    async fn record_health_batch(&self, endpoint: &str, samples: &[HealthSample]) -> Result<()> {
+        for s in samples {
+            self.record_health(endpoint, s).await?;
+        }
+        Ok(())
+    }
     /// Samples of `endpoint` taken at or after `since`, oldest first.
     async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>>;
 
@@ -220,6 +228,9 @@ impl HotState for Split {
     }
     async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
         self.hot.record_health(endpoint, sample).await
+    }
+    async fn record_health_batch(&self, endpoint: &str, samples: &[HealthSample]) -> Result<()> {
+        self.hot.record_health_batch(endpoint, samples).await
     }
     async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {
         self.hot.health_samples(endpoint, since).await

@@ -1,27 +1,94 @@
-//! Redis [`Store`](crate::Store): the production backend, shared by every dispatcher and API instance.
+//! Redis [`Store`](crate::Store): the production backend, shared by every dispatcher and API
+//! instance, on a single Redis (or a primary with replicas) or on Redis Cluster.
 //!
-//! One [`redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries every call;
-//! commands that go together are pipelined, and everything that must be atomic runs as one
-//! Lua script. Errors come back as [`StoreError::Backend`] naming the operation and the cause;
-//! unreadable stored values as [`StoreError::Corrupt`].
+//! One connection handle carries every call: a [`redis::aio::ConnectionManager`] (multiplexed,
+//! reconnecting) on a single Redis, a [`redis::cluster_async::ClusterConnection`] (one
+//! multiplexed connection per node, following slot moves) on Redis Cluster; both sit behind
+//! one private enum that implements [`redis::aio::ConnectionLike`], so every operation is
+//! written once. [`RedisStore::connect`] picks the kind from the URL: `redis://host:port/db`
+//! for one server, `redis+cluster://host1:7000,host2:7001` for a cluster (any reachable nodes;
+//! the rest of the topology is discovered). Commands that go together are pipelined, and
+//! everything that must be atomic runs as one Lua script. Errors come back as
+//! [`StoreError::Backend`] naming the operation and the cause; unreadable stored values as
+//! [`StoreError::Corrupt`].
 //!
 //! # Key layout
 //! Every key starts with a prefix `p` (default [`DEFAULT_PREFIX`], `hm`), so several
-//! installations (or test runs) can share one Redis.
+//! installations (or test runs) can share one Redis. Below, `<x>` is a placeholder and braces
+//! are literal: they are Redis Cluster hash tags, so only the part between them picks the
+//! slot. Every hot-state key carries one; the prefix may not contain braces.
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}:seen:{key}` | string | dedup mark, `SET 1 NX PX ttl` |
-//! | `{p}:d:{id}` | hash | delivery: `json` (the [`Delivery`]), `created` (first trigger, unix ms), `created_at` (first trigger, RFC 3339 to the nanosecond), `webhook`, `tenant` |
-//! | `{p}:a:{id}` | list | the delivery's attempts, JSON, oldest first |
-//! | `{p}:idx:all` | sorted set | delivery ids scored by `created` |
-//! | `{p}:idx:wh:{webhook_id}` | sorted set | the webhook's delivery ids scored by `created` |
-//! | `{p}:idx:t:{tenant_id}` | sorted set | the tenant's delivery ids scored by `created` |
-//! | `{p}:retries` | sorted set | scheduled retries (delivery ids) scored by due unix ms |
-//! | `{p}:rl:{key}` | string | rate limit: theoretical arrival time, unix `seconds.nanos` |
-//! | `{p}:h:{endpoint}` | sorted set | health samples scored by unix ms; member `{at, fixed width}\|{unique}\|{json}` |
-//! | `{p}:cb:{endpoint}` | string | circuit breaker JSON, only while it is not closed |
-//! | `{p}:lane:{lane}` | list | a per-call lane's delivery ids, head first |
+//! | `<p>:seen:{<key>}` | string | dedup mark, `SET 1 NX PX ttl` |
+//! | `<p>:{retries:<n>}` | sorted set | retry bucket `n` (0 ≤ n < [`RedisStore::retry_buckets`]): the scheduled retries whose id hashes to it, scored by due unix ms |
+//! | `<p>:{retries}:buckets` | string | the bucket count the installation uses (see [`RedisStore::with_retry_buckets`]) |
+//! | `<p>:rl:{<key>}` | string | rate limit: theoretical arrival time, unix `seconds.nanos` |
+//! | `<p>:h:{<endpoint>}` | sorted set | health samples scored by unix ms; member `<at, fixed width>\|<unique>\|<json>` |
+//! | `<p>:cb:{<endpoint>}` | string | circuit breaker JSON, only while it is not closed |
+//! | `<p>:lane:{<lane>}` | list | a per-call lane's delivery ids, head first |
+//! | `<p>:d:<id>` | hash | delivery (single Redis only): `json` (the [`Delivery`]), `created` (first trigger, unix ms), `created_at` (first trigger, RFC 3339 to the nanosecond), `webhook`, `tenant` |
+//! | `<p>:a:<id>` | list | the delivery's attempts, JSON, oldest first (single Redis only) |
+//! | `<p>:idx:all` | sorted set | delivery ids scored by `created` (single Redis only) |
+//! | `<p>:idx:wh:<webhook_id>` | sorted set | the webhook's delivery ids scored by `created` (single Redis only) |
+//! | `<p>:idx:t:<tenant_id>` | sorted set | the tenant's delivery ids scored by `created` (single Redis only) |
+//!
+//! Before Redis Cluster support the hot-state keys were untagged (`<p>:seen:<key>`, `<p>:rl:<key>`,
+//! `<p>:h:<endpoint>`, `<p>:cb:<endpoint>`, `<p>:lane:<lane>`) and the retry schedule was the
+//! one sorted set `<p>:retries`, which [`RedisStore::with_retry_buckets`] empties into the
+//! buckets at start.
+//!
+//! # Redis Cluster
+//! - Every hot-state command and script names exactly one key, so it runs in one slot
+//!   whatever the ids contain; the tags decide which keys share a slot: an endpoint's health
+//!   samples and breaker (`{<endpoint>}`) live together, and each retry bucket is a slot of
+//!   its own, so the schedule spreads over the cluster's nodes instead of one key taking
+//!   every retry. An id with a `}` in it shortens its tag, which only changes its slot.
+//! - The delivery log's scripts touch the three indexes and the evicted deliveries' keys
+//!   together, which no slot layout can keep in one slot: on a cluster the log lives in
+//!   PostgreSQL ([`crate::Split`]) and this store's [`DeliveryLog`] methods refuse with a
+//!   backend error that says so. `hookmesh` refuses a cluster without `postgres` at start.
+//!
+//! # The retry schedule in buckets
+//! [`HotState::schedule_retry`] and [`HotState::cancel_retry`] go to bucket
+//! `fnv1a(id) % buckets` (64-bit FNV-1a: stable across processes, versions and platforms):
+//! one `ZADD` or `ZREM`, as with one key. [`HotState::claim_due`] takes two round trips:
+//! 1. a read of each bucket's due head (`ZRANGEBYSCORE … WITHSCORES LIMIT 0 limit`, every
+//!    bucket at once: pipelined on a single Redis, concurrent on a cluster); with nothing due
+//!    it stops here;
+//! 2. the `limit` oldest due ids over all buckets (by due time, then id) give each bucket a
+//!    quota, and one claim script per bucket with a quota (again all at once) claims that
+//!    many of the bucket's due ids *as they are at that moment*, moving them to
+//!    `now + lease`. A concurrent claimant that took some in between only makes the script
+//!    take the next due ones of that bucket; the claimed ids come back ordered by due time.
+//!
+//! Each caller walks the buckets from its own rotating starting bucket, so the claims of
+//! several dispatchers reach different buckets (and nodes) first; the quotas keep a single
+//! claimant in exact due order. [`HotState::retry_backlog`] sums the buckets' `ZCARD`s in one
+//! round trip. The bucket count is part of the layout: every process of an installation
+//! must use the same one, and it may be changed only while the schedule is empty (a retry
+//! left in a bucket past the new count would never be claimed again), which
+//! [`RedisStore::with_retry_buckets`] checks at start.
+//!
+//! # Cost in commands
+//! As `INFO commandstats` counts them (commands inside a script included), with `N` retry
+//! buckets; `the_bucketed_schedule_costs_what_the_module_doc_says` and
+//! `hot_state_costs_what_the_module_doc_says` in the conformance tests check every row.
+//!
+//! | operation | round trips | commands |
+//! |---|---|---|
+//! | `mark_seen`, `is_seen` | 1 | 1: `SET NX PX`, `EXISTS` |
+//! | `schedule_retry`, `cancel_retry` | 1 | 1: `ZADD`, `ZREM` on the id's bucket |
+//! | `claim_due`, nothing due | 1 | `N` × `ZRANGEBYSCORE` |
+//! | `claim_due` from `k` buckets | 2 | `N + k` × `ZRANGEBYSCORE`, `k` × `EVALSHA`, `k` × `ZADD` (one per 500 ids; the single-key script of earlier versions did one `ZADD` per id) |
+//! | `claim_due` with one bucket | 1 | 2 + one `ZADD` per 500 ids: `EVALSHA`, `ZRANGEBYSCORE` (no read of heads to compare) |
+//! | `retry_backlog` | 1 | `N` × `ZCARD` |
+//! | `rate_reserve` | 1 | 3: `EVALSHA`, `GET`, `SET` |
+//! | `record_health` | 1 | 6: `EVALSHA`, `ZADD`, `ZRANGE`, `ZREMRANGEBYSCORE`, `ZREMRANGEBYRANK`, `PEXPIRE` |
+//! | `get_breaker` | 1 | 1: `GET` |
+//! | `update_breaker` (a change, no race) | 2 | 4: `GET`, then `EVALSHA`, `GET`, `SET` or `DEL` |
+//! | `lane_push` | 1 | 4–5: `EVALSHA`, `LPOS`, `RPUSH` (when new), `PEXPIRE`, `LINDEX` |
+//! | `lane_pop` | 1 | 2: `LREM`, `LINDEX` (pipelined) |
 //!
 //! # What it guarantees, and how
 //! - `created`, `created_at`, `webhook` and `tenant` are written with `HSETNX` / only when the
@@ -37,13 +104,11 @@
 //!   are ordered by id.
 //! - [`DeliveryLog::add_attempt`] appends only while the delivery exists (a script checks and
 //!   appends), and gives the list the hash's remaining lifetime.
-//! - [`HotState::claim_due`] is one script: the due ids (oldest due first, ties by id) are moved
-//!   to `now + lease` in the same step, so two claimants never get the same id while the lease
-//!   holds, and an id nobody reschedules or cancels is due again when its lease runs out.
+//! - Each bucket's claim is one script: its due ids (oldest due first, ties by id) are moved
+//!   to `now + lease` in the same step, and an id lives in one bucket only, so two claimants
+//!   never get the same id while the lease holds, and an id nobody reschedules or cancels is
+//!   due again when its lease runs out.
 //! - Due times are rounded up to the millisecond and `now` down, so nothing is claimed early.
-//!
-//! The scripts touch keys they derive from the prefix (the evicted deliveries'), so this
-//! backend needs a single Redis (or a primary with replicas), not Redis Cluster.
 
 use crate::{DeliveryLog, DeliveryQuery, HotState, Result, Retention, StoreError};
 use async_trait::async_trait;
@@ -51,13 +116,24 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery};
 use hookmesh_core::health::HealthSample;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Health samples one script call records at most.
+const HEALTH_BATCH: usize = 512;
+
 /// The key prefix when none is configured.
 pub const DEFAULT_PREFIX: &str = "hm";
+/// Retry buckets when none are configured: enough to spread the schedule over the nodes of
+/// a mid-size cluster, few enough that an idle claim poll stays one small round trip.
+pub const DEFAULT_RETRY_BUCKETS: u32 = 16;
+/// Most retry buckets [`RedisStore::with_retry_buckets`] accepts.
+pub const MAX_RETRY_BUCKETS: u32 = 1024;
+/// The URL scheme of a Redis Cluster: `redis+cluster://host1:7000,host2:7001`.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 /// Deliveries one put evicts at most, for each of the two retention rules.
 pub const EVICT_BATCH: usize = 1000;
 /// One [`DeliveryLog::list_deliveries`] call looks at no more than `SCAN_PER_RESULT × limit +
@@ -136,13 +212,22 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 "#;
 
-/// KEYS: 1 retries. ARGV: 1 now ms, 2 limit, 3 lease expiry ms. Answers the claimed ids.
+/// KEYS: 1 a retry bucket. ARGV: 1 now ms, 2 limit, 3 lease expiry ms. Answers the claimed
+/// ids with the due times they had, `[id, due, id, due, …]`, oldest due first. One `ZADD` moves
+/// them all (in chunks that stay under Lua's `unpack` limit).
 const CLAIM_SCRIPT: &str = r#"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[3], id)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local args = {}
+for i = 1, #due, 2 do
+  args[#args + 1] = ARGV[3]
+  args[#args + 1] = due[i]
+  if #args >= 1000 then
+    redis.call('ZADD', KEYS[1], unpack(args))
+    args = {}
+  end
 end
-return ids
+if #args > 0 then redis.call('ZADD', KEYS[1], unpack(args)) end
+return due
 "#;
 
 /// GCRA with reservations (see `crate::gcra_reserve`, the same arithmetic, to the ns): KEYS[1]
@@ -170,15 +255,16 @@ if wait > 9e18 then wait = 9e18 end
 return wait
 "#;
 
-/// Health sample append: KEYS[1] the endpoint's samples; ARGV 1 score (unix ms), 2 member,
-/// 3 window ms, 4 most samples, 5 ttl ms. The window is relative to the newest sample kept.
+/// Health sample append: KEYS[1] the endpoint's samples; ARGV 1 window ms, 2 most samples,
+/// 3 ttl ms, then score (unix ms) / member pairs, one per sample. The window is relative to
+/// the newest sample kept.
 const HEALTH_SCRIPT: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], unpack(ARGV, 4))
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local cutoff = tonumber(newest[2]) - tonumber(ARGV[3])
+local cutoff = tonumber(newest[2]) - tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', cutoff))
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
@@ -206,7 +292,7 @@ struct Keys {
 
 impl Keys {
     fn seen(&self, key: &str) -> String {
-        format!("{}:seen:{key}", self.prefix)
+        format!("{}:seen:{{{key}}}", self.prefix)
     }
     fn delivery(&self, id: &str) -> String {
         format!("{}:d:{id}", self.prefix)
@@ -223,29 +309,110 @@ impl Keys {
     fn tenant(&self, tenant_id: &str) -> String {
         format!("{}:idx:t:{tenant_id}", self.prefix)
     }
-    fn retries(&self) -> String {
+    fn retry_bucket(&self, bucket: u32) -> String {
+        format!("{}:{{retries:{bucket}}}", self.prefix)
+    }
+    fn retry_meta(&self) -> String {
+        format!("{}:{{retries}}:buckets", self.prefix)
+    }
+    /// Where versions before the buckets kept the whole schedule.
+    fn single_key_schedule(&self) -> String {
         format!("{}:retries", self.prefix)
     }
     fn rate(&self, key: &str) -> String {
-        format!("{}:rl:{key}", self.prefix)
+        format!("{}:rl:{{{key}}}", self.prefix)
     }
     fn health(&self, endpoint: &str) -> String {
-        format!("{}:h:{endpoint}", self.prefix)
+        format!("{}:h:{{{endpoint}}}", self.prefix)
     }
     fn breaker(&self, endpoint: &str) -> String {
-        format!("{}:cb:{endpoint}", self.prefix)
+        format!("{}:cb:{{{endpoint}}}", self.prefix)
     }
     fn lane(&self, lane: &str) -> String {
-        format!("{}:lane:{lane}", self.prefix)
+        format!("{}:lane:{{{lane}}}", self.prefix)
+    }
+}
+
+/// The bucket of a retry: 64-bit FNV-1a of the id, modulo the bucket count. Stable by
+/// definition (no seed, no platform dependence), so every process agrees on it.
+pub fn retry_bucket_of(delivery_id: &str, buckets: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in delivery_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(buckets.max(1))) as u32
+}
+
+/// The one connection handle: a single server or a cluster. Both are cheap to clone
+/// (handles onto multiplexed connections) and reconnect on their own.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Sends one command per key (each naming one key) in one round trip and answers their
+    /// replies in order: one pipeline on a single server; on a cluster, where a pipeline must
+    /// stay in one slot, the commands go concurrently and each node gets its share at once.
+    async fn each<T: redis::FromRedisValue>(&self, cmds: Vec<Cmd>) -> redis::RedisResult<Vec<T>> {
+        match self {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut c.clone()).await
+            }
+            Conn::Cluster(c) => {
+                futures::future::try_join_all(cmds.into_iter().map(|cmd| {
+                    let mut conn = c.clone();
+                    async move { cmd.query_async::<T>(&mut conn).await }
+                }))
+                .await
+            }
+        }
     }
 }
 
 /// The delivery log, dedup marks and retry schedule in Redis; see the module doc.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     retention: Retention,
+    retry_buckets: u32,
+    /// Where this store's next claim starts walking the buckets.
+    next_bucket: std::sync::Arc<std::sync::atomic::AtomicU32>,
     put_script: Script,
     attempt_script: Script,
     claim_script: Script,
@@ -257,23 +424,54 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.keys.prefix).field("retention", &self.retention).finish()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix)
+            .field("cluster", &self.is_cluster())
+            .field("retry_buckets", &self.retry_buckets)
+            .field("retention", &self.retention)
+            .finish()
     }
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`); keys go under `prefix` ([`DEFAULT_PREFIX`]
-    /// when empty). Fails when the server cannot be reached now; later outages are retried by
-    /// the connection manager and surface as [`StoreError::Backend`] per call.
+    /// Connects to `url`: `redis://host:port/db` for one server, or
+    /// `redis+cluster://host1:port1,host2:port2` ([`CLUSTER_SCHEME`]) for a Redis Cluster
+    /// reached through any of those nodes. Keys go under `prefix` ([`DEFAULT_PREFIX`] when
+    /// empty; braces are refused, they would become every key's hash tag), the retry schedule
+    /// over [`DEFAULT_RETRY_BUCKETS`] buckets until [`RedisStore::with_retry_buckets`] says
+    /// otherwise. Fails when the server cannot be reached now; later outages are retried by
+    /// the connection and surface as [`StoreError::Backend`] per call.
     pub async fn connect(url: &str, prefix: &str, retention: Retention) -> Result<RedisStore> {
-        let client = redis::Client::open(url).map_err(backend("open client"))?;
-        let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(backend("connect"))?;
         let prefix = if prefix.is_empty() { DEFAULT_PREFIX } else { prefix };
+        if prefix.contains(['{', '}']) {
+            return Err(StoreError::Backend(format!(
+                "redis prefix `{prefix}` contains a brace, which would make it every key's hash tag"
+            )));
+        }
+        let conn = match cluster_nodes(url) {
+            Some(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(Duration::from_secs(5))
+                    .response_timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(backend("open cluster client"))?;
+                Conn::Cluster(client.get_async_connection().await.map_err(backend("connect to the cluster"))?)
+            }
+            None => {
+                let client = redis::Client::open(url).map_err(backend("open client"))?;
+                let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(2));
+                Conn::Single(ConnectionManager::new_with_config(client, config).await.map_err(backend("connect"))?)
+            }
+        };
+        // Callers that start together should not all walk the buckets from the same one.
+        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id();
         Ok(RedisStore {
             conn,
             keys: Keys { prefix: prefix.to_string() },
             retention,
+            retry_buckets: DEFAULT_RETRY_BUCKETS,
+            next_bucket: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(start)),
             put_script: Script::new(PUT_SCRIPT),
             attempt_script: Script::new(ATTEMPT_SCRIPT),
             claim_script: Script::new(CLAIM_SCRIPT),
@@ -284,13 +482,135 @@ impl RedisStore {
         })
     }
 
+    /// Spreads the retry schedule over `buckets` sorted sets (1 to [`MAX_RETRY_BUCKETS`]) and
+    /// makes sure the installation agrees, at start rather than by losing retries later:
+    /// - the count is recorded in `<p>:{retries}:buckets`; a different recorded count is
+    ///   refused while its buckets still hold retries (the error names both counts and the
+    ///   backlog), and replaced once they are empty;
+    /// - a schedule left in the single key `<p>:retries` of earlier versions is moved into the
+    ///   buckets, due times kept (`ZADD NX`: an id already rescheduled in its bucket keeps
+    ///   that newer due time).
+    ///
+    /// A few commands at start, none per call. Stores built without it use
+    /// [`DEFAULT_RETRY_BUCKETS`] and check nothing.
+    pub async fn with_retry_buckets(mut self, buckets: u32) -> Result<RedisStore> {
+        if !(1..=MAX_RETRY_BUCKETS).contains(&buckets) {
+            return Err(StoreError::Backend(format!(
+                "retry buckets must be between 1 and {MAX_RETRY_BUCKETS}, got {buckets}"
+            )));
+        }
+        let mut conn = self.conn.clone();
+        let meta = self.keys.retry_meta();
+        let recorded: Option<u32> =
+            redis::cmd("GET").arg(&meta).query_async(&mut conn).await.map_err(backend("retry buckets"))?;
+        if let Some(old) = recorded.filter(|&old| old != buckets) {
+            // A count written by hand out of range is read within range.
+            self.retry_buckets = old.clamp(1, MAX_RETRY_BUCKETS);
+            let left = self.retry_backlog().await?;
+            if left > 0 {
+                return Err(StoreError::Backend(format!(
+                    "retry buckets: the retry schedule under prefix `{}` is spread over {old} buckets and \
+                     holds {left} retries; keep {old} buckets until it is empty, then change to {buckets}",
+                    self.keys.prefix
+                )));
+            }
+        }
+        self.retry_buckets = buckets;
+        if recorded != Some(buckets) {
+            redis::cmd("SET").arg(&meta).arg(buckets).exec_async(&mut conn).await.map_err(backend("retry buckets"))?;
+        }
+        self.adopt_single_key_schedule().await?;
+        Ok(self)
+    }
+
+    /// Moves what is left in the single schedule key of earlier versions into the buckets.
+    async fn adopt_single_key_schedule(&self) -> Result<()> {
+        let legacy = self.keys.single_key_schedule();
+        let mut conn = self.conn.clone();
+        loop {
+            let chunk: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&legacy)
+                .arg(0)
+                .arg(999)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(backend("adopt the single-key retry schedule"))?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let moves = chunk
+                .iter()
+                .map(|(id, due)| {
+                    let mut cmd = redis::cmd("ZADD");
+                    cmd.arg(self.retry_key(id)).arg("NX").arg(*due).arg(id);
+                    cmd
+                })
+                .collect();
+            self.conn.each::<i64>(moves).await.map_err(backend("adopt the single-key retry schedule"))?;
+            let mut remove = redis::cmd("ZREM");
+            remove.arg(&legacy);
+            for (id, _) in &chunk {
+                remove.arg(id);
+            }
+            remove.exec_async(&mut conn).await.map_err(backend("adopt the single-key retry schedule"))?;
+            tracing::info!(moved = chunk.len(), "moved retries from the single-key schedule into buckets");
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         &self.keys.prefix
+    }
+
+    /// Whether this store talks to a Redis Cluster (and so keeps no delivery log).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// How many buckets the retry schedule is spread over.
+    pub fn retry_buckets(&self) -> u32 {
+        self.retry_buckets
+    }
+
+    /// The key of the bucket that holds `delivery_id`'s retry.
+    fn retry_key(&self, delivery_id: &str) -> String {
+        self.keys.retry_bucket(retry_bucket_of(delivery_id, self.retry_buckets))
+    }
+
+    /// The buckets in the order this call walks them: from a starting bucket that moves on
+    /// with every call.
+    fn buckets_in_turn(&self) -> Vec<u32> {
+        let n = self.retry_buckets;
+        let start = self.next_bucket.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        (0..n).map(|i| (start + i) % n).collect()
+    }
+
+    /// The delivery log needs multi-key scripts no cluster slot layout can serve.
+    fn log_here(&self, op: &str) -> Result<()> {
+        if self.is_cluster() {
+            return Err(StoreError::Backend(format!(
+                "redis {op}: a Redis Cluster keeps no delivery log; keep it in PostgreSQL (`postgres`)"
+            )));
+        }
+        Ok(())
     }
 
     fn max_age_ms(&self) -> i64 {
         i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX).min(MAX_AGE_CAP_MS)
     }
+}
+
+/// The node URLs of a `redis+cluster://h1:p1,h2:p2` URL, or `None` for a single-server URL.
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let rest = url.strip_prefix(CLUSTER_SCHEME)?;
+    Some(
+        rest.trim_end_matches('/')
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("redis://{n}/"))
+            .collect(),
+    )
 }
 
 fn backend(op: &'static str) -> impl FnOnce(RedisError) -> StoreError {
@@ -358,7 +678,7 @@ impl HotState for RedisStore {
 
     async fn schedule_retry(&self, delivery_id: &str, due: DateTime<Utc>) -> Result<()> {
         redis::cmd("ZADD")
-            .arg(self.keys.retries())
+            .arg(self.retry_key(delivery_id))
             .arg(ceil_ms(due))
             .arg(delivery_id)
             .exec_async(&mut self.conn.clone())
@@ -368,7 +688,7 @@ impl HotState for RedisStore {
 
     async fn cancel_retry(&self, delivery_id: &str) -> Result<bool> {
         let removed: i64 = redis::cmd("ZREM")
-            .arg(self.keys.retries())
+            .arg(self.retry_key(delivery_id))
             .arg(delivery_id)
             .query_async(&mut self.conn.clone())
             .await
@@ -381,22 +701,75 @@ impl HotState for RedisStore {
             return Ok(Vec::new());
         }
         let now_ms = floor_ms(now);
-        self.claim_script
-            .key(self.keys.retries())
-            .arg(now_ms)
-            .arg(limit)
-            .arg(now_ms.saturating_add(duration_ms_ceil(lease)))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(backend("claim_due"))
+        let lease_until = now_ms.saturating_add(duration_ms_ceil(lease));
+        let buckets = self.buckets_in_turn();
+        // Quotas: how many of the `limit` oldest due ids each bucket holds. With one bucket
+        // there is nothing to compare, and the claim alone is exact.
+        let quotas: Vec<(u32, usize)> = if buckets.len() == 1 {
+            vec![(buckets[0], limit)]
+        } else {
+            let heads: Vec<Vec<(String, f64)>> = self
+                .conn
+                .each(
+                    buckets
+                        .iter()
+                        .map(|&b| {
+                            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+                            cmd.arg(self.keys.retry_bucket(b))
+                                .arg("-inf")
+                                .arg(now_ms)
+                                .arg("WITHSCORES")
+                                .arg("LIMIT")
+                                .arg(0)
+                                .arg(limit);
+                            cmd
+                        })
+                        .collect(),
+                )
+                .await
+                .map_err(backend("claim_due"))?;
+            let mut due: Vec<(f64, &str, usize)> = heads
+                .iter()
+                .enumerate()
+                .flat_map(|(i, head)| head.iter().map(move |(id, at)| (*at, id.as_str(), i)))
+                .collect();
+            if due.is_empty() {
+                return Ok(Vec::new());
+            }
+            due.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            let mut quota = vec![0usize; buckets.len()];
+            for (_, _, i) in due.iter().take(limit) {
+                quota[*i] += 1;
+            }
+            buckets.iter().zip(quota).filter(|(_, q)| *q > 0).map(|(&b, q)| (b, q)).collect()
+        };
+        let claims = quotas.into_iter().map(|(bucket, quota)| {
+            let mut conn = self.conn.clone();
+            let mut invocation = self.claim_script.prepare_invoke();
+            invocation.key(self.keys.retry_bucket(bucket)).arg(now_ms).arg(quota).arg(lease_until);
+            async move { invocation.invoke_async::<Vec<(String, f64)>>(&mut conn).await }
+        });
+        let claimed = futures::future::try_join_all(claims).await.map_err(backend("claim_due"))?;
+        let mut claimed: Vec<(f64, String)> = claimed.into_iter().flatten().map(|(id, at)| (at, id)).collect();
+        claimed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        Ok(claimed.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn retry_backlog(&self) -> Result<usize> {
-        redis::cmd("ZCARD")
-            .arg(self.keys.retries())
-            .query_async(&mut self.conn.clone())
+        let counts: Vec<usize> = self
+            .conn
+            .each(
+                (0..self.retry_buckets)
+                    .map(|b| {
+                        let mut cmd = redis::cmd("ZCARD");
+                        cmd.arg(self.keys.retry_bucket(b));
+                        cmd
+                    })
+                    .collect(),
+            )
             .await
-            .map_err(backend("retry_backlog"))
+            .map_err(backend("retry_backlog"))?;
+        Ok(counts.into_iter().sum())
     }
 
     async fn rate_reserve(&self, key: &str, per_second: f64, burst: u32, now: DateTime<Utc>) -> Result<Duration> {
@@ -420,23 +793,28 @@ impl HotState for RedisStore {
     }
 
     async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
-        let key = self.keys.health(endpoint);
-        let json = serde_json::to_string(sample).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Scores are whole ms; within one ms members order by their text, so the member starts
-        // with the exact time, fixed width (the JSON's RFC 3339 drops trailing zero digits and
-        // would put 12.123456 before 12.123), then a suffix that keeps two identical samples two
-        // attempts and, within one process, equal times in recording order.
-        let member = format!("{}|{}|{json}", sample.at.format("%Y-%m-%dT%H:%M:%S%.9f"), uuid_like());
-        self.health_script
-            .key(key)
-            .arg(floor_ms(sample.at))
-            .arg(member)
-            .arg(i64::try_from(crate::HEALTH_WINDOW.as_millis()).unwrap_or(i64::MAX))
-            .arg(crate::HEALTH_SAMPLES)
-            .arg(crate::HEALTH_WINDOW.as_millis() as i64 + 3_600_000)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await
-            .map_err(backend("record_health"))?;
+        self.record_health_batch(endpoint, std::slice::from_ref(sample)).await
+    }
+
+    async fn record_health_batch(&self, endpoint: &str, samples: &[HealthSample]) -> Result<()> {
+        // One script call per chunk (Lua's `unpack` takes a few thousand values at most).
+        for chunk in samples.chunks(HEALTH_BATCH) {
+            let mut call = self.health_script.key(self.keys.health(endpoint));
+            call.arg(i64::try_from(crate::HEALTH_WINDOW.as_millis()).unwrap_or(i64::MAX))
+                .arg(crate::HEALTH_SAMPLES)
+                .arg(crate::HEALTH_WINDOW.as_millis() as i64 + 3_600_000);
+            for sample in chunk {
+                let json = serde_json::to_string(sample).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // Scores are whole ms; within one ms members order by their text, so the member
+                // starts with the exact time, fixed width (the JSON's RFC 3339 drops trailing
+                // zero digits and would put 12.123456 before 12.123), then a suffix that keeps
+                // two identical samples two attempts and, within one process, equal times in
+                // recording order.
+                let member = format!("{}|{}|{json}", sample.at.format("%Y-%m-%dT%H:%M:%S%.9f"), uuid_like());
+                call.arg(floor_ms(sample.at)).arg(member);
+            }
+            call.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(backend("record_health"))?;
+        }
         Ok(())
     }
 
@@ -565,6 +943,7 @@ impl HotState for RedisStore {
 #[async_trait]
 impl DeliveryLog for RedisStore {
     async fn put_delivery(&self, d: &Delivery) -> Result<()> {
+        self.log_here("put_delivery")?;
         let json = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", d.id)))?;
         let cap = u64::try_from(self.retention.per_webhook).unwrap_or(u64::MAX);
         self.put_script
@@ -591,6 +970,7 @@ impl DeliveryLog for RedisStore {
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        self.log_here("get_delivery")?;
         let fields: DeliveryFields = redis::cmd("HMGET")
             .arg(self.keys.delivery(id))
             .arg(&["json", "created", "created_at"])
@@ -601,6 +981,7 @@ impl DeliveryLog for RedisStore {
     }
 
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
+        self.log_here("add_attempt")?;
         let json = serde_json::to_string(attempt)
             .map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}")))?;
         self.attempt_script
@@ -614,6 +995,7 @@ impl DeliveryLog for RedisStore {
     }
 
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        self.log_here("attempts")?;
         let raw: Vec<String> = redis::cmd("LRANGE")
             .arg(self.keys.attempts(delivery_id))
             .arg(0)
@@ -627,6 +1009,7 @@ impl DeliveryLog for RedisStore {
     }
 
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        self.log_here("list_deliveries")?;
         let mut conn = self.conn.clone();
         let limit = if q.limit == 0 { 50 } else { q.limit };
         let index = match (&q.webhook_id, &q.tenant_id) {
@@ -750,12 +1133,38 @@ mod tests {
     #[test]
     fn keys_follow_the_documented_layout() {
         let k = Keys { prefix: "hm".into() };
-        assert_eq!(k.seen("x"), "hm:seen:x");
+        assert_eq!(k.seen("x"), "hm:seen:{x}");
+        assert_eq!(k.rate("x"), "hm:rl:{x}");
+        assert_eq!(k.health("ep"), "hm:h:{ep}");
+        assert_eq!(k.breaker("ep"), "hm:cb:{ep}");
+        assert_eq!(k.lane("call-1"), "hm:lane:{call-1}");
         assert_eq!(k.delivery("msg_1"), "hm:d:msg_1");
         assert_eq!(k.attempts("msg_1"), "hm:a:msg_1");
         assert_eq!(k.all(), "hm:idx:all");
         assert_eq!(k.webhook("wh"), "hm:idx:wh:wh");
         assert_eq!(k.tenant("t"), "hm:idx:t:t");
-        assert_eq!(k.retries(), "hm:retries");
+        assert_eq!(k.retry_bucket(7), "hm:{retries:7}");
+    }
+
+    #[test]
+    fn retry_buckets_are_stable_and_spread() {
+        // FNV-1a 64 reference values: the bucket of an id must never change between versions.
+        assert_eq!(retry_bucket_of("", u32::MAX), (0xcbf2_9ce4_8422_2325u64 % u64::from(u32::MAX)) as u32);
+        assert_eq!(retry_bucket_of("a", u32::MAX), (0xaf63_dc4c_8601_ec8cu64 % u64::from(u32::MAX)) as u32);
+        assert_eq!(retry_bucket_of("anything", 1), 0);
+        let mut per_bucket = [0usize; 16];
+        for i in 0..16_000 {
+            per_bucket[retry_bucket_of(&format!("msg_{i:06}"), 16) as usize] += 1;
+        }
+        assert!(per_bucket.iter().all(|&n| (800..1200).contains(&n)), "uneven spread: {per_bucket:?}");
+    }
+
+    #[test]
+    fn cluster_urls_name_their_nodes() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://10.0.0.1:7000, 10.0.0.2:7001/"),
+            Some(vec!["redis://10.0.0.1:7000/".to_string(), "redis://10.0.0.2:7001/".to_string()])
+        );
+        assert_eq!(cluster_nodes("redis://127.0.0.1:6379/"), None);
     }
 }

@@ -2,8 +2,11 @@
 //! written once as a generic function and run against each backend that holds that part: the
 //! memory store, the durable embedded store (a fresh temporary directory per test), the Redis
 //! store against a real `redis-server` (one per test, on a free loopback port, stopped when
-//! the test ends), the PostgreSQL log against the machine's PostgreSQL (a database per test,
-//! dropped when it ends), and a [`Split`] store joining two backends.
+//! the test ends; the same with the retry schedule in one bucket), hot state on a real Redis
+//! Cluster of three masters (shared by the tests that overlap in time, each test under a
+//! prefix of its own: a cluster takes about 3 s to form, so one per test would add a
+//! minute of waiting), the PostgreSQL log against the machine's PostgreSQL (a database per
+//! test, dropped when it ends), and a [`Split`] store joining two backends.
 //!
 //! Waiting on real time (dedup TTLs, max age, leases) polls the condition with a deadline
 //! rather than sleeping a fixed time.
@@ -21,7 +24,7 @@ use hookmesh_store::{
     StoreError, HEALTH_SAMPLES, HEALTH_WINDOW,
 };
 use hookmesh_testkit::postgres::PostgresDb;
-use hookmesh_testkit::redis::RedisServer;
+use hookmesh_testkit::redis::{RedisCluster, RedisServer};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +74,22 @@ mod backends {
         (Arc::new(store), server)
     }
 
+    /// The schedule in one bucket: the claim path without the read of every bucket's head.
+    pub async fn redis_one_bucket(retention: Retention) -> (Arc<RedisStore>, RedisServer) {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", retention).await.expect("connect to redis");
+        (Arc::new(store.with_retry_buckets(1).await.expect("one bucket")), server)
+    }
+
+    /// Hot state on a three-master Redis Cluster, under a prefix no other test uses.
+    pub async fn redis_cluster(retention: Retention) -> (Arc<RedisStore>, Arc<RedisCluster>) {
+        let cluster = shared_cluster();
+        let store =
+            RedisStore::connect(&cluster.url(), &unique_prefix(), retention).await.expect("connect to the cluster");
+        assert!(store.is_cluster());
+        (Arc::new(store), cluster)
+    }
+
     pub async fn postgres(retention: Retention) -> (Arc<PostgresLog>, PostgresDb) {
         let db = PostgresDb::create();
         let log = PostgresLog::connect(&db.url(), retention).await.expect("connect to postgres");
@@ -85,6 +104,27 @@ mod backends {
     }
 }
 
+/// The Redis Cluster of the tests running now, started by the first of them and stopped
+/// (servers killed, directory removed) when the last one ends; a later test starts a new one.
+fn shared_cluster() -> Arc<RedisCluster> {
+    static SHARED: std::sync::Mutex<std::sync::Weak<RedisCluster>> = std::sync::Mutex::new(std::sync::Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cluster) = shared.upgrade() {
+        return cluster;
+    }
+    let started = Instant::now();
+    let cluster = Arc::new(RedisCluster::start());
+    eprintln!("redis cluster {} formed in {:?}", cluster.url(), started.elapsed());
+    *shared = Arc::downgrade(&cluster);
+    cluster
+}
+
+/// A key prefix unique in this test binary, so tests sharing a cluster never share a key.
+fn unique_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("t{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 macro_rules! retention {
     () => {
         Retention::default()
@@ -94,7 +134,7 @@ macro_rules! retention {
     };
 }
 
-suite!(hot_state on [memory, embedded, redis, split] {
+suite!(hot_state on [memory, embedded, redis, redis_one_bucket, redis_cluster, split] {
     mark_seen_is_atomic_under_concurrency;
     mark_seen_expires_after_ttl;
     is_seen_reads_a_mark_without_setting_it;
@@ -119,6 +159,7 @@ suite!(hot_state on [memory, embedded, redis, split] {
     health_samples_come_back_oldest_first;
     health_forgets_samples_older_than_the_window;
     identical_health_samples_are_distinct_attempts;
+    health_batches_are_their_samples_in_order;
     health_keeps_at_most_health_samples;
 });
 
@@ -1074,6 +1115,21 @@ async fn health_forgets_samples_older_than_the_window(store: Arc<dyn HotState>) 
     assert_eq!(all().await, [late, newest, next]);
 }
 
+async fn health_batches_are_their_samples_in_order(store: Arc<dyn HotState>) {
+    let t = rate_now();
+    let batch: Vec<HealthSample> =
+        (0..40).map(|i| sample(t + TimeDelta::microseconds(i * 10), i as u64, 200, i % 3 != 0)).collect();
+    store.record_health_batch("ep-batch", &batch[..25]).await.unwrap();
+    store.record_health("ep-batch", &batch[25]).await.unwrap();
+    store.record_health_batch("ep-batch", &batch[26..]).await.unwrap();
+    store.record_health_batch("ep-batch", &[]).await.unwrap();
+    assert_eq!(samples_since(&store, "ep-batch", t - secs(1)).await, batch);
+    // The window still moves with the newest sample, batched or not.
+    let late = sample(t + window() + secs(1), 99, 200, true);
+    store.record_health_batch("ep-batch", &[late]).await.unwrap();
+    assert_eq!(samples_since(&store, "ep-batch", t - secs(1)).await, [late]);
+}
+
 async fn identical_health_samples_are_distinct_attempts(store: Arc<dyn HotState>) {
     let t = rate_now();
     let s = sample(t, 100, 500, false);
@@ -1120,11 +1176,17 @@ mod redis_layout {
         let server = RedisServer::start();
         let retention = Retention { max_age: Duration::from_secs(3600), per_webhook: 100 };
         let store = RedisStore::connect(&server.url(), "lay", retention).await.unwrap();
+        assert_eq!(store.retry_buckets(), 16, "the default bucket count");
         let at = now_ms() - secs(60);
         store.put_delivery(&delivery("msg_k", "t1", "wh1", at)).await.unwrap();
         store.add_attempt("msg_k", &attempt(1, at)).await.unwrap();
         store.schedule_retry("msg_k", at + secs(5)).await.unwrap();
         store.mark_seen("evt-k", Duration::from_secs(60)).await.unwrap();
+        store.rate_reserve("rl-k", 10.0, 1, Utc::now()).await.unwrap();
+        store.record_health("ep-k", &sample(Utc::now(), 12, 200, true)).await.unwrap();
+        let open = Breaker { state: CircuitState::Open, consecutive_failures: 5, ..Default::default() };
+        store.put_breaker("ep-k", &open).await.unwrap();
+        store.lane_push("call-k", "msg_k").await.unwrap();
 
         let client = redis::Client::open(server.url()).unwrap();
         let mut raw = client.get_multiplexed_async_connection().await.unwrap();
@@ -1136,29 +1198,265 @@ mod redis_layout {
         for index in ["lay:idx:all", "lay:idx:wh:wh1", "lay:idx:t:t1"] {
             assert_eq!(raw.zscore::<_, _, Option<i64>>(index, "msg_k").await.unwrap(), Some(created), "{index}");
         }
-        assert_eq!(raw.zscore::<_, _, Option<i64>>("lay:retries", "msg_k").await.unwrap(), Some(created + 5000));
-        assert_eq!(raw.get::<_, Option<String>>("lay:seen:evt-k").await.unwrap().as_deref(), Some("1"));
+        // The retry sits in the bucket its id hashes to, a hash tag of its own.
+        let bucket = format!("lay:{{retries:{}}}", hookmesh_store::redis::retry_bucket_of("msg_k", 16));
+        assert_eq!(raw.zscore::<_, _, Option<i64>>(&bucket, "msg_k").await.unwrap(), Some(created + 5000));
+        assert_eq!(raw.get::<_, Option<String>>("lay:seen:{evt-k}").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(raw.lrange::<_, Vec<String>>("lay:lane:{call-k}", 0, -1).await.unwrap(), ["msg_k"]);
+        assert_eq!(raw.zcard::<_, usize>("lay:h:{ep-k}").await.unwrap(), 1);
+        assert!(raw.get::<_, Option<String>>("lay:cb:{ep-k}").await.unwrap().is_some());
+        assert!(raw.get::<_, Option<String>>("lay:rl:{rl-k}").await.unwrap().is_some());
 
-        // Nothing outlives the max age, even when no later put comes to trim it.
+        // Nothing outlives the max age, even when no later put comes to trim it; hot state
+        // expires on its own clock.
         let max_ms = 3600 * 1000;
-        for key in ["lay:d:msg_k", "lay:a:msg_k", "lay:idx:all", "lay:idx:wh:wh1", "lay:idx:t:t1", "lay:seen:evt-k"] {
+        for key in [
+            "lay:d:msg_k",
+            "lay:a:msg_k",
+            "lay:idx:all",
+            "lay:idx:wh:wh1",
+            "lay:idx:t:t1",
+            "lay:seen:{evt-k}",
+            "lay:lane:{call-k}",
+            "lay:rl:{rl-k}",
+        ] {
             let ttl: i64 = raw.pttl(key).await.unwrap();
             assert!(ttl > 0 && ttl <= max_ms, "{key} expires (pttl {ttl})");
         }
+        for key in ["lay:h:{ep-k}", "lay:cb:{ep-k}"] {
+            let ttl: i64 = raw.pttl(key).await.unwrap();
+            assert!(ttl > 0, "{key} expires (pttl {ttl})");
+        }
         let mut keys: Vec<String> = raw.keys("lay:*").await.unwrap();
         keys.sort();
+        let mut expected = vec![
+            "lay:a:msg_k".to_string(),
+            "lay:cb:{ep-k}".into(),
+            "lay:d:msg_k".into(),
+            "lay:h:{ep-k}".into(),
+            "lay:idx:all".into(),
+            "lay:idx:t:t1".into(),
+            "lay:idx:wh:wh1".into(),
+            "lay:lane:{call-k}".into(),
+            "lay:rl:{rl-k}".into(),
+            "lay:seen:{evt-k}".into(),
+            bucket,
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+    }
+
+    /// Calls per command since the last `CONFIG RESETSTAT`, script-internal calls included.
+    async fn command_calls(raw: &mut redis::aio::MultiplexedConnection) -> std::collections::BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await.unwrap();
+        info.lines()
+            .filter_map(|l| l.strip_prefix("cmdstat_"))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+                Some((name.to_string(), calls))
+            })
+            .filter(|(name, _)| !["config", "info", "script"].contains(&name.as_str()) && !name.starts_with("script|"))
+            .filter(|(name, _)| !name.starts_with("config|"))
+            .collect()
+    }
+
+    async fn reset_stats(raw: &mut redis::aio::MultiplexedConnection) {
+        redis::cmd("CONFIG").arg("RESETSTAT").exec_async(raw).await.unwrap();
+    }
+
+    /// The retry schedule's cost in commands (what Redis counts, inside scripts too): one per
+    /// schedule or cancel as with one key, an idle claim poll one read per bucket, a claim one
+    /// script per bucket with due retries that moves all of them with one `ZADD`.
+    #[tokio::test]
+    async fn the_bucketed_schedule_costs_what_the_module_doc_says() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = now_ms();
+        // Load the claim script before counting.
+        store.claim_due(now, 1, LEASE).await.unwrap();
+        store.schedule_retry("warm", now).await.unwrap();
+        store.claim_due(now, 1, LEASE).await.unwrap();
+        store.cancel_retry("warm").await.unwrap();
+
+        reset_stats(&mut raw).await;
+        store.schedule_retry("msg_1", now).await.unwrap();
+        store.cancel_retry("msg_1").await.unwrap();
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("zadd".to_string(), 1), ("zrem".to_string(), 1)].into(), "{calls:?}");
+
+        reset_stats(&mut raw).await;
+        assert!(store.claim_due(now, 100, LEASE).await.unwrap().is_empty());
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("zrangebyscore".to_string(), 16)].into(), "an idle poll: {calls:?}");
+
+        // 40 due retries over several buckets: one script per bucket holding some.
+        let ids: Vec<String> = (0..40).map(|i| format!("msg_{i:02}")).collect();
+        for id in &ids {
+            store.schedule_retry(id, now - secs(1)).await.unwrap();
+        }
+        let holding: HashSet<u32> = ids.iter().map(|id| hookmesh_store::redis::retry_bucket_of(id, 16)).collect();
+        let k = holding.len() as u64;
+        reset_stats(&mut raw).await;
+        assert_eq!(store.claim_due(now, 100, LEASE).await.unwrap().len(), 40);
+        let calls = command_calls(&mut raw).await;
         assert_eq!(
-            keys,
-            [
-                "lay:a:msg_k",
-                "lay:d:msg_k",
-                "lay:idx:all",
-                "lay:idx:t:t1",
-                "lay:idx:wh:wh1",
-                "lay:retries",
-                "lay:seen:evt-k"
-            ]
+            calls,
+            [("evalsha".to_string(), k), ("zadd".to_string(), k), ("zrangebyscore".to_string(), 16 + k)].into(),
+            "a claim of 40 from {k} buckets: {calls:?}"
         );
+
+        reset_stats(&mut raw).await;
+        assert_eq!(store.retry_backlog().await.unwrap(), 40);
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("zcard".to_string(), 16)].into(), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn one_bucket_claims_in_one_script() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let store = store.with_retry_buckets(1).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = now_ms();
+        store.claim_due(now, 1, LEASE).await.unwrap();
+        reset_stats(&mut raw).await;
+        assert!(store.claim_due(now, 100, LEASE).await.unwrap().is_empty());
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(calls, [("evalsha".to_string(), 1), ("zrangebyscore".to_string(), 1)].into(), "{calls:?}");
+        for i in 0..3 {
+            store.schedule_retry(&format!("msg_{i}"), now - secs(1)).await.unwrap();
+        }
+        reset_stats(&mut raw).await;
+        assert_eq!(store.claim_due(now, 100, LEASE).await.unwrap().len(), 3);
+        let calls = command_calls(&mut raw).await;
+        assert_eq!(
+            calls,
+            [("evalsha".to_string(), 1), ("zadd".to_string(), 1), ("zrangebyscore".to_string(), 1)].into(),
+            "{calls:?}"
+        );
+    }
+
+    /// The rest of the module doc's cost table: each hot-state operation alone, its scripts
+    /// loaded beforehand.
+    #[tokio::test]
+    async fn hot_state_costs_what_the_module_doc_says() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = Utc::now();
+        let open = |b: &mut Breaker| {
+            b.state = CircuitState::Open;
+            b.consecutive_failures += 1;
+        };
+        // Warm up: every script loaded.
+        store.rate_reserve("warm", 100.0, 10, now).await.unwrap();
+        store.record_health("warm", &sample(now, 1, 200, true)).await.unwrap();
+        store.update_breaker("warm", &open).await.unwrap();
+        store.lane_push("warm", "x").await.unwrap();
+
+        let expect = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        reset_stats(&mut raw).await;
+        store.mark_seen("evt", Duration::from_secs(60)).await.unwrap();
+        store.is_seen("evt").await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("exists", 1), ("set", 1)]));
+
+        reset_stats(&mut raw).await;
+        store.rate_reserve("rl", 100.0, 10, now).await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("evalsha", 1), ("get", 1), ("set", 1)]));
+
+        reset_stats(&mut raw).await;
+        store.record_health("ep", &sample(now, 1, 200, true)).await.unwrap();
+        assert_eq!(
+            command_calls(&mut raw).await,
+            expect(&[
+                ("evalsha", 1),
+                ("pexpire", 1),
+                ("zadd", 1),
+                ("zrange", 1),
+                ("zremrangebyrank", 1),
+                ("zremrangebyscore", 1)
+            ])
+        );
+
+        reset_stats(&mut raw).await;
+        store.get_breaker("ep").await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("get", 1)]));
+        reset_stats(&mut raw).await;
+        store.update_breaker("ep", &open).await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("evalsha", 1), ("get", 2), ("set", 1)]));
+
+        reset_stats(&mut raw).await;
+        store.lane_push("call", "msg_1").await.unwrap();
+        assert_eq!(
+            command_calls(&mut raw).await,
+            expect(&[("evalsha", 1), ("lindex", 1), ("lpos", 1), ("pexpire", 1), ("rpush", 1)])
+        );
+        reset_stats(&mut raw).await;
+        store.lane_pop("call", "msg_1").await.unwrap();
+        assert_eq!(command_calls(&mut raw).await, expect(&[("lindex", 1), ("lrem", 1)]));
+    }
+
+    #[tokio::test]
+    async fn the_bucket_count_changes_only_while_the_schedule_is_empty() {
+        let server = RedisServer::start();
+        let connect = |buckets: u32| {
+            let url = server.url();
+            async move {
+                RedisStore::connect(&url, "hm", Retention::default()).await.unwrap().with_retry_buckets(buckets).await
+            }
+        };
+        let sixteen = connect(16).await.unwrap();
+        sixteen.schedule_retry("msg_1", now_ms()).await.unwrap();
+        assert!(connect(16).await.is_ok(), "the same count again");
+        let err = connect(4).await.unwrap_err().to_string();
+        assert!(err.contains("16 buckets") && err.contains("1 retries") && err.contains("to 4"), "{err}");
+        assert!(sixteen.cancel_retry("msg_1").await.unwrap());
+        let four = connect(4).await.expect("an empty schedule may change its bucket count");
+        four.schedule_retry("msg_1", now_ms()).await.unwrap();
+        assert!(connect(16).await.is_err(), "now 4 is the recorded count");
+        assert_eq!(four.claim_due(now_ms(), 10, LEASE).await.unwrap(), ["msg_1"]);
+    }
+
+    #[tokio::test]
+    async fn a_single_key_schedule_of_earlier_versions_moves_into_the_buckets() {
+        let server = RedisServer::start();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let now = now_ms();
+        let old: Vec<(i64, String)> =
+            (0..2500).map(|i| (now.timestamp_millis() - 5000 + i, format!("old_{i:04}"))).collect();
+        for chunk in old.chunks(500) {
+            let _: () = raw.zadd_multiple("hm:retries", chunk).await.unwrap();
+        }
+        // An id a new process rescheduled already keeps its newer due time.
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        store.schedule_retry("old_0000", now + secs(3600)).await.unwrap();
+        let store = store.with_retry_buckets(16).await.unwrap();
+        assert!(!raw.exists::<_, bool>("hm:retries").await.unwrap(), "the single key is emptied");
+        assert_eq!(store.retry_backlog().await.unwrap(), 2500);
+        let claimed = store.claim_due(now, 5000, Duration::from_secs(7200)).await.unwrap();
+        let expected: Vec<String> = old.iter().skip(1).map(|(_, id)| id.clone()).collect();
+        assert_eq!(claimed, expected, "due times kept, oldest first");
+        assert_eq!(store.claim_due(now + secs(3600), 10, LEASE).await.unwrap(), ["old_0000"]);
+    }
+
+    #[tokio::test]
+    async fn prefixes_with_braces_are_refused() {
+        let server = RedisServer::start();
+        let err = RedisStore::connect(&server.url(), "{hm}", Retention::default()).await.unwrap_err();
+        assert!(err.to_string().contains("{hm}") && err.to_string().contains("hash tag"), "{err}");
+        let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
+        for n in [0, hookmesh_store::redis::MAX_RETRY_BUCKETS + 1] {
+            let err = store.clone().with_retry_buckets(n).await.unwrap_err();
+            assert!(err.to_string().contains("retry buckets"), "{err}");
+        }
     }
 
     #[tokio::test]
@@ -1181,7 +1479,7 @@ mod redis_layout {
         let store = RedisStore::connect(&server.url(), "hm", Retention::default()).await.unwrap();
         let client = redis::Client::open(server.url()).unwrap();
         let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = raw.set("hm:retries", "not a sorted set").await.unwrap();
+        let _: () = raw.set("hm:{retries:3}", "not a sorted set").await.unwrap();
         match store.retry_backlog().await {
             Err(StoreError::Backend(msg)) => assert!(msg.contains("WRONGTYPE"), "{msg}"),
             other => panic!("expected a backend error, got {other:?}"),
@@ -1203,14 +1501,195 @@ mod redis_layout {
             ..Default::default()
         };
         store.put_breaker("ep-1", &open).await.unwrap();
-        assert!(raw.exists::<_, bool>("hm:cb:ep-1").await.unwrap());
-        let ttl: i64 = raw.ttl("hm:cb:ep-1").await.unwrap();
+        assert!(raw.exists::<_, bool>("hm:cb:{ep-1}").await.unwrap());
+        let ttl: i64 = raw.ttl("hm:cb:{ep-1}").await.unwrap();
         assert!(ttl > 0, "an open breaker nobody touches is forgotten in time (ttl {ttl})");
         store.put_breaker("ep-1", &Breaker::default()).await.unwrap();
-        assert!(!raw.exists::<_, bool>("hm:cb:ep-1").await.unwrap(), "a closed breaker is no key");
+        assert!(!raw.exists::<_, bool>("hm:cb:{ep-1}").await.unwrap(), "a closed breaker is no key");
         assert_eq!(store.get_breaker("ep-1").await.unwrap(), Breaker::default());
         let keys: Vec<String> = raw.keys("hm:*").await.unwrap();
         assert_eq!(keys, Vec::<String>::new());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Cluster only: the schedule spreads over slots and nodes, every key is tagged, and the
+// delivery log stays out.
+
+mod redis_cluster_layout {
+    use super::*;
+    use hookmesh_store::redis::DEFAULT_RETRY_BUCKETS;
+    use redis::AsyncCommands;
+
+    /// A plain connection to each master, to see where keys really are.
+    async fn masters(cluster: &RedisCluster) -> Vec<redis::aio::MultiplexedConnection> {
+        let mut out = Vec::new();
+        for url in cluster.node_urls() {
+            let client = redis::Client::open(url).unwrap();
+            out.push(client.get_multiplexed_async_connection().await.unwrap());
+        }
+        out
+    }
+
+    async fn keyslot(raw: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+        redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(raw).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retry_buckets_spread_over_slots_and_nodes() {
+        let (store, cluster) = backends::redis_cluster(Retention::default()).await;
+        let prefix = store.prefix().to_string();
+        let now = now_ms();
+        let ids: Vec<String> = (0..320).map(|i| format!("msg_{i:04}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            store.schedule_retry(id, now - TimeDelta::milliseconds(i as i64)).await.unwrap();
+        }
+        let mut nodes = masters(&cluster).await;
+        let mut per_node = Vec::new();
+        for raw in &mut nodes {
+            let mut keys: Vec<String> = raw.keys(format!("{prefix}:*")).await.unwrap();
+            keys.sort();
+            per_node.push(keys);
+        }
+        let mut all: Vec<String> = per_node.concat();
+        all.sort();
+        let mut buckets: Vec<String> =
+            (0..DEFAULT_RETRY_BUCKETS).map(|b| format!("{prefix}:{{retries:{b}}}")).collect();
+        buckets.sort();
+        assert_eq!(all, buckets, "320 retries fill every bucket and nothing else");
+        assert!(per_node.iter().all(|keys| !keys.is_empty()), "every master holds part of the schedule: {per_node:?}");
+        let mut slots = HashSet::new();
+        for bucket in &buckets {
+            slots.insert(keyslot(&mut nodes[0], bucket).await);
+            let size: usize = store_zcard(&cluster, bucket).await;
+            assert!((5..=45).contains(&size), "{bucket} holds {size} of 320: the hash spreads ids");
+        }
+        assert_eq!(slots.len(), buckets.len(), "each bucket is a slot of its own");
+
+        // One claimant takes them all, oldest due first, across buckets and nodes.
+        let claimed = store.claim_due(now, 1000, LEASE).await.unwrap();
+        let oldest_first: Vec<String> = ids.iter().rev().cloned().collect();
+        assert_eq!(claimed, oldest_first);
+        assert_eq!(store.retry_backlog().await.unwrap(), 320);
+    }
+
+    async fn store_zcard(cluster: &RedisCluster, key: &str) -> usize {
+        for url in cluster.node_urls() {
+            let client = redis::Client::open(url).unwrap();
+            let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+            // The other masters answer MOVED.
+            if let Ok(n) = raw.zcard::<_, usize>(key).await {
+                return n;
+            }
+        }
+        panic!("no master holds the slot of {key}")
+    }
+
+    /// Redis Cluster refuses a command or script whose keys span slots, and a script that
+    /// touches a key it did not declare: every operation succeeding here, with ids that hold
+    /// braces too, is the check that each one stays in one slot. The slot is the tag's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_hot_state_key_is_tagged_and_each_script_stays_in_one_slot() {
+        let (store, cluster) = backends::redis_cluster(Retention::default()).await;
+        let p = store.prefix().to_string();
+        let now = Utc::now();
+        for key in ["evt-1", "evt-{2}", "evt}3"] {
+            assert!(store.mark_seen(key, Duration::from_secs(60)).await.unwrap());
+            assert!(store.is_seen(key).await.unwrap());
+        }
+        store.rate_reserve("rl-1", 5.0, 1, now).await.unwrap();
+        store.record_health("ep-1", &sample(now, 12, 500, false)).await.unwrap();
+        assert_eq!(store.health_samples("ep-1", now - secs(1)).await.unwrap().len(), 1);
+        let policy = hookmesh_core::breaker::BreakerPolicy { failure_threshold: 1, ..Default::default() };
+        store
+            .update_breaker("ep-1", &move |b| {
+                b.record(false, now, &policy);
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.get_breaker("ep-1").await.unwrap().state, CircuitState::Open);
+        assert!(store.lane_push("call-1", "msg_1").await.unwrap());
+        assert!(!store.lane_push("call-1", "msg_2").await.unwrap());
+        assert_eq!(store.lane_pop("call-1", "msg_1").await.unwrap().as_deref(), Some("msg_2"));
+        store.schedule_retry("msg_{x}", now).await.unwrap();
+        assert_eq!(store.claim_due(now + secs(1), 10, LEASE).await.unwrap(), ["msg_{x}"]);
+        assert!(store.cancel_retry("msg_{x}").await.unwrap());
+
+        let mut nodes = masters(&cluster).await;
+        let mut keys = Vec::new();
+        for raw in &mut nodes {
+            keys.extend(raw.keys::<_, Vec<String>>(format!("{p}:*")).await.unwrap());
+        }
+        keys.sort();
+        let mut expected: Vec<String> =
+            ["seen:{evt-1}", "seen:{evt-{2}}", "seen:{evt}3}", "rl:{rl-1}", "h:{ep-1}", "cb:{ep-1}", "lane:{call-1}"]
+                .iter()
+                .map(|k| format!("{p}:{k}"))
+                .collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+        let raw = &mut nodes[0];
+        for (key, tag) in
+            [("seen:{evt-1}", "evt-1"), ("rl:{rl-1}", "rl-1"), ("h:{ep-1}", "ep-1"), ("cb:{ep-1}", "ep-1")]
+        {
+            let key = format!("{p}:{key}");
+            assert_eq!(keyslot(raw, &key).await, keyslot(raw, tag).await, "{key} is placed by its tag `{tag}`");
+        }
+    }
+
+    /// Two dispatchers (two stores, as two processes would have) claiming in small batches at
+    /// once: every due retry is claimed exactly once, and both get a share.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_dispatchers_share_the_schedule_without_sharing_an_id() {
+        let (first, cluster) = backends::redis_cluster(Retention::default()).await;
+        let second = Arc::new(RedisStore::connect(&cluster.url(), first.prefix(), Retention::default()).await.unwrap());
+        let now = now_ms();
+        let scheduled: HashSet<String> = (0..400).map(|i| format!("r{i:03}")).collect();
+        for (i, id) in scheduled.iter().enumerate() {
+            first.schedule_retry(id, now - TimeDelta::milliseconds(i as i64)).await.unwrap();
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let claimers: Vec<_> = [first.clone(), second]
+            .into_iter()
+            .map(|store| {
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store.claim_due(now, 9, Duration::from_secs(60)).await.unwrap();
+                        if got.is_empty() || mine.len() > 400 {
+                            return mine;
+                        }
+                        mine.extend(got);
+                    }
+                })
+            })
+            .collect();
+        let mut shares = Vec::new();
+        for claimer in claimers {
+            shares.push(claimer.await.unwrap());
+        }
+        let claimed: Vec<String> = shares.concat();
+        let unique: HashSet<String> = claimed.iter().cloned().collect();
+        assert_eq!(unique.len(), claimed.len(), "an id was claimed twice while leased");
+        assert_eq!(unique, scheduled, "every due id was claimed");
+        assert!(
+            shares.iter().all(|s| !s.is_empty()),
+            "both dispatchers got a share: {:?}",
+            shares.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_delivery_log_is_refused_on_a_cluster() {
+        let (store, _cluster) = backends::redis_cluster(Retention::default()).await;
+        match store.put_delivery(&delivery("msg_c", "t1", "wh1", now_ms())).await {
+            Err(StoreError::Backend(msg)) => assert!(msg.contains("postgres"), "{msg}"),
+            other => panic!("expected a refusal naming postgres, got {other:?}"),
+        }
+        assert!(store.get_delivery("msg_c").await.is_err());
+        assert!(store.list_deliveries(&DeliveryQuery::default()).await.is_err());
     }
 }
 

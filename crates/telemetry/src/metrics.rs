@@ -7,7 +7,7 @@
 //! | `hookmesh_events_ingested_total` | counter | `outcome` = accepted, rejected, duplicate |
 //! | `hookmesh_jobs_routed_total` | counter | |
 //! | `hookmesh_render_errors_total` | counter | |
-//! | `hookmesh_delivery_attempts_total` | counter | `outcome` = success, failure; `class` = 2xx…5xx, connect, timeout, … |
+//! | `hookmesh_delivery_attempts_total` | counter | `outcome` = success, failure; `class` = 2xx…5xx, connect, timeout, …, kafka_ack (a Kafka destination acknowledged) |
 //! | `hookmesh_deliveries_completed_total` | counter | `status` = success, error |
 //! | `hookmesh_retries_scheduled_total` | counter | |
 //! | `hookmesh_delivery_latency_seconds` | histogram | first trigger → successful delivery |

@@ -1,6 +1,8 @@
 //! Test support: real backing services on free loopback ports, stopped on drop.
 //!
 //! - [`redis::RedisServer`]: `redis-server --port P --save '' --appendonly no`.
+//! - [`redis::RedisCluster`]: three `redis-server --cluster-enabled yes` masters joined by
+//!   `redis-cli --cluster create`.
 //! - [`tansu::TansuBroker`]: the Kafka-protocol broker `tansu` with in-memory storage.
 //! - [`postgres::PostgresDb`]: a fresh database on the machine's PostgreSQL.
 //! - [`hookmesh::Process`]: a `hookmesh <role>` process of a given binary.

@@ -1,4 +1,5 @@
-//! A private `redis-server` (Debian package `redis-server`) on a free port.
+//! A private `redis-server` (Debian package `redis-server`) on a free port, or a private
+//! Redis Cluster of three of them ([`RedisCluster`]).
 //!
 //! [`RedisServer::start`] keeps nothing on disk (conformance tests). [`RedisServer::start_aof`]
 //! runs with the append-only file as the README tells operators to configure it, in a
@@ -115,5 +116,110 @@ impl Drop for RedisServer {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// A private Redis Cluster of three masters (no replicas) on free loopback ports, nothing on
+/// disk but each node's `nodes.conf` in a directory of its own; stopped and removed on drop.
+///
+/// Each node is `redis-server --cluster-enabled yes` with an explicit cluster bus port (the
+/// default, port + 10000, may be taken or out of range); `redis-cli --cluster create` joins
+/// them and assigns the 16384 slots; [`RedisCluster::start`] answers once every node reports
+/// `cluster_state:ok`.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    /// The client ports of the masters.
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts and joins the cluster; panics with a clear message when `redis-server` or
+    /// `redis-cli` is missing or the cluster does not come up within 30 s.
+    pub fn start() -> RedisCluster {
+        let server =
+            crate::find_binary("redis-server").expect("redis-server is not installed: apt-get install redis-server");
+        let cli = crate::find_binary("redis-cli").expect("redis-cli is not installed: apt-get install redis-tools");
+        let first = crate::free_port();
+        let dir = std::env::temp_dir().join(format!("hookmesh-redis-cluster-{}-{first}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis cluster directory");
+        let mut cluster = RedisCluster { nodes: Vec::new(), ports: Vec::new(), dir };
+        for i in 0..3 {
+            let port = if i == 0 { first } else { crate::free_port() };
+            let bus = crate::free_port();
+            let child = Command::new(&server)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--dir", cluster.dir.to_str().expect("UTF-8 temp dir")])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server starts");
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            assert!(crate::wait_for_port(port, Duration::from_secs(10)), "cluster node did not listen on {port}");
+        }
+        let addrs: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let create = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            create.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&create.stdout),
+            String::from_utf8_lossy(&create.stderr)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for &port in &cluster.ports {
+            loop {
+                let info = Command::new(&cli)
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("redis-cli runs");
+                if String::from_utf8_lossy(&info.stdout).lines().any(|l| l.trim() == "cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cluster on {:?} did not reach cluster_state:ok",
+                    addrs
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, what hookmesh's `redis`
+    /// setting takes for a cluster.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Plain `redis://` URLs of the masters, one per node.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -82,6 +82,8 @@ pub const WEBHOOK_FIELDS: &[&str] = &[
     "trigger.numbers",
     "trigger.ivr_options",
     "trigger.conditions",
+    "trigger.expression",
+    "signature_schemes",
     "request",
     "request.method",
     "request.url",
@@ -389,7 +391,11 @@ pub fn webhook_from_form(f: &FormData) -> Result<v1::Webhook, FieldErrors> {
             numbers: list(&f.text("trigger.numbers")),
             ivr_options: list(&f.text("trigger.ivr_options")),
             conditions,
+            expression: f.text("trigger.expression"),
         }),
+        // Empty keeps the webhook's schemes as they are.
+        signature_schemes: f.all("signature_schemes"),
+        public_keys: Vec::new(),
         request: Some(v1::Request {
             method: f.text("request.method"),
             url: f.text("request.url"),
@@ -461,6 +467,7 @@ pub fn webhook_to_form(w: &v1::Webhook) -> (BTreeMap<String, String>, Vec<String
             .collect::<Vec<_>>()
             .join("\n"),
     );
+    put("trigger.expression", t.expression.clone());
     let r = w.request.clone().unwrap_or_default();
     put("request.method", r.method.clone());
     put("request.url", r.url.clone());

@@ -2,6 +2,7 @@
 //! timeout), Standard Webhooks signing at send time, and classification of the outcome.
 
 use crate::ssrf::{AddressPolicy, Blocked, GuardedResolver};
+use crate::DispatcherConfig;
 use chrono::Utc;
 use hookmesh_core::delivery::{
     truncate_body, Attempt, AttemptTrigger, ErrorClass, RenderedRequest, MAX_STORED_RESPONSE_BYTES,
@@ -69,12 +70,13 @@ fn error_text(e: &reqwest::Error) -> String {
     text
 }
 
-/// Sends `req` once, signed with `keys` (one signature per active secret).
+/// Sends `req` once, signed with `keys` (one signature per active secret or key): an HTTP
+/// request, or one record to a Kafka destination ([`crate::kafka`]) with the same headers.
 pub async fn send(
     client: &reqwest::Client,
-    policy: &AddressPolicy,
+    config: &DispatcherConfig,
     req: &RenderedRequest,
-    keys: &[Vec<u8>],
+    keys: &[signing::Key],
     number: u32,
     trigger: AttemptTrigger,
 ) -> (Attempt, AttemptResult) {
@@ -89,8 +91,7 @@ pub async fn send(
         headers.push(("traceparent".into(), tp.clone()));
     }
     if !keys.is_empty() {
-        let sig =
-            signing::signature_header(keys.iter().map(Vec::as_slice), &req.delivery_id, timestamp, req.body.as_bytes());
+        let sig = signing::signatures(keys, &req.delivery_id, timestamp, req.body.as_bytes());
         headers.push(("webhook-signature".into(), sig));
     }
     let mut builder = client.request(method(req.method), &req.url).timeout(req.policy.timeout());
@@ -119,6 +120,27 @@ pub async fn send(
     };
     let clock = Instant::now();
     let mut result = AttemptResult { status: None, error_class: None, retry_after: None };
+    if let Some(target) = crate::kafka::kafka_target(&req.url) {
+        // The record's key keeps one call's records in order on one partition.
+        let key = req.call_id.as_deref().unwrap_or(&req.event_id);
+        let sent = config
+            .kafka_destinations
+            .send(&req.tenant_id, &target, key, &attempt.request_headers, req.body.as_bytes(), req.policy.timeout())
+            .await;
+        match sent {
+            Ok((partition, offset)) => {
+                attempt.response_body = format!("acknowledged: partition {partition}, offset {offset}");
+            }
+            Err((class, why)) => {
+                attempt.error_class = Some(class);
+                attempt.error = Some(why);
+                result.error_class = Some(class);
+            }
+        }
+        attempt.duration_ms = clock.elapsed().as_millis() as u64;
+        return (attempt, result);
+    }
+    let policy: &AddressPolicy = &config.address_policy;
     let checked = match url::Url::parse(&req.url) {
         Ok(u) => policy.check_url(&u).map_err(|b| b.to_string()),
         Err(e) => Err(format!("invalid URL: {e}")),
@@ -184,9 +206,11 @@ pub async fn send(
     (attempt, result)
 }
 
-/// The status class label of an attempt, for metrics (bounded).
+/// The status class label of an attempt, for metrics (bounded): an HTTP status class, the
+/// error class, or `kafka_ack` for a record a Kafka destination acknowledged.
 pub fn class_label(a: &Attempt) -> &'static str {
     match (a.response_status, a.error_class) {
+        (None, None) if crate::kafka::kafka_target(&a.url).is_some() => "kafka_ack",
         (Some(s), _) if s < 200 => "1xx",
         (Some(s), _) if s < 300 => "2xx",
         (Some(s), _) if s < 400 => "3xx",

@@ -84,8 +84,8 @@ impl Dispatcher {
             return self.settle_error(d).await;
         }
         let webhook = webhook.expect("checked above");
-        let permit = match self.gate(&webhook, &mut d, now).await? {
-            Gate::Go(permit) => permit,
+        let (permit, circuit) = match self.gate(&webhook, &mut d, now).await? {
+            Gate::Go(permit, circuit) => (permit, circuit),
             Gate::Wait(wait) => return self.defer(d, wait).await,
         };
         let keys = signing_keys(&webhook);
@@ -102,7 +102,7 @@ impl Dispatcher {
         request.traceparent = d.request.traceparent.as_ref().map(|_| span.traceparent());
         metrics().in_flight.inc();
         let (attempt, result) =
-            client::send(&self.client, &self.config.address_policy, &request, &keys, d.attempts + 1, trigger).await;
+            client::send(&self.client, &self.config, &request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
         if let Some(status) = attempt.response_status {
             span.set_attribute("http.response.status_code", i64::from(status));
@@ -114,10 +114,10 @@ impl Dispatcher {
         drop(permit);
         self.endpoint(&webhook).observe(attempt.duration_ms);
         self.record_attempt(&mut d, &attempt).await?;
-        self.store
-            .record_health(
+        self.health
+            .record(
                 &d.webhook_id,
-                &HealthSample {
+                HealthSample {
                     at: attempt.started_at,
                     duration_ms: attempt.duration_ms,
                     status: attempt.response_status.unwrap_or(0),
@@ -127,7 +127,7 @@ impl Dispatcher {
             .await?;
         // A refused address is this deployment's configuration, not the endpoint's health.
         if attempt.error_class != Some(hookmesh_core::delivery::ErrorClass::Blocked) {
-            self.update_breaker(&webhook, attempt.succeeded()).await?;
+            self.update_breaker(&webhook, attempt.succeeded(), Some(&circuit)).await?;
         }
         let decision =
             decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);

@@ -11,7 +11,8 @@ const PERMIT_WAIT: Duration = Duration::from_millis(250);
 
 /// What the gate says about sending now.
 pub(crate) enum Gate {
-    Go(Option<OwnedSemaphorePermit>),
+    /// Send now, holding the endpoint's permit; with the circuit as the gate left it.
+    Go(Option<OwnedSemaphorePermit>, Breaker),
     Wait(Duration),
 }
 
@@ -51,7 +52,7 @@ impl Dispatcher {
     ) -> Result<Gate, DispatchError> {
         // Atomic in the store, so of many deliveries due at once exactly one becomes the probe.
         let policy = self.config.breaker;
-        let (before, _) = self
+        let (before, admitted) = self
             .store
             .update_breaker(&webhook.id, &move |b| {
                 b.admit(now, &policy);
@@ -77,13 +78,13 @@ impl Dispatcher {
         }
         let endpoint = self.endpoint(webhook);
         if let Ok(p) = endpoint.permits.clone().try_acquire_owned() {
-            return Ok(Gate::Go(Some(p)));
+            return Ok(Gate::Go(Some(p), admitted));
         }
         // A busy but fast endpoint frees a permit within moments: queue for it briefly rather
         // than going through the retry schedule. A slow one does not, and the delivery is
         // deferred, so it holds a slot of the consume loop for at most this long.
         match tokio::time::timeout(PERMIT_WAIT, endpoint.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Gate::Go(Some(p))),
+            Ok(Ok(p)) => Ok(Gate::Go(Some(p), admitted)),
             _ => Ok(Gate::Wait(endpoint.busy_wait())),
         }
     }
@@ -102,10 +103,26 @@ impl Dispatcher {
         }
     }
 
-    pub(crate) async fn update_breaker(&self, webhook: &Webhook, success: bool) -> Result<(), DispatchError> {
+    /// Records an attempt's outcome in the endpoint's circuit. `seen`: the circuit as the
+    /// gate left it for this attempt. A success on a circuit that was closed and clean changes
+    /// nothing, so it costs no store round trip (should another dispatcher have opened the
+    /// circuit meanwhile, it stays open until its own probe, the conservative side).
+    pub(crate) async fn update_breaker(
+        &self,
+        webhook: &Webhook,
+        success: bool,
+        seen: Option<&Breaker>,
+    ) -> Result<(), DispatchError> {
         // Atomic in the store, so failures finishing together are all counted.
         let policy = self.config.breaker;
         let now = Utc::now();
+        if let Some(seen) = seen.filter(|_| success) {
+            let mut after = seen.clone();
+            after.record(true, now, &policy);
+            if after == *seen {
+                return Ok(());
+            }
+        }
         let (before, breaker) = self
             .store
             .update_breaker(&webhook.id, &move |b| {

@@ -14,6 +14,8 @@
 pub mod client;
 mod deliver;
 mod gate;
+mod health;
+pub mod kafka;
 mod log;
 mod operational;
 pub mod privacy;
@@ -29,12 +31,12 @@ use chrono::Utc;
 use hookmesh_bus::stage::{run_stage, unreadable, LoopOptions, OrderRelease};
 use hookmesh_bus::topics::Topics;
 use hookmesh_bus::{Bus, BusError, Message, Record};
-use hookmesh_core::breaker::{Admission, BreakerPolicy, Transition};
+use hookmesh_core::breaker::{Admission, Breaker, BreakerPolicy, Transition};
 use hookmesh_core::delivery::{Attempt, AttemptTrigger, Delivery, DeliveryStatus, ErrorClass, RenderedRequest};
 use hookmesh_core::event::{operational_event, EventType};
 use hookmesh_core::health::HealthSample;
 use hookmesh_core::retry::{decide, Decision};
-use hookmesh_core::signing::secret_key;
+use hookmesh_core::signing;
 use hookmesh_core::webhook::Ordering;
 use hookmesh_core::webhook::Webhook;
 use hookmesh_registry::ConfigView;
@@ -71,6 +73,8 @@ pub struct DispatcherConfig {
     pub breaker: BreakerPolicy,
     /// The master key: seals the original requests of tenants that mask personal data.
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
+    /// The Kafka clusters webhooks may deliver to, by name (`kafka://<name>/<topic>`).
+    pub kafka_destinations: Arc<kafka::KafkaDestinations>,
 }
 
 impl Default for DispatcherConfig {
@@ -83,6 +87,7 @@ impl Default for DispatcherConfig {
             endpoint_concurrency: 64,
             breaker: BreakerPolicy::default(),
             cipher: None,
+            kafka_destinations: Arc::default(),
         }
     }
 }
@@ -97,6 +102,7 @@ pub struct Dispatcher {
     pub config: DispatcherConfig,
     pub vault: Arc<privacy::Vault>,
     endpoints: Arc<Mutex<HashMap<String, Arc<EndpointLocal>>>>,
+    health: health::HealthWriter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,9 +115,10 @@ pub enum DispatchError {
     Sealed(String),
 }
 
-/// Signing keys of the webhook's active secrets.
-pub fn signing_keys(webhook: &Webhook) -> Vec<Vec<u8>> {
-    webhook.active_secrets(Utc::now()).filter_map(|s| secret_key(&s.secret).ok()).collect()
+/// Signing keys of the webhook's active secrets of its switched-on schemes (`v1` HMAC
+/// secrets, `v1a` ed25519 keys).
+pub fn signing_keys(webhook: &Webhook) -> Vec<signing::Key> {
+    webhook.signing_secrets(Utc::now()).filter_map(|s| signing::Key::from_secret(&s.secret).ok()).collect()
 }
 
 impl Dispatcher {
@@ -124,13 +131,14 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             bus,
-            store,
+            store: store.clone(),
             topics,
             registry,
             client: client::build_client(config.address_policy.clone()),
             vault: Arc::new(privacy::Vault::new(config.cipher.clone())),
             config,
             endpoints: Arc::default(),
+            health: health::HealthWriter::start(store.clone()),
         }
     }
 

@@ -84,15 +84,9 @@ impl DeliveryApi {
             return Err(Status::failed_precondition(format!("delivery `{}` never rendered; nothing to resend", d.id)));
         }
         let keys = self.dispatcher.registry.webhook(&d.webhook_id).map(|w| signing_keys(&w)).unwrap_or_default();
-        let (attempt, _) = client::send(
-            &self.dispatcher.client,
-            &self.dispatcher.config.address_policy,
-            &d.request,
-            &keys,
-            d.attempts + 1,
-            trigger,
-        )
-        .await;
+        let (attempt, _) =
+            client::send(&self.dispatcher.client, &self.dispatcher.config, &d.request, &keys, d.attempts + 1, trigger)
+                .await;
         let previous_error = d.last_error.clone();
         self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(Status::from)?;
         if attempt.succeeded() {
@@ -226,7 +220,7 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
         let rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
         let (attempt, _) = client::send(
             &self.dispatcher.client,
-            &self.dispatcher.config.address_policy,
+            &self.dispatcher.config,
             &rendered,
             &signing_keys(&webhook),
             1,

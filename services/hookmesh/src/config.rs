@@ -5,7 +5,9 @@
 //! ```toml
 //! # hookmesh.toml — every key is optional
 //! kafka = "kafka-0:9092,kafka-1:9092"   # HOOKMESH_KAFKA; absent in standalone = in-memory bus
-//! redis = "redis://redis:6379/"          # HOOKMESH_REDIS; absent in standalone = in-memory store
+//! redis = "redis://redis:6379/"          # HOOKMESH_REDIS; absent in standalone = in-memory store;
+//!                                        # "redis+cluster://host1:7000,host2:7001" = Redis Cluster
+//!                                        # (hot state only: needs `postgres` for the delivery log)
 //! postgres = "postgres://hookmesh@db/hookmesh"  # HOOKMESH_POSTGRES: the delivery log in PostgreSQL
 //!                                        # (hot state stays in Redis); absent = the log in Redis
 //! grpc_addr = "0.0.0.0:7600"             # HOOKMESH_GRPC_ADDR
@@ -22,7 +24,11 @@
 //!                                        # for an unreachable broker before Publish answers UNAVAILABLE
 //! retry_lease_secs = 90                  # HOOKMESH_RETRY_LEASE_SECS: how long a claimed retry
 //!                                        # stays with a dispatcher that died before it comes back
-//! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX
+//! redis_prefix = "hm"                    # HOOKMESH_REDIS_PREFIX (no braces: they are hash tags)
+//! retry_buckets = 16                     # HOOKMESH_RETRY_BUCKETS: Redis sorted sets the retry
+//!                                        # schedule is spread over (1-1024); the same in every
+//!                                        # process, changed only while no retry is scheduled;
+//!                                        # each claim poll reads every bucket (1 suits one Redis)
 //! max_in_flight = 1024                   # HOOKMESH_MAX_IN_FLIGHT (dispatcher HTTP requests)
 //! retention_days = 30                    # HOOKMESH_RETENTION_DAYS (delivery log)
 //! retention_per_webhook = 100000         # HOOKMESH_RETENTION_PER_WEBHOOK
@@ -40,6 +46,11 @@
 //! breaker_open_secs = 30                 # HOOKMESH_BREAKER_OPEN_SECS: open before a half-open probe
 //! breaker_disable_after_secs = 432000    # HOOKMESH_BREAKER_DISABLE_AFTER_SECS: failing this long
 //!                                        # without a success disables the webhook (5 days)
+//! kafka_destinations = "analytics=k0:9092,k1:9092;crm@acme|beta=c0:9092"
+//!                                        # HOOKMESH_KAFKA_DESTINATIONS: Kafka clusters webhooks may
+//!                                        # deliver to, by name (`kafka://analytics/<topic>`), open
+//!                                        # to every tenant or to the tenants after `@`; the
+//!                                        # router and the dispatcher need the same value
 //! ```
 
 use anyhow::{bail, Context};
@@ -107,6 +118,9 @@ pub struct SettingsArgs {
     /// Prefix of every Redis key.
     #[arg(long, env = "HOOKMESH_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Redis sorted sets the retry schedule is spread over (the same in every process).
+    #[arg(long, env = "HOOKMESH_RETRY_BUCKETS")]
+    pub retry_buckets: Option<u32>,
     /// HTTP requests the dispatcher keeps in flight.
     #[arg(long, env = "HOOKMESH_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
@@ -150,6 +164,11 @@ pub struct SettingsArgs {
     /// Seconds of failing without a success after which the webhook is disabled.
     #[arg(long, env = "HOOKMESH_BREAKER_DISABLE_AFTER_SECS")]
     pub breaker_disable_after_secs: Option<u64>,
+    /// Kafka clusters webhooks may deliver to, by name: `NAME[@TENANT|TENANT]=HOST:PORT[,…];…`
+    /// (`@…`: only these tenants). A webhook's URL `kafka://NAME/TOPIC` delivers there;
+    /// tenants never name brokers.
+    #[arg(long, env = "HOOKMESH_KAFKA_DESTINATIONS")]
+    pub kafka_destinations: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -169,6 +188,7 @@ struct FileSettings {
     kafka_message_timeout_ms: Option<u32>,
     retry_lease_secs: Option<u64>,
     redis_prefix: Option<String>,
+    retry_buckets: Option<u32>,
     max_in_flight: Option<usize>,
     retention_days: Option<u64>,
     retention_per_webhook: Option<usize>,
@@ -182,6 +202,7 @@ struct FileSettings {
     breaker_failures: Option<u32>,
     breaker_open_secs: Option<f64>,
     breaker_disable_after_secs: Option<u64>,
+    kafka_destinations: Option<String>,
 }
 
 /// Resolved settings.
@@ -201,6 +222,7 @@ pub struct Settings {
     pub kafka_message_timeout_ms: u32,
     pub retry_lease: std::time::Duration,
     pub redis_prefix: String,
+    pub retry_buckets: u32,
     pub max_in_flight: usize,
     pub retention_days: u64,
     pub retention_per_webhook: usize,
@@ -210,6 +232,8 @@ pub struct Settings {
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
     pub endpoint_concurrency: u32,
     pub breaker: hookmesh_core::breaker::BreakerPolicy,
+    /// Kafka destinations: name, bootstrap servers, the tenants that may use each.
+    pub kafka_destinations: Vec<hookmesh_dispatcher::kafka::DestinationSpec>,
     /// Standalone only: the data directory of the embedded durable bus and store; `None`
     /// keeps them in memory. Set by `hookmesh standalone` (`--data-dir`, `--ephemeral`).
     pub data_dir: Option<PathBuf>,
@@ -259,6 +283,10 @@ impl SettingsArgs {
                 self.retry_lease_secs.or(file.retry_lease_secs).unwrap_or(DEFAULT_RETRY_LEASE_SECS),
             ),
             redis_prefix: self.redis_prefix.clone().or(file.redis_prefix).unwrap_or_else(|| "hm".into()),
+            retry_buckets: self
+                .retry_buckets
+                .or(file.retry_buckets)
+                .unwrap_or(hookmesh_store::redis::DEFAULT_RETRY_BUCKETS),
             max_in_flight: self.max_in_flight.or(file.max_in_flight).unwrap_or(1024),
             retention_days: self.retention_days.or(file.retention_days).unwrap_or(30),
             retention_per_webhook: self.retention_per_webhook.or(file.retention_per_webhook).unwrap_or(100_000),
@@ -315,6 +343,10 @@ impl SettingsArgs {
                         .unwrap_or(d.disable_after),
                 }
             },
+            kafka_destinations: hookmesh_dispatcher::kafka::parse_destinations(
+                &self.kafka_destinations.clone().or(file.kafka_destinations).unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
             data_dir: None,
             console: None,
         };
@@ -341,9 +373,36 @@ impl SettingsArgs {
             bail!("max_in_flight: must be at least 1");
         }
         if let Some(r) = &s.redis {
-            if !r.starts_with("redis://") && !r.starts_with("rediss://") {
-                bail!("redis: `{r}` is not a redis:// URL");
+            match r.strip_prefix(hookmesh_store::redis::CLUSTER_SCHEME) {
+                Some(list) => {
+                    let host_port = |n: &str| {
+                        n.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                    };
+                    if !list.trim_end_matches('/').split(',').map(str::trim).all(host_port) {
+                        bail!("redis: `{r}` is not a redis+cluster://host:port,host:port,… URL");
+                    }
+                    if s.postgres.is_none() {
+                        bail!(
+                            "redis: a Redis Cluster keeps hot state only; set postgres (HOOKMESH_POSTGRES) \
+                             for the delivery log, or use a single Redis (redis://)"
+                        );
+                    }
+                }
+                None if !r.starts_with("redis://") && !r.starts_with("rediss://") => {
+                    bail!("redis: `{r}` is neither a redis:// URL nor a redis+cluster://host:port,… list");
+                }
+                None => {}
             }
+        }
+        if s.redis_prefix.contains(['{', '}']) {
+            bail!("redis_prefix: `{}` may not contain braces (Redis Cluster hash tags)", s.redis_prefix);
+        }
+        if !(1..=hookmesh_store::redis::MAX_RETRY_BUCKETS).contains(&s.retry_buckets) {
+            bail!(
+                "retry_buckets: must be between 1 and {}, got {}",
+                hookmesh_store::redis::MAX_RETRY_BUCKETS,
+                s.retry_buckets
+            );
         }
         if let Some(p) = &s.postgres {
             if !p.starts_with("postgres://") && !p.starts_with("postgresql://") && !p.contains('=') {
@@ -397,5 +456,41 @@ mod tests {
         let err =
             SettingsArgs { redis: Some("localhost:6379".into()), ..Default::default() }.resolve(1, 2).unwrap_err();
         assert!(err.to_string().starts_with("redis:"), "{err}");
+        let args = SettingsArgs { kafka_destinations: Some("analytics=k0:9092,k1:9092".into()), ..Default::default() };
+        assert_eq!(args.resolve(1, 2).unwrap().kafka_destinations[0].brokers, "k0:9092,k1:9092");
+        let err = SettingsArgs { kafka_destinations: Some("analytics".into()), ..Default::default() }
+            .resolve(1, 2)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("kafka_destinations[0]:"), "{err}");
+    }
+
+    #[test]
+    fn a_redis_cluster_needs_postgres_and_buckets_are_bounded() {
+        let cluster = Some("redis+cluster://10.0.0.1:7000,10.0.0.2:7001".to_string());
+        let err = SettingsArgs { redis: cluster.clone(), ..Default::default() }.resolve(1, 2).unwrap_err().to_string();
+        assert!(err.starts_with("redis:") && err.contains("postgres"), "{err}");
+        let s = SettingsArgs { redis: cluster, postgres: Some("postgres://db/hm".into()), ..Default::default() }
+            .resolve(1, 2)
+            .unwrap();
+        assert_eq!(s.retry_buckets, hookmesh_store::redis::DEFAULT_RETRY_BUCKETS);
+        let err = SettingsArgs {
+            redis: Some("redis+cluster://10.0.0.1".into()),
+            postgres: Some("postgres://db/hm".into()),
+            ..Default::default()
+        }
+        .resolve(1, 2)
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("redis:"), "{err}");
+        for n in [0, 5000] {
+            let err =
+                SettingsArgs { retry_buckets: Some(n), ..Default::default() }.resolve(1, 2).unwrap_err().to_string();
+            assert!(err.starts_with("retry_buckets:"), "{err}");
+        }
+        let err = SettingsArgs { redis_prefix: Some("{hm}".into()), ..Default::default() }
+            .resolve(1, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("redis_prefix:"), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! `hookmesh receive`: a demo receiver that prints every webhook it gets and checks its
-//! Standard Webhooks signature when given the secret. For trying hookmesh out, for the
-//! compose demo, and for tests; not a production endpoint. The HTTP side is the test kit's
-//! receiver (the one the end-to-end tests and the bench use) with a hook that prints.
+//! Standard Webhooks signature when given the secret (`v1`) or the public key (`v1a`). For
+//! trying hookmesh out, for the compose demo, and for tests; not a production endpoint. The
+//! HTTP side is the test kit's receiver (the one the end-to-end tests and the bench use) with
+//! a hook that prints.
 
 use anyhow::Context;
 use axum::http::{HeaderMap, StatusCode};
@@ -20,6 +21,9 @@ pub struct ReceiveArgs {
     /// The webhook's signing secret (whsec_…), to verify signatures.
     #[arg(long, env = "HOOKMESH_RECEIVE_SECRET")]
     pub secret: Option<String>,
+    /// The webhook's v1a public key (whpk_…), to verify ed25519 signatures.
+    #[arg(long, env = "HOOKMESH_RECEIVE_PUBLIC_KEY")]
+    pub public_key: Option<String>,
     /// Status code to answer.
     #[arg(long, default_value_t = 200)]
     pub status: u16,
@@ -33,6 +37,8 @@ pub struct ReceiveArgs {
 
 struct Receiver {
     key: Option<Vec<u8>>,
+    /// Checked at start to parse as a `whpk_` key.
+    public_key: Option<String>,
     status: StatusCode,
     seen: AtomicU64,
     count: Option<u64>,
@@ -47,17 +53,23 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 fn receive(r: &Receiver, req: Request) -> Reply {
     let (headers, body) = (&req.headers, &req.body);
     let id = header(headers, "webhook-id");
-    let signature = match (&r.key, headers.get("webhook-signature")) {
-        (_, None) => "unsigned",
-        (None, Some(_)) => "signed (no --secret to check)",
-        (Some(key), Some(sig)) => {
-            let ts = header(headers, "webhook-timestamp").parse::<i64>().unwrap_or(0);
-            if signing::verify(key, id, ts, body, sig.to_str().unwrap_or("")) {
-                "valid"
-            } else {
-                "INVALID"
-            }
-        }
+    let ts = header(headers, "webhook-timestamp").parse::<i64>().unwrap_or(0);
+    let sig = header(headers, "webhook-signature");
+    let checks = [
+        r.key.as_ref().map(|key| signing::verify(key, id, ts, body, sig)),
+        r.public_key
+            .as_deref()
+            .and_then(|pk| signing::parse_public_key(pk).ok())
+            .map(|pk| signing::verify_v1a(&pk, id, ts, body, sig)),
+    ];
+    let signature = if headers.get("webhook-signature").is_none() {
+        "unsigned"
+    } else if checks.iter().all(Option::is_none) {
+        "signed (no --secret or --public-key to check)"
+    } else if checks.iter().flatten().all(|ok| *ok) {
+        "valid"
+    } else {
+        "INVALID"
     };
     let text = String::from_utf8_lossy(body);
     let shown: String = text.chars().take(r.max_body).collect();
@@ -75,11 +87,15 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         Some(s) => Some(signing::secret_key(s).with_context(|| "secret: not a whsec_ secret")?),
         None => None,
     };
+    if let Some(pk) = &args.public_key {
+        signing::parse_public_key(pk).map_err(|e| anyhow::anyhow!("public_key: {e}"))?;
+    }
     let status =
         StatusCode::from_u16(args.status).with_context(|| format!("status: {} is not an HTTP status", args.status))?;
     let done = CancellationToken::new();
     let state = Arc::new(Receiver {
         key,
+        public_key: args.public_key.clone(),
         status,
         seen: AtomicU64::new(0),
         count: args.count,

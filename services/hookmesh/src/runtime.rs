@@ -109,7 +109,10 @@ async fn build_store(
         Some(url) => Arc::new(
             hookmesh_store::RedisStore::connect(url, &s.redis_prefix, retention)
                 .await
-                .with_context(|| format!("redis: cannot connect to `{url}`"))?,
+                .with_context(|| format!("redis: cannot connect to `{url}`"))?
+                .with_retry_buckets(s.retry_buckets)
+                .await
+                .context("retry_buckets")?,
         ),
         None if standalone => match data {
             Some(d) => {
@@ -224,9 +227,15 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
         ));
     }
     if roles.contains(&Role::Router) {
-        let router = Router { bus: bus.clone(), topics: topics.clone(), registry: registry.clone() };
+        let router = Router::new(bus.clone(), topics.clone(), registry.clone());
         stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
-        let api = || hookmesh_router::service::RegistryApi { registry: registry.clone() };
+        let kafka_destinations: Arc<Vec<(String, Vec<String>)>> =
+            Arc::new(s.kafka_destinations.iter().map(|d| (d.name.clone(), d.tenants.clone())).collect());
+        let api = || hookmesh_router::service::RegistryApi {
+            registry: registry.clone(),
+            kafka_destinations: kafka_destinations.clone(),
+            topics: topics.clone(),
+        };
         served.extend([
             v1::webhook_service_server::SERVICE_NAME,
             v1::template_service_server::SERVICE_NAME,
@@ -254,6 +263,10 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             breaker: s.breaker,
             cipher: s.cipher.clone(),
             retry_lease: s.retry_lease,
+            kafka_destinations: Arc::new(
+                hookmesh_dispatcher::kafka::KafkaDestinations::new(&s.kafka_destinations, &[])
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
             ..Default::default()
         };
         let dispatcher = Dispatcher::new(

@@ -2,7 +2,7 @@
 //!
 //! Consumes `hookmesh.events`, matches each event against the tenant's webhooks in the
 //! registry view (event type, campaigns, directions, numbers, IVR option, attribute
-//! conditions; disabled webhooks get nothing) and produces one [`DeliveryJob`] per match to
+//! conditions, the CEL expression; disabled webhooks get nothing) and produces one [`DeliveryJob`] per match to
 //! `hookmesh.jobs`, keyed `webhook_id/call_id`. The offset is committed only after every job of
 //! the event is acknowledged. The router also owns the registry's management API
 //! ([`service::RegistryApi`]: `WebhookService`, `TemplateService`).
@@ -16,9 +16,13 @@ use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::DeliveryJob;
 use hookmesh_core::event::Event;
-use hookmesh_core::matching::matches;
+use hookmesh_core::expression::ExpressionFilter;
+use hookmesh_core::matching::matches_with_expression;
+use hookmesh_core::webhook::Webhook;
 use hookmesh_registry::ConfigView;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,24 +31,70 @@ pub struct Router {
     pub bus: Arc<dyn Bus>,
     pub topics: Topics,
     pub registry: Arc<ConfigView>,
+    expressions: Arc<ExpressionCache>,
+}
+
+/// Trigger expressions compiled once per webhook version (compiling parses and checks; the
+/// registry refused anything that does not compile, so a failure here means a record written
+/// by an older or foreign writer: that webhook matches nothing until it is fixed).
+#[derive(Default)]
+struct ExpressionCache {
+    compiled: Mutex<HashMap<String, Compiled>>,
+}
+
+/// A webhook version and its expression (`None`: it did not compile).
+type Compiled = (u64, Option<Arc<ExpressionFilter>>);
+
+impl ExpressionCache {
+    fn get(&self, w: &Webhook) -> Result<Option<Arc<ExpressionFilter>>, ()> {
+        let Some(src) = w.trigger.expression.as_deref() else { return Ok(None) };
+        let mut compiled = self.compiled.lock();
+        if let Some((version, f)) = compiled.get(&w.id) {
+            if *version == w.version {
+                return f.clone().map(Some).ok_or(());
+            }
+        }
+        let f = match ExpressionFilter::compile(src) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::error!(webhook = %w.id, error = %e, "trigger expression does not compile; the webhook matches nothing");
+                None
+            }
+        };
+        if compiled.len() > 100_000 {
+            compiled.clear();
+        }
+        compiled.insert(w.id.clone(), (w.version, f.clone()));
+        f.map(Some).ok_or(())
+    }
 }
 
 impl Router {
+    pub fn new(bus: Arc<dyn Bus>, topics: Topics, registry: Arc<ConfigView>) -> Router {
+        Router { bus, topics, registry, expressions: Arc::default() }
+    }
+
     /// The jobs an event produces under the current registry.
     pub fn route(&self, event: &Event) -> Vec<DeliveryJob> {
         let snapshot = self.registry.snapshot();
         let now = chrono::Utc::now();
-        snapshot
-            .by_tenant
-            .get(&event.tenant_id)
-            .map(|hooks| {
-                hooks
-                    .iter()
-                    .filter(|w| matches(w, event))
-                    .map(|w| DeliveryJob::new(&w.id, w.version, event.clone(), now))
-                    .collect()
+        let Some(hooks) = snapshot.by_tenant.get(&event.tenant_id) else { return Vec::new() };
+        // The event's CEL variables, built on the first webhook with an expression.
+        let mut bindings = None;
+        hooks
+            .iter()
+            .filter(|w| {
+                let Ok(expression) = self.expressions.get(w) else { return false };
+                match matches_with_expression(w, event, expression.as_deref(), &mut bindings) {
+                    Ok(hit) => hit,
+                    Err(why) => {
+                        tracing::debug!(webhook = %w.id, event = %event.id, reason = %why, "trigger expression did not hold");
+                        false
+                    }
+                }
             })
-            .unwrap_or_default()
+            .map(|w| DeliveryJob::new(&w.id, w.version, event.clone(), now))
+            .collect()
     }
 
     async fn handle(&self, msg: &Message) -> Result<usize, BusError> {

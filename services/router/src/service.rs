@@ -6,9 +6,9 @@
 
 use chrono::Utc;
 use hookmesh_core::render::{check_template_content_type, CompiledWebhook};
-use hookmesh_core::signing::generate_secret;
+use hookmesh_core::signing::{generate_secret, generate_signing_key, public_key};
 use hookmesh_core::template::{extract_fields, ContentType};
-use hookmesh_core::webhook::{SigningSecret, Template, Webhook};
+use hookmesh_core::webhook::{SignatureScheme, SigningSecret, Template, Webhook};
 use hookmesh_core::ValidationError;
 use hookmesh_proto::auth::Principal;
 use hookmesh_proto::convert;
@@ -25,6 +25,11 @@ pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct RegistryApi {
     pub registry: Arc<ConfigView>,
+    /// The Kafka destinations the deployment configured (`kafka://<name>/<topic>`), each with
+    /// the tenants that may use it (empty: every tenant).
+    pub kafka_destinations: Arc<Vec<(String, Vec<String>)>>,
+    /// hookmesh's own topics, which no Kafka destination may write to.
+    pub topics: hookmesh_bus::topics::Topics,
 }
 
 pub fn invalid(e: ValidationError) -> Status {
@@ -61,6 +66,34 @@ impl RegistryApi {
     /// Cross-object checks and a full compile (URL, headers, body with its template).
     fn check_webhook(&self, w: &Webhook) -> Result<(), Status> {
         w.validate().map_err(invalid)?;
+        if let Some(k) = w.request.kafka() {
+            // A tenant only learns of the destinations open to it.
+            let open: Vec<&str> = self
+                .kafka_destinations
+                .iter()
+                .filter(|(_, tenants)| tenants.is_empty() || tenants.contains(&w.tenant_id))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if !open.contains(&k.connection.as_str()) {
+                let configured = if open.is_empty() {
+                    "none is open to this tenant (HOOKMESH_KAFKA_DESTINATIONS)".to_string()
+                } else {
+                    format!("open to this tenant: {}", open.join(", "))
+                };
+                return Err(Status::invalid_argument(format!(
+                    "request.url: no Kafka destination `{}` in this deployment ({configured})",
+                    k.connection
+                )));
+            }
+            let t = &self.topics;
+            let own = [&t.raw, &t.events, &t.jobs, &t.requests, &t.attempts, &t.dlq, &t.config];
+            if own.contains(&&k.topic) || k.topic.starts_with("__") {
+                return Err(Status::invalid_argument(format!(
+                    "request.url: topic `{}` is hookmesh's or Kafka's own and cannot be a destination",
+                    k.topic
+                )));
+            }
+        }
         let snapshot = self.registry.snapshot();
         if let Some(other) = snapshot
             .by_tenant
@@ -132,6 +165,40 @@ impl RegistryApi {
     }
 }
 
+/// A new secret of `scheme`: (stored value, what the caller is shown — the `whsec_` secret
+/// itself, or the `whpk_` public key of a `whsk_` key).
+fn new_secret(scheme: SignatureScheme) -> (String, String) {
+    match scheme {
+        SignatureScheme::V1 => {
+            let s = generate_secret();
+            (s.clone(), s)
+        }
+        SignatureScheme::V1a => {
+            let k = generate_signing_key();
+            let public = public_key(&k).expect("a generated key has a public key");
+            (k, public)
+        }
+    }
+}
+
+/// Gives every switched-on scheme without a current secret a new one; answers what was made
+/// (`v1` secret, `v1a` public key), each empty when none was.
+fn ensure_secrets(w: &mut Webhook, now: chrono::DateTime<Utc>) -> (String, String) {
+    let (mut secret, mut public) = (String::new(), String::new());
+    for scheme in w.signature_schemes.clone() {
+        if w.has_current_secret(scheme) {
+            continue;
+        }
+        let (stored, shown) = new_secret(scheme);
+        w.secrets.push(SigningSecret { secret: stored, created_at: now, expires_at: None });
+        match scheme {
+            SignatureScheme::V1 => secret = shown,
+            SignatureScheme::V1a => public = shown,
+        }
+    }
+    (secret, public)
+}
+
 fn content_type_unset(w: &v1::Webhook) -> bool {
     w.request.as_ref().is_none_or(|r| r.content_type.trim().is_empty())
 }
@@ -168,12 +235,16 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         w.version = 1;
         w.created_at = now;
         w.updated_at = now;
-        let secret = generate_secret();
-        w.secrets = vec![SigningSecret { secret: secret.clone(), created_at: now, expires_at: None }];
+        w.secrets.clear();
+        let (secret, public_key) = ensure_secrets(&mut w, now);
         self.check_webhook(&w)?;
         let saved = self.registry.put_webhook(w, 0).await.map_err(write_error)?;
         tracing::info!(webhook = %saved.id, tenant = %saved.tenant_id, "webhook created");
-        Ok(Response::new(v1::CreateWebhookResponse { webhook: Some(convert::webhook_to_proto(&saved)), secret }))
+        Ok(Response::new(v1::CreateWebhookResponse {
+            webhook: Some(convert::webhook_to_proto(&saved)),
+            secret,
+            public_key,
+        }))
     }
 
     async fn get_webhook(&self, request: Request<v1::GetWebhookRequest>) -> Result<Response<v1::Webhook>, Status> {
@@ -219,10 +290,18 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
         }
         let now = Utc::now();
         let unset = content_type_unset(&wire);
+        let schemes_unset = wire.signature_schemes.is_empty();
         let mut w = convert::webhook_from_proto(wire, now).map_err(invalid)?;
         w.tenant_id = current.tenant_id.clone();
         self.adopt_template_content_type(&mut w, unset);
         w.secrets = current.secrets.clone();
+        if schemes_unset {
+            w.signature_schemes = current.signature_schemes.clone();
+        }
+        // A scheme switched on gets a key (a v1a public key shows in the answer; a v1 secret
+        // made here is shown by the next RotateSecret). Keys of a scheme switched off stay
+        // stored, unused, so switching it back on restores what receivers already know.
+        ensure_secrets(&mut w, now);
         w.created_at = current.created_at;
         w.updated_at = now;
         w.version = current.version + 1;
@@ -269,20 +348,41 @@ impl v1::webhook_service_server::WebhookService for RegistryApi {
             return Err(Status::invalid_argument("grace_secs: must be at most 30 days"));
         }
         let retire_at = now + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(1));
+        let schemes = match req.scheme.trim() {
+            "" => current.signature_schemes.clone(),
+            name => {
+                let s = SignatureScheme::parse(name).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "scheme: unknown scheme `{}` (v1, v1a)",
+                        hookmesh_core::error::escape_control(name)
+                    ))
+                })?;
+                if !current.signature_schemes.contains(&s) {
+                    return Err(Status::invalid_argument(format!(
+                        "scheme: `{}` is not one of this webhook's signature_schemes",
+                        s.as_str()
+                    )));
+                }
+                vec![s]
+            }
+        };
         let mut w = (*current).clone();
         for s in &mut w.secrets {
-            if s.expires_at.is_none_or(|e| e > retire_at) {
+            if schemes.contains(&SignatureScheme::of_secret(&s.secret)) && s.expires_at.is_none_or(|e| e > retire_at) {
                 s.expires_at = Some(retire_at);
             }
         }
         // Secrets past their grace period are gone for good.
         w.secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
-        let secret = generate_secret();
-        w.secrets.push(SigningSecret { secret: secret.clone(), created_at: now, expires_at: None });
+        let (secret, public_key) = ensure_secrets(&mut w, now);
         w.version = current.version + 1;
         w.updated_at = now;
         let saved = self.registry.put_webhook(w, current.version).await.map_err(write_error)?;
-        Ok(Response::new(v1::RotateSecretResponse { webhook: Some(convert::webhook_to_proto(&saved)), secret }))
+        Ok(Response::new(v1::RotateSecretResponse {
+            webhook: Some(convert::webhook_to_proto(&saved)),
+            secret,
+            public_key,
+        }))
     }
 }
 

@@ -278,8 +278,12 @@ pub async fn delete(page: Page, Path(id): Path<String>, Extension(form): Extensi
 }
 
 pub async fn rotate(page: Page, Path(id): Path<String>) -> PageResult {
-    let r =
-        page.api.webhooks().rotate_secret(v1::RotateSecretRequest { id, grace_secs: None }).await.page(&page.api)?;
+    let r = page
+        .api
+        .webhooks()
+        .rotate_secret(v1::RotateSecretRequest { id, grace_secs: None, scheme: String::new() })
+        .await
+        .page(&page.api)?;
     let w = r.webhook.unwrap_or_default();
     Ok(page.render(
         "secret.html",

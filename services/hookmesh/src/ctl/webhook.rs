@@ -58,9 +58,14 @@ pub enum WebhookCmd {
     Enable { id: String },
     /// Disable a webhook (matching events are no longer delivered).
     Disable { id: String },
-    /// Add a new signing secret; the old one keeps signing for the grace period.
+    /// Add a new signing secret (and/or v1a key); the old one keeps signing for the grace
+    /// period.
     RotateSecret {
         id: String,
+        /// Rotate only this scheme: v1 (the whsec_ secret) or v1a (the ed25519 key); default
+        /// every scheme the webhook signs with.
+        #[arg(long)]
+        scheme: Option<String>,
         /// How long the old secret stays valid (seconds or 30m/24h/2d; default 24 h).
         #[arg(long, value_parser = parse_secs)]
         grace_secs: Option<u64>,
@@ -76,6 +81,7 @@ pub enum ClearField {
     Numbers,
     IvrOptions,
     Conditions,
+    Expression,
     Headers,
     Query,
     Template,
@@ -126,6 +132,15 @@ pub struct WebhookFlags {
     /// (`in`: a JSON list or a,b,c).
     #[arg(long = "condition", value_name = "'PATH OP VALUE'")]
     pub conditions: Vec<String>,
+    /// A CEL expression that must hold as well, e.g.
+    /// 'call.duration > 30 && campaign.name.startsWith("Sales")' (see the README's
+    /// "Expression filters" for the variables).
+    #[arg(long = "expression", value_name = "CEL")]
+    pub expression: Option<String>,
+    /// Signature schemes (comma-separated): v1 (HMAC, whsec_ secret; the default), v1a
+    /// (ed25519; receivers verify with the public key shown), or v1,v1a for both.
+    #[arg(long = "signature", value_name = "SCHEMES", value_delimiter = ',')]
+    pub signature_schemes: Vec<String>,
     /// 'Name: value' (repeatable).
     #[arg(long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
@@ -232,6 +247,7 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
             ClearField::Numbers => t.numbers.clear(),
             ClearField::IvrOptions => t.ivr_options.clear(),
             ClearField::Conditions => t.conditions.clear(),
+            ClearField::Expression => t.expression.clear(),
             ClearField::Headers => r.headers.clear(),
             ClearField::Query => r.query.clear(),
             ClearField::Template => r.template_id.clear(),
@@ -261,6 +277,10 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
     if !f.conditions.is_empty() {
         t.conditions = f.conditions.iter().map(|c| parse_condition(c)).collect::<Result<_>>()?;
     }
+    if let Some(e) = &f.expression {
+        t.expression = e.trim().to_string();
+    }
+    replace(&mut w.signature_schemes, &f.signature_schemes);
 
     set(&mut r.url, &f.url);
     if let Some(m) = &f.method {
@@ -340,6 +360,12 @@ fn webhook_json(w: &v1::Webhook) -> Result<Value> {
             .map(|s| json!({"prefix": s.prefix, "created_at": s.created_at, "expires_at": opt_str(&s.expires_at)}))
             .collect(),
     );
+    v["public_keys"] = Value::Array(
+        w.public_keys
+            .iter()
+            .map(|k| json!({"key": k.key, "created_at": k.created_at, "expires_at": opt_str(&k.expires_at)}))
+            .collect(),
+    );
     Ok(v)
 }
 
@@ -363,6 +389,9 @@ fn describe_webhook(w: &v1::Webhook) -> String {
     ];
     for c in &t.conditions {
         rows.push(("condition", format!("{} {} {}", c.path, c.op, c.value_json).trim_end().to_string()));
+    }
+    if !t.expression.is_empty() {
+        rows.push(("expression", t.expression.clone()));
     }
     let method = if r.method.is_empty() { "POST".to_string() } else { r.method.clone() };
     rows.push(("request", format!("{method} {}", r.url)));
@@ -403,12 +432,23 @@ fn describe_webhook(w: &v1::Webhook) -> String {
     rows.push(("max concurrency", p.max_concurrency.map(|c| c.to_string()).unwrap_or_default()));
     rows.push(("ordering", if p.ordering.is_empty() { "none".into() } else { p.ordering.clone() }));
     rows.push(("non-retryable", p.non_retryable_statuses.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")));
+    rows.push((
+        "signature",
+        if w.signature_schemes.is_empty() { "v1".to_string() } else { w.signature_schemes.join(", ") },
+    ));
     for sec in &w.secrets {
         let mut line = format!("{} created {}", sec.prefix, sec.created_at);
         if !sec.expires_at.is_empty() {
             line.push_str(&format!(", expires {}", sec.expires_at));
         }
         rows.push(("secret", line));
+    }
+    for k in &w.public_keys {
+        let mut line = format!("{} created {}", k.key, k.created_at);
+        if !k.expires_at.is_empty() {
+            line.push_str(&format!(", expires {}", k.expires_at));
+        }
+        rows.push(("public key", line));
     }
     rows.push(("created", w.created_at.clone()));
     rows.push(("updated", w.updated_at.clone()));
@@ -424,13 +464,18 @@ fn print_webhook(ctx: &Ctx, w: &v1::Webhook) -> Result<()> {
     Ok(())
 }
 
-fn print_webhook_with_secret(ctx: &Ctx, w: Option<v1::Webhook>, secret: &str) -> Result<()> {
+fn print_webhook_with_secret(ctx: &Ctx, w: Option<v1::Webhook>, secret: &str, public_key: &str) -> Result<()> {
     let w = w.unwrap_or_default();
     if ctx.json {
-        out_json(&json!({"webhook": webhook_json(&w)?, "secret": secret}));
+        out_json(&json!({"webhook": webhook_json(&w)?, "secret": opt_str(secret), "public_key": opt_str(public_key)}));
     } else {
         out(&describe_webhook(&w));
-        out(&format!("signing secret (shown once): {secret}"));
+        if !secret.is_empty() {
+            out(&format!("signing secret (shown once): {secret}"));
+        }
+        if !public_key.is_empty() {
+            out(&format!("v1a public key (for receivers): {public_key}"));
+        }
     }
     Ok(())
 }
@@ -458,7 +503,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
                 .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled })
                 .await
                 .answer(ctx)?;
-            print_webhook_with_secret(ctx, resp.webhook, &resp.secret)
+            print_webhook_with_secret(ctx, resp.webhook, &resp.secret, &resp.public_key)
         }
         WebhookCmd::Get { id } => {
             let w = ctx.webhooks().get_webhook(v1::GetWebhookRequest { id }).await.answer(ctx)?;
@@ -544,9 +589,13 @@ pub(super) async fn run(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
             let w = ctx.webhooks().disable_webhook(v1::SetEnabledRequest { id }).await.answer(ctx)?;
             print_enabled(ctx, &w)
         }
-        WebhookCmd::RotateSecret { id, grace_secs } => {
-            let resp = ctx.webhooks().rotate_secret(v1::RotateSecretRequest { id, grace_secs }).await.answer(ctx)?;
-            print_webhook_with_secret(ctx, resp.webhook, &resp.secret)
+        WebhookCmd::RotateSecret { id, grace_secs, scheme } => {
+            let resp = ctx
+                .webhooks()
+                .rotate_secret(v1::RotateSecretRequest { id, grace_secs, scheme: scheme.unwrap_or_default() })
+                .await
+                .answer(ctx)?;
+            print_webhook_with_secret(ctx, resp.webhook, &resp.secret, &resp.public_key)
         }
     }
 }
@@ -597,6 +646,8 @@ mod tests {
             "10/s",
             "--condition",
             "data.tags.region eq south",
+            "--expression",
+            "call.duration > 30 && campaign.name.startsWith(\"Sales\")",
             "--ordering",
             "per_call",
             "--disabled",
@@ -617,5 +668,6 @@ mod tests {
         // What the flags built converts to the domain.
         let d = convert::webhook_from_proto(w, Utc::now()).unwrap();
         assert_eq!(d.trigger.conditions[0].value, json!("south"));
+        assert_eq!(d.trigger.expression.as_deref(), Some("call.duration > 30 && campaign.name.startsWith(\"Sales\")"));
     }
 }
