@@ -48,7 +48,17 @@ impl RedisServer {
     }
 
     fn launch(port: u16, args: Vec<String>, dir: Option<PathBuf>) -> RedisServer {
-        RedisServer { child: Self::spawn(port, &args), port, dir, args }
+        // A port taken by something else in the meantime: that server exits at once, and the
+        // port answers for someone else. Start again on another port.
+        let mut port = port;
+        for _ in 0..5 {
+            let mut child = Self::spawn(port, &args);
+            if child.try_wait().ok().flatten().is_none() {
+                return RedisServer { child, port, dir, args };
+            }
+            port = crate::free_port();
+        }
+        panic!("redis-server could not start on a free port (five tries)");
     }
 
     /// Starts a server like [`RedisServer::start`] whose log goes to the file `log`; fails
