@@ -667,6 +667,13 @@ impl HotState for EmbeddedStore {
         self.write(move |w| w.record_health(&endpoint, &sample)).await
     }
 
+    async fn record_health_batch(&self, endpoint: &str, samples: &[HealthSample]) -> Result<()> {
+        // One write (one group commit) for the whole batch, not one per sample.
+        let endpoint = endpoint.to_string();
+        let samples = samples.to_vec();
+        self.write(move |w| samples.iter().try_for_each(|s| w.record_health(&endpoint, s))).await
+    }
+
     async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {
         let mut from = webhook_prefix(endpoint);
         from.extend_from_slice(&sortable_time(since));
