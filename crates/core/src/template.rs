@@ -192,16 +192,30 @@ impl TemplateBody {
     }
 }
 
-/// What a render reads: the event and the webhook's time zone.
+/// What a render reads: the event, the webhook's time zone, and the nonce of call-context
+/// placeholders (`context.*` renders as [`crate::context::placeholder`] when set, as absent
+/// otherwise, e.g. in previews).
 #[derive(Debug, Clone, Copy)]
 pub struct RenderContext<'a> {
     pub event: &'a Event,
     pub tz: chrono_tz::Tz,
+    pub context: Option<&'a str>,
 }
 
 impl<'a> RenderContext<'a> {
     pub fn new(event: &'a Event, tz: chrono_tz::Tz) -> Self {
-        RenderContext { event, tz }
+        RenderContext { event, tz, context: None }
+    }
+}
+
+/// `context` in text templates: any name yields its placeholder.
+#[derive(Debug)]
+struct ContextPlaceholders(String);
+
+impl minijinja::value::Object for ContextPlaceholders {
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let name = key.as_str()?;
+        crate::context::is_name(name).then(|| minijinja::Value::from(crate::context::placeholder(&self.0, name)))
     }
 }
 
@@ -1025,7 +1039,7 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
         .map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
 
     let mut allowed: HashSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
-    for name in ["event", "data", "loop", "caller", "varargs", "kwargs", "self", "super"] {
+    for name in ["event", "data", "context", "loop", "caller", "varargs", "kwargs", "self", "super"] {
         allowed.insert(name.to_string());
     }
     let undeclared = {
@@ -1375,6 +1389,9 @@ fn render_text_inner(
     if uses_data {
         vars.insert("data", minijinja::Value::from_serialize(&ctx.event.data));
     }
+    if let Some(nonce) = ctx.context {
+        vars.insert("context", minijinja::Value::from_object(ContextPlaceholders(nonce.to_string())));
+    }
     env.get_template(BODY_TEMPLATE_NAME)?.render(vars)
 }
 
@@ -1713,6 +1730,8 @@ pub enum Escape {
 enum Part {
     Literal(String),
     Token(&'static str),
+    /// `{{ context.name }}`: a call-context value ([`crate::context`]).
+    Context(String),
 }
 
 /// Inline token text for URLs, query values and header values: `https://x/{{ callid }}?a=%ani%`.
@@ -1738,6 +1757,20 @@ impl InlineTemplate {
                 };
                 let inner = rest[2..close].trim();
                 let inner = inner.strip_prefix('%').and_then(|s| s.strip_suffix('%')).unwrap_or(inner);
+                if let Some(name) = inner.strip_prefix("context.") {
+                    if !crate::context::is_name(name) {
+                        return Err(ValidationError::new(
+                            field,
+                            format!("`{name}` is not a context name (lowercase letters, digits and `_`)"),
+                        ));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Context(name.to_string()));
+                    i += close + 2;
+                    continue;
+                }
                 if !is_ident(inner) {
                     return Err(ValidationError::new(
                         field,
@@ -1781,6 +1814,12 @@ impl InlineTemplate {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
+                // Letters, digits and `_` only: no escaping changes a placeholder.
+                Part::Context(name) => {
+                    if let Some(nonce) = ctx.context {
+                        out.push_str(&crate::context::placeholder(nonce, name));
+                    }
+                }
                 Part::Token(name) => {
                     let Some(value) = ctx.token(name) else {
                         continue;
@@ -1809,7 +1848,7 @@ impl InlineTemplate {
             .iter()
             .filter_map(|p| match p {
                 Part::Token(t) => Some(*t),
-                Part::Literal(_) => None,
+                Part::Literal(_) | Part::Context(_) => None,
             })
             .collect();
         set.into_iter().map(str::to_string).collect()

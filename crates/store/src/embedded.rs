@@ -60,7 +60,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery};
 use hookmesh_core::health::HealthSample;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -104,6 +104,7 @@ struct Tables {
     health: Keyspace,
     breakers: Keyspace,
     lanes: Keyspace,
+    contexts: Keyspace,
 }
 
 /// Runs on the writer thread; answers a reply to send once the group's fsync is done.
@@ -201,6 +202,9 @@ impl EmbeddedStore {
                 breakers: ks("breakers")?,
                 // lane → JSON list of ids, head first
                 lanes: ks("lanes")?,
+                // tenant ‖ 0 ‖ call id → expiry (unix ms, sortable) ‖ JSON map; the expiry is
+                // also indexed in seen_exp under CONTEXT_MARK ‖ key so the sweep removes it
+                contexts: ks("contexts")?,
             };
             Ok((db, tables))
         });
@@ -331,6 +335,15 @@ impl Writer {
         for kv in self.ks().seen_exp.range(..upto.to_vec()).take(SWEEP_MAX) {
             let Ok(k) = kv.key() else { break };
             let key = &k[8..];
+            if let Some(ctx) = key.strip_prefix(CONTEXT_MARK) {
+                if let Ok(Some(v)) = self.ks().contexts.get(ctx) {
+                    if v.len() >= 8 && v[..8] == k[..8] {
+                        b.remove(&self.ks().contexts, ctx.to_vec());
+                    }
+                }
+                b.remove(&self.ks().seen_exp, k.to_vec());
+                continue;
+            }
             // Only if the mark was not renewed since.
             if let Ok(Some(v)) = self.ks().seen.get(key) {
                 if v.as_ref() == &k[..8] {
@@ -535,6 +548,16 @@ fn encode<T: serde::Serialize>(v: &T, table: &str, key: &str) -> Result<Vec<u8>>
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], table: &str, key: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("embedded store: {table}/{key}: {e}")))
+}
+
+/// Marks a context's entry in the `seen_exp` index (dedup keys never start with a 0 byte).
+const CONTEXT_MARK: &[u8] = b"\0ctx\0";
+
+fn context_key(tenant: &str, call_id: &str) -> Vec<u8> {
+    let mut k = tenant.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(call_id.as_bytes());
+    k
 }
 
 fn now_ms() -> i64 {
@@ -766,6 +789,48 @@ impl HotState for EmbeddedStore {
             Ok(q.first().cloned())
         })
         .await
+    }
+
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let key = context_key(tenant, call_id);
+        let label = format!("{tenant}/{call_id}");
+        let values = values.clone();
+        self.write(move |w| {
+            let now = now_ms();
+            let mut all: BTreeMap<String, String> = match w.ks().contexts.get(&key).map_err(w.err("contexts"))? {
+                Some(v) if v.len() >= 8 && unsortable(&v) > now => decode(&v[8..], "contexts", &label)?,
+                _ => BTreeMap::new(),
+            };
+            all.extend(values);
+            let exp = sortable(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64));
+            let mut v = exp.to_vec();
+            v.extend(encode(&all, "contexts", &label)?);
+            let mut idx = exp.to_vec();
+            idx.extend_from_slice(CONTEXT_MARK);
+            idx.extend_from_slice(&key);
+            let mut b = w.batch();
+            b.insert(&w.ks().contexts, key.clone(), v);
+            b.insert(&w.ks().seen_exp, idx, Vec::new());
+            b.commit().map_err(w.err("contexts"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {
+        let key = context_key(tenant, call_id);
+        match self.shared.ks.contexts.get(&key).map_err(self.err("contexts"))? {
+            Some(v) if v.len() >= 8 && unsortable(&v) > now_ms() => {
+                decode(&v[8..], "contexts", &format!("{tenant}/{call_id}"))
+            }
+            _ => Ok(BTreeMap::new()),
+        }
     }
 }
 

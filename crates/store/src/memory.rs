@@ -8,7 +8,7 @@ use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery};
 use hookmesh_core::health::HealthSample;
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -22,7 +22,11 @@ pub struct MemoryStore {
     health: Mutex<HashMap<String, VecDeque<HealthSample>>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     lanes: Mutex<HashMap<String, VecDeque<String>>>,
+    contexts: Mutex<HashMap<(String, String), CallContext>>,
 }
+
+/// A call's context under (tenant, call id): its expiry and values.
+type CallContext = (Instant, BTreeMap<String, String>);
 
 #[derive(Default)]
 struct Log {
@@ -204,6 +208,35 @@ impl HotState for MemoryStore {
             lanes.remove(lane);
         }
         Ok(head)
+    }
+
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let mut all = self.contexts.lock();
+        if all.len() > 100_000 {
+            all.retain(|_, (exp, _)| *exp > now);
+        }
+        let entry = all.entry((tenant.to_string(), call_id.to_string())).or_insert_with(|| (now, BTreeMap::new()));
+        if entry.0 <= now {
+            entry.1.clear();
+        }
+        entry.0 = now + ttl;
+        entry.1.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {
+        let all = self.contexts.lock();
+        Ok(match all.get(&(tenant.to_string(), call_id.to_string())) {
+            Some((exp, values)) if *exp > Instant::now() => values.clone(),
+            _ => BTreeMap::new(),
+        })
     }
 }
 

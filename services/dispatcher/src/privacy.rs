@@ -158,6 +158,7 @@ mod tests {
             render_error: None,
             traceparent: None,
             personal: personal.iter().map(|s| s.to_string()).collect(),
+            context: None,
         };
         let mut d = Delivery::new(request, chrono::Utc::now());
         d.status = DeliveryStatus::Retrying;
@@ -222,6 +223,7 @@ mod tests {
             duration_ms: 3,
             error_class: None,
             error: None,
+            context_note: None,
         };
         let stored = vault.attempt_for_storage(&d, &attempt);
         assert!(!serde_json::to_string(&stored).unwrap().contains("7776734736"));

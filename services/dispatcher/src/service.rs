@@ -107,6 +107,20 @@ impl DeliveryApi {
 
 #[tonic::async_trait]
 impl v1::delivery_service_server::DeliveryService for DeliveryApi {
+    async fn get_call_context(
+        &self,
+        request: Request<v1::GetCallContextRequest>,
+    ) -> Result<Response<v1::GetCallContextResponse>, Status> {
+        let principal = Principal::of(&request);
+        let r = request.get_ref();
+        let tenant = principal.owner(&r.tenant_id)?;
+        if r.call_id.is_empty() {
+            return Err(Status::invalid_argument("call_id: is required"));
+        }
+        let values = self.dispatcher.store.context_get(&tenant, &r.call_id).await.map_err(store_err)?;
+        Ok(Response::new(v1::GetCallContextResponse { values: values.into_iter().collect() }))
+    }
+
     async fn list_deliveries(
         &self,
         request: Request<v1::ListDeliveriesRequest>,
