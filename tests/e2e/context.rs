@@ -189,6 +189,33 @@ async fn a_value_never_captured_falls_back_or_fails_after_the_wait(backend: Back
     let fell_back = delivery_when(hm, &fell_back[0].id, |d| d.status == "success").await;
     assert_eq!(fell_back.delivery.unwrap().context.get("lead_id").map(String::as_str), Some("unknown lead"));
     assert_eq!(crm.count(), 1, "the strict webhook sent nothing");
+
+    // Once a lead exists, a resend of the failed delivery sends it with the captured id.
+    let leads = Receiver::start().await;
+    leads.respond_with_body(r#"{"data":{"id":"L-7"}}"#);
+    let mut create = webhook("acme", "create", &leads.url("/leads"));
+    on(&mut create, "call.started");
+    create.captures = vec![v1::Capture { name: "lead_id".into(), path: "$.data.id".into() }];
+    hm.create_webhook(create).await;
+    assert_eq!(hm.publish(&[event("c2-start", "call.started", "acme", "call-2", json!({}))]).await.accepted, 1);
+    let mut api = hm.deliveries().await;
+    let ask = v1::GetCallContextRequest { tenant_id: "acme".into(), call_id: "call-2".into() };
+    let captured = wait_until_async(
+        WAIT,
+        || {
+            let mut api = api.clone();
+            let ask = ask.clone();
+            async move { api.get_call_context(ask).await.unwrap().into_inner().values }
+        },
+        |v| v.contains_key("lead_id"),
+    )
+    .await;
+    assert!(captured);
+    let resent =
+        api.resend(v1::ResendRequest { id: d.id.clone() }).await.unwrap_or_else(|e| panic!("resend: {e}")).into_inner();
+    assert_eq!(resent.delivery.unwrap().status, "success");
+    let got = crm.wait_for(2, WAIT).await;
+    assert_eq!(got[1].uri, "/strict/L-7");
 }
 
 /// A tenant token reads its own calls' context only.
