@@ -48,8 +48,9 @@
 //! # Text templates
 //! `%token%` is a synonym of `{{ token }}` in template text (outside `{{ }}`/`{% %}` tags)
 //! when `token` is a catalog token; any other `%` stays literal. Variables: every catalog
-//! token, `event` (the whole event as JSON) and `data` (the event's data object, including
-//! keys outside the catalog); any other top-level name is refused at compile time. Undefined
+//! token, `event` (the whole event as JSON), `data` (the event's data object, including
+//! keys outside the catalog) and `context` (call-context values, rendered as placeholders the
+//! dispatcher fills: [`crate::context`]); any other top-level name is refused at compile time. Undefined
 //! attributes are chainable (`{{ data.a.b }}` renders empty instead of failing the delivery).
 //! With content type JSON, values are auto-escaped as JSON values (`{{ ani }}` →
 //! `"7776734736"`); an expression or `%token%` written *inside* a JSON string literal of the
@@ -1734,7 +1735,8 @@ enum Part {
     Context(String),
 }
 
-/// Inline token text for URLs, query values and header values: `https://x/{{ callid }}?a=%ani%`.
+/// Inline token text for URLs, query values and header values: `https://x/{{ callid }}?a=%ani%`;
+/// `{{ context.name }}` is a call-context value ([`crate::context`]).
 #[derive(Debug, Clone)]
 pub struct InlineTemplate {
     parts: Vec<Part>,
