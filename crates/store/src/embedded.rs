@@ -922,3 +922,32 @@ impl DeliveryLog for EmbeddedStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expired call contexts leave the engine (not only the reads): the writer's sweep removes
+    /// them beside expired dedup marks, and leaves a context renewed since its index entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_removes_expired_contexts_and_keeps_renewed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Retention::default()).unwrap();
+        let values = BTreeMap::from([("lead_id".to_string(), "L-1".to_string())]);
+        let short = Duration::from_millis(50);
+        store.context_merge("t1", "gone", &values, short).await.unwrap();
+        store.context_merge("t1", "renewed", &values, short).await.unwrap();
+        store.context_merge("t1", "renewed", &values, Duration::from_secs(3600)).await.unwrap();
+        store.mark_seen("evt-1", short).await.unwrap();
+        let gone = context_key("t1", "gone");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.shared.ks.contexts.get(&gone).unwrap().is_some()
+            || store.shared.ks.seen.get(b"evt-1").unwrap().is_some()
+        {
+            assert!(std::time::Instant::now() < deadline, "the sweep never removed the expired context and mark");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(store.shared.ks.contexts.get(context_key("t1", "renewed")).unwrap().is_some());
+        assert_eq!(store.context_get("t1", "renewed").await.unwrap(), values);
+    }
+}
