@@ -713,6 +713,47 @@ mod tests {
         args: CtlArgs,
     }
 
+    fn create_flags(args: &[&str]) -> WebhookFlags {
+        let mut argv = vec!["ctl", "webhook", "create"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let CtlCommand::Webhook(WebhookCmd::Create(flags)) = cli.args.command else { panic!() };
+        *flags
+    }
+
+    #[test]
+    fn call_context_flags_build_the_webhook_context() {
+        let flags = create_flags(&[
+            "--capture",
+            "lead_id=$.data.id",
+            "--capture",
+            "owner = $.data.owner",
+            "--context-wait",
+            "1m30s",
+            "--context-default",
+            "lead_id=unknown=yes",
+        ]);
+        let mut w = v1::Webhook { tenant_id: "acme".into(), name: "n".into(), ..Default::default() };
+        w.request = Some(v1::Request { url: "https://crm.example.com/x".into(), ..Default::default() });
+        apply_webhook_flags(&mut w, &flags).unwrap();
+        let d = convert::webhook_from_proto(w.clone(), Utc::now()).unwrap();
+        assert_eq!(d.context.captures[1].name, "owner");
+        assert_eq!(d.context.captures[1].path, "$.data.owner");
+        assert_eq!(d.context.wait_ms, Some(90_000));
+        assert_eq!(d.context.defaults[0].value, "unknown=yes", "the value keeps its own `=`");
+        // --clear empties a list before the flags apply.
+        let mut cleared = w.clone();
+        apply_webhook_flags(&mut cleared, &create_flags(&["--clear", "captures", "--clear", "context-defaults"]))
+            .unwrap();
+        assert!(cleared.captures.is_empty() && cleared.context_defaults.is_empty());
+        assert_eq!(cleared.context_wait_ms, 90_000);
+        // Flag syntax errors name the flag.
+        let err = apply_webhook_flags(&mut w, &create_flags(&["--capture", "$.data.id"])).unwrap_err();
+        assert_eq!(err.to_string(), "--capture `$.data.id`: expected 'name=value'");
+        let err = Cli::try_parse_from(["ctl", "webhook", "create", "--context-wait", "soon"]).err().unwrap();
+        assert!(err.to_string().contains("`soon` is not a duration"), "{err}");
+    }
+
     #[test]
     fn parses_a_full_create_command() {
         let cli = Cli::try_parse_from([
