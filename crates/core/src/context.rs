@@ -43,6 +43,8 @@ pub const CONTEXT_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_CONTEXT_WAIT: Duration = Duration::from_secs(30);
 /// Longest `context_wait` a webhook may set.
 pub const MAX_CONTEXT_WAIT: Duration = Duration::from_secs(3600);
+/// Most names one call's context holds; a capture of a new name beyond it is not stored.
+pub const MAX_NAMES_PER_CALL: usize = 64;
 /// Longest context name.
 pub const MAX_NAME_LEN: usize = 64;
 

@@ -797,7 +797,7 @@ impl HotState for EmbeddedStore {
         call_id: &str,
         values: &BTreeMap<String, String>,
         ttl: Duration,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let key = context_key(tenant, call_id);
         let label = format!("{tenant}/{call_id}");
         let values = values.clone();
@@ -807,7 +807,14 @@ impl HotState for EmbeddedStore {
                 Some(v) if v.len() >= 8 && unsortable(&v) > now => decode(&v[8..], "contexts", &label)?,
                 _ => BTreeMap::new(),
             };
-            all.extend(values);
+            let mut refused = 0;
+            for (k, v) in values {
+                if all.contains_key(&k) || all.len() < hookmesh_core::context::MAX_NAMES_PER_CALL {
+                    all.insert(k, v);
+                } else {
+                    refused += 1;
+                }
+            }
             let exp = sortable(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64));
             let mut v = exp.to_vec();
             v.extend(encode(&all, "contexts", &label)?);
@@ -818,7 +825,7 @@ impl HotState for EmbeddedStore {
             b.insert(&w.ks().contexts, key.clone(), v);
             b.insert(&w.ks().seen_exp, idx, Vec::new());
             b.commit().map_err(w.err("contexts"))?;
-            Ok(())
+            Ok(refused)
         })
         .await
     }

@@ -170,14 +170,16 @@ pub trait HotState: Send + Sync + 'static {
 
     /// Call context ([`hookmesh_core::context`]): merges `values` into the context of
     /// (`tenant`, `call_id`) in one step (a name set again takes the new value, other names
-    /// stay) and keeps the whole context for `ttl` from now.
+    /// stay) and keeps the whole context for `ttl` from now. A context holds at most
+    /// [`MAX_NAMES_PER_CALL`](hookmesh_core::context::MAX_NAMES_PER_CALL) names: new names
+    /// beyond it are not stored; answers how many were refused so.
     async fn context_merge(
         &self,
         tenant: &str,
         call_id: &str,
         values: &BTreeMap<String, String>,
         ttl: Duration,
-    ) -> Result<()>;
+    ) -> Result<usize>;
     /// The context of (`tenant`, `call_id`); empty when none was captured or it expired.
     async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>>;
 }
@@ -274,7 +276,7 @@ impl HotState for Split {
         call_id: &str,
         values: &BTreeMap<String, String>,
         ttl: Duration,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         self.hot.context_merge(tenant, call_id, values, ttl).await
     }
     async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {

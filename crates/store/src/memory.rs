@@ -5,6 +5,7 @@ use crate::{DeliveryLog, DeliveryQuery, HotState, Result, Retention};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookmesh_core::breaker::Breaker;
+use hookmesh_core::context::MAX_NAMES_PER_CALL;
 use hookmesh_core::delivery::{Attempt, Delivery};
 use hookmesh_core::health::HealthSample;
 use parking_lot::Mutex;
@@ -216,7 +217,7 @@ impl HotState for MemoryStore {
         call_id: &str,
         values: &BTreeMap<String, String>,
         ttl: Duration,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let now = Instant::now();
         let mut all = self.contexts.lock();
         if all.len() > 100_000 {
@@ -227,8 +228,15 @@ impl HotState for MemoryStore {
             entry.1.clear();
         }
         entry.0 = now + ttl;
-        entry.1.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(())
+        let mut refused = 0;
+        for (k, v) in values {
+            if entry.1.contains_key(k) || entry.1.len() < MAX_NAMES_PER_CALL {
+                entry.1.insert(k.clone(), v.clone());
+            } else {
+                refused += 1;
+            }
+        }
+        Ok(refused)
     }
 
     async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {

@@ -278,12 +278,20 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1],
 return 1
 "#;
 
-/// Call-context merge: KEYS[1] the context hash, ARGV[1] ttl ms, then name, value pairs.
-/// One step, so a reader never sees some names of a merge without the others.
+/// Call-context merge: KEYS[1] the context hash, ARGV[1] ttl ms, ARGV[2] most names, then
+/// name, value pairs; answers how many new names were refused for the limit. One step, so a
+/// reader never sees some names of a merge without the others.
 const CONTEXT_MERGE_SCRIPT: &str = r#"
-for i = 2, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local refused, max = 0, tonumber(ARGV[2])
+for i = 3, #ARGV - 1, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 or redis.call('HLEN', KEYS[1]) < max then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    refused = refused + 1
+  end
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
+return refused
 "#;
 
 /// Per-call lane push: KEYS[1] the lane list, ARGV[1] the delivery id; answers 1 at the head.
@@ -960,17 +968,17 @@ impl HotState for RedisStore {
         call_id: &str,
         values: &BTreeMap<String, String>,
         ttl: Duration,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if values.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut call = self.context_merge_script.key(self.keys.context(tenant, call_id));
-        call.arg(ttl.as_millis().clamp(1, i64::MAX as u128) as i64);
+        call.arg(ttl.as_millis().clamp(1, i64::MAX as u128) as i64).arg(hookmesh_core::context::MAX_NAMES_PER_CALL);
         for (k, v) in values {
             call.arg(k).arg(v);
         }
-        call.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(backend("context_merge"))?;
-        Ok(())
+        let refused = call.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(backend("context_merge"))?;
+        Ok(usize::try_from(refused).unwrap_or(0))
     }
 
     async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {

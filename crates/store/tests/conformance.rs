@@ -164,6 +164,7 @@ suite!(hot_state on [memory, embedded, redis, redis_one_bucket, redis_cluster, s
     call_context_merges_per_tenant_and_call;
     call_context_expires_after_its_ttl;
     concurrent_context_merges_keep_every_name;
+    a_call_context_holds_at_most_max_names;
 });
 
 suite!(delivery_log on [memory, embedded, redis, postgres, split] {
@@ -386,6 +387,22 @@ async fn call_context_expires_after_its_ttl(store: Arc<dyn HotState>) {
     // A merge after expiry starts a fresh context: the expired names do not come back.
     store.context_merge("t1", "call-ttl", &ctx(&[("stage", "new")]), Duration::from_secs(60)).await.unwrap();
     assert_eq!(store.context_get("t1", "call-ttl").await.unwrap(), ctx(&[("stage", "new")]));
+}
+
+async fn a_call_context_holds_at_most_max_names(store: Arc<dyn HotState>) {
+    use hookmesh_core::context::MAX_NAMES_PER_CALL;
+    let hour = Duration::from_secs(3600);
+    let first: BTreeMap<String, String> =
+        (0..MAX_NAMES_PER_CALL - 1).map(|i| (format!("a{i:03}"), "x".into())).collect();
+    assert_eq!(store.context_merge("t1", "full", &first, hour).await.unwrap(), 0);
+    // One more fits; the second new name does not; known names still change.
+    let more = ctx(&[("a000", "changed"), ("b1", "y"), ("b2", "z")]);
+    assert_eq!(store.context_merge("t1", "full", &more, hour).await.unwrap(), 1);
+    let got = store.context_get("t1", "full").await.unwrap();
+    assert_eq!(got.len(), MAX_NAMES_PER_CALL);
+    assert_eq!((got["a000"].as_str(), got["b1"].as_str()), ("changed", "y"));
+    assert!(!got.contains_key("b2"));
+    assert_eq!(store.context_merge("t1", "full", &ctx(&[("a001", "again")]), hour).await.unwrap(), 0);
 }
 
 async fn concurrent_context_merges_keep_every_name(store: Arc<dyn HotState>) {

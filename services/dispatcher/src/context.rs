@@ -102,10 +102,18 @@ impl Dispatcher {
             return Ok(());
         };
         let got = context::capture(&webhook.context.captures, &attempt.response_body);
+        let mut note = got.note;
         if !got.values.is_empty() {
-            self.store.context_merge(&d.tenant_id, call, &got.values, CONTEXT_TTL).await?;
+            let refused = self.store.context_merge(&d.tenant_id, call, &got.values, CONTEXT_TTL).await?;
+            if refused > 0 {
+                note = Some(format!(
+                    "{}; {refused} new name(s) not stored: the call's context holds at most {} names",
+                    note.unwrap_or_default(),
+                    context::MAX_NAMES_PER_CALL
+                ));
+            }
         }
-        attempt.context_note = got.note;
+        attempt.context_note = note;
         Ok(())
     }
 }
