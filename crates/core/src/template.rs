@@ -1043,10 +1043,23 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
     for name in ["event", "data", "context", "loop", "caller", "varargs", "kwargs", "self", "super"] {
         allowed.insert(name.to_string());
     }
-    let undeclared = {
+    let (undeclared, nested) = {
         let tmpl = env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
-        tmpl.undeclared_variables(false)
+        (tmpl.undeclared_variables(false), tmpl.undeclared_variables(true))
     };
+    // `context.<name>`: names are checked here, as in URLs and headers.
+    let mut context_names: Vec<&String> = nested.iter().filter(|n| n.starts_with("context.")).collect();
+    context_names.sort();
+    for full in context_names {
+        let name = &full["context.".len()..];
+        if !crate::context::is_name(name) {
+            let at = find_var_line(&processed, "context").map(|l| format!("line {l}: ")).unwrap_or_default();
+            return Err(ValidationError::new(
+                "text",
+                format!("{at}`{name}` is not a context name (lowercase letters, digits and `_`)"),
+            ));
+        }
+    }
     let mut used_tokens = Vec::new();
     let mut unknown: Vec<(Option<usize>, String)> = Vec::new();
     for name in &undeclared {
@@ -2482,6 +2495,28 @@ mod tests {
         let mut e = tokens::sample_event();
         e.data.insert("custom_key".into(), json!("K"));
         assert_eq!(ok.render(&utc(&e)).unwrap(), "1onecall.endedK3601");
+    }
+
+    #[test]
+    fn context_names_in_text_templates_are_checked_and_render_as_placeholders() {
+        let e = tokens::sample_event();
+        let body = text(r#"{"lead": {{ context.lead_id }}, "note": "for {{ context.owner }}"}"#);
+        let t = compile(&body, ContentType::Json);
+        // Without a nonce (previews) the values are absent.
+        let out = t.render(&utc(&e)).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"lead": null, "note": "for "}));
+        let ctx = RenderContext { event: &e, tz: chrono_tz::UTC, context: Some("abc") };
+        let out = t.render(&ctx).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["lead"], json!(crate::context::placeholder("abc", "lead_id")));
+        let err = compile_err(&text("a\n{{ context.LeadId }}"), ContentType::Text);
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("text", "line 2: `LeadId` is not a context name (lowercase letters, digits and `_`)")
+        );
+        let err = InlineTemplate::compile("https://x/{{ context.a-b }}", "url").unwrap_err();
+        assert_eq!(err.field, "url");
+        assert!(err.message.contains("`a-b` is not a context name"), "{}", err.message);
     }
 
     #[test]
