@@ -15,7 +15,7 @@ use hookmesh_proto::v1;
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Hookmesh, Receiver, BIN};
+use support::{Hookmesh, Recorder, BIN};
 use webdriver::Browser;
 
 const OPERATOR: &str = "op-console-token";
@@ -119,7 +119,7 @@ async fn rows_until(b: &Browser, what: &str, cond: impl Fn(&[String]) -> bool) -
 async fn sign_in_create_from_an_xml_example_and_send_a_test_request() {
     let _turn = TURN.lock().await;
     let (hm, _api) = start(&[]).await;
-    let receiver = Receiver::start().await;
+    let receiver = Recorder::start().await;
     receiver.respond_with_body("<ack>received by crm</ack>");
     let b = Browser::start(hm.console.as_deref().unwrap()).await;
 
@@ -190,7 +190,7 @@ async fn sign_in_create_from_an_xml_example_and_send_a_test_request() {
 async fn deliveries_show_statuses_details_and_a_failing_receiver_is_resent_and_recovered_from_the_page() {
     let _turn = TURN.lock().await;
     let (hm, api) = start(&[]).await;
-    let receiver = Receiver::start().await;
+    let receiver = Recorder::start().await;
     receiver.script(&[], 500);
     // The first retry an hour away: the failed deliveries wait as `retrying` for the page.
     let policy = v1::DeliveryPolicy { retry_schedule: vec![3600], retry_limit: Some(3), ..Default::default() };
@@ -261,7 +261,7 @@ async fn deliveries_show_statuses_details_and_a_failing_receiver_is_resent_and_r
 async fn a_portal_link_for_one_tenant_never_shows_another_tenants_objects() {
     let _turn = TURN.lock().await;
     let (hm, api) = start(&["--console-frame-origins", "https://app.example.com"]).await;
-    let receiver = Receiver::start().await;
+    let receiver = Recorder::start().await;
     let console = hm.console.clone().unwrap();
     let acme = create_webhook(&api, "acme", "acme-hook", &receiver.url("/a"), None).await;
     let globex = create_webhook(&api, "globex", "globex-hook", &receiver.url("/g"), None).await;
@@ -661,7 +661,7 @@ async fn a_masked_tenant_sees_masked_logs() {
         .unwrap()
         .into_inner();
     assert!(s.mask_personal_data && s.mask_fields == ["order_ref"], "{s:?}");
-    let receiver = Receiver::start().await;
+    let receiver = Recorder::start().await;
     let w = create_webhook(&api, "acme", "masked-hook", &receiver.url("/m"), None).await;
     publish(&api, "acme", &["masked-call"]).await;
     let got = receiver.wait_for(1, webdriver::WAIT).await;

@@ -318,7 +318,7 @@ async fn registry_crud_with_expected_versions_and_secret_rotation() {
 #[tokio::test]
 async fn duplicates_are_dropped_and_rejects_are_listed_with_reason_and_bytes() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     create(&hm, webhook("acme", "All", &rx.url("/all"))).await.unwrap();
     let good = event("d-1", "call.started", "acme", "c-1", json!({}));
     let bad = r#"{"id":"d-2","type":"call.started","occurred_at":"2026-11-23T10:00:00Z","tenant_id":"acme"}"#;
@@ -355,7 +355,7 @@ async fn duplicates_are_dropped_and_rejects_are_listed_with_reason_and_bytes() {
 #[tokio::test]
 async fn preview_test_send_and_resend() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[], 500);
     let mut w = webhook("acme", "Down", &rx.url("/down"));
     w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
@@ -417,7 +417,7 @@ async fn preview_test_send_and_resend() {
 #[tokio::test]
 async fn filters_route_only_matching_calls() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = webhook("acme", "Sales presses", &rx.url("/sales"));
     w.trigger = Some(v1::Trigger {
         event_types: vec!["call.ended".into()],
@@ -459,7 +459,7 @@ async fn filters_route_only_matching_calls() {
 #[tokio::test]
 async fn grpc_event_occurred_at_accepts_unix_milliseconds_as_a_string() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = webhook("acme", "at", &rx.url("/at"));
     w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
     w.request.as_mut().unwrap().body = Some(v1::TemplateBody {
@@ -538,7 +538,7 @@ async fn grpc_event_occurred_at_accepts_unix_milliseconds_as_a_string() {
 #[tokio::test]
 async fn delivery_log_keeps_the_sent_signature_and_classes_a_render_failure() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = webhook("acme", "signed", &rx.url("/signed"));
     w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
     let (_, secret) = create(&hm, w).await.unwrap();

@@ -42,7 +42,7 @@ const SALES: &str = r#"call.duration > 30 && call.status == "answered" && campai
 async fn expression_filter_routes_exactly_the_matching_calls(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = webhook("acme", "Sales calls", &rx.url("/sales"));
     w.trigger = Some(v1::Trigger {
         event_types: vec!["call.ended".into()],
@@ -92,7 +92,7 @@ async fn expression_filter_routes_exactly_the_matching_calls(backend: Backend) {
     let resp = hm.publish(&events).await;
     assert_eq!(resp.accepted as usize, events.len(), "{resp:?}");
     let closed =
-        |rx: &Receiver| rx.received().iter().filter(|r| r.json()["id"].as_str().unwrap().ends_with("-close")).count();
+        |rx: &Recorder| rx.received().iter().filter(|r| r.json()["id"].as_str().unwrap().ends_with("-close")).count();
     assert!(wait_until(WAIT, || closed(&rx) == calls.len()).await, "closing events: {:?}", rx.received());
     let got: BTreeSet<String> = rx.received().iter().map(|r| r.json()["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, expected);
@@ -152,7 +152,7 @@ fn verify_v1a(public_key: &str, r: &Received) -> usize {
 }
 
 /// Waits until `rx` got the event with id `event_id`; answers that request.
-async fn received_event(rx: &Receiver, event_id: &str) -> Received {
+async fn received_event(rx: &Recorder, event_id: &str) -> Received {
     let find = || rx.received().into_iter().find(|r| r.json()["id"] == event_id);
     assert!(wait_until(WAIT, || find().is_some()).await, "{event_id} never arrived: {:?}", rx.received());
     find().unwrap()
@@ -162,7 +162,7 @@ async fn received_event(rx: &Receiver, event_id: &str) -> Received {
 async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
     let env = start(backend, &["--master-key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut api = hm.webhooks().await;
 
     // Both schemes: the v1 entry verifies with the Standard Webhooks library, the v1a entry
@@ -184,7 +184,7 @@ async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
     assert_eq!(verify_v1a(&both.public_key, &got[0]), 1, "{:?}", got[0].header("webhook-signature"));
 
     // v1a alone: no shared secret exists, and the header carries only v1a entries.
-    let rx2 = Receiver::start().await;
+    let rx2 = Recorder::start().await;
     let mut w = webhook("acme", "Asymmetric", &rx2.url("/v1a"));
     w.signature_schemes = vec!["v1a".into()];
     let only =
@@ -262,7 +262,7 @@ async fn asymmetric_signatures_verify_with_the_public_key(backend: Backend) {
     assert!(err.message().starts_with("scheme:"), "{}", err.message());
 
     // Switching v1a on for an HMAC-only webhook through ctl makes a key and shows its public key.
-    let rx3 = Receiver::start().await;
+    let rx3 = Recorder::start().await;
     let (plain, plain_secret) = hm.create_webhook(webhook("acme", "Plain", &rx3.url("/plain"))).await;
     assert_eq!(plain.signature_schemes, ["v1"]);
     assert!(plain.public_keys.is_empty());
@@ -546,7 +546,7 @@ async fn distributed_roles_filter_sign_and_stream() {
     let spec = format!("analytics={bootstrap}");
     let cluster =
         tokio::task::block_in_place(|| crate::distributed::Cluster::start_with(&["--kafka-destinations", &spec]));
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut api = cluster.router.webhooks().await;
 
     let mut http = webhook("acme", "Long inbound calls", &rx.url("/long"));

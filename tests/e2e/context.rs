@@ -49,7 +49,7 @@ async fn deliveries_of(hm: &Hookmesh, webhook_id: &str) -> Vec<v1::Delivery> {
 async fn lead_created_on_start_is_updated_at_its_captured_id_on_end(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let crm = Receiver::start().await;
+    let crm = Recorder::start().await;
     crm.respond_with_body(r#"{"data":{"id":"L-42","owner":"Ann \"A\" <ann@example.com>"}}"#);
 
     let mut create = webhook("acme", "CRM: create lead", &crm.url("/leads"));
@@ -149,7 +149,7 @@ async fn lead_created_on_start_is_updated_at_its_captured_id_on_end(backend: Bac
 async fn a_value_never_captured_falls_back_or_fails_after_the_wait(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let crm = Receiver::start().await;
+    let crm = Recorder::start().await;
     let mut strict = webhook("acme", "strict", &crm.url("/strict/{{ context.lead_id }}"));
     on(&mut strict, "call.ended");
     strict.context_wait_ms = 1500;
@@ -191,7 +191,7 @@ async fn a_value_never_captured_falls_back_or_fails_after_the_wait(backend: Back
     assert_eq!(crm.count(), 1, "the strict webhook sent nothing");
 
     // Once a lead exists, a resend of the failed delivery sends it with the captured id.
-    let leads = Receiver::start().await;
+    let leads = Recorder::start().await;
     leads.respond_with_body(r#"{"data":{"id":"L-7"}}"#);
     let mut create = webhook("acme", "create", &leads.url("/leads"));
     on(&mut create, "call.started");

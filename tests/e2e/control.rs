@@ -5,18 +5,11 @@
 //! `tansu` broker and `redis-server` (started per test).
 
 use crate::support::*;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
 use hookmesh_proto::v1;
 use hookmesh_testkit::redis::RedisServer;
 use hookmesh_testkit::tansu::TansuBroker;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -111,39 +104,16 @@ mod concurrent_failures_open_the_circuit {
 }
 
 // ---------------------------------------------------------------------------------------------
-// a receiver that answers per request (status, headers, delay) and remembers what it answered
+// what the tests read off a recorded request
 
-#[derive(Debug, Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    delay: Duration,
+/// The webhook id, the JSON body and its event type of a request a [`Recorder`] got.
+trait HitExt {
+    fn id(&self) -> String;
+    fn body(&self) -> Value;
+    fn event_type(&self) -> String;
 }
 
-impl Reply {
-    fn status(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), delay: Duration::ZERO }
-    }
-
-    fn header(mut self, name: &'static str, value: &str) -> Reply {
-        self.headers.push((name, value.to_string()));
-        self
-    }
-
-    fn delay(mut self, d: Duration) -> Reply {
-        self.delay = d;
-        self
-    }
-}
-
-/// One request and the status it was answered with.
-#[derive(Debug, Clone)]
-struct Hit {
-    req: Received,
-    status: u16,
-}
-
-impl Hit {
+impl HitExt for Hit {
     fn id(&self) -> String {
         self.req.header("webhook-id").expect("webhook-id header")
     }
@@ -154,74 +124,6 @@ impl Hit {
 
     fn event_type(&self) -> String {
         self.body()["type"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-type Responder = Arc<dyn Fn(&Received, &[Hit]) -> Reply + Send + Sync>;
-
-struct RxState {
-    hits: Vec<Hit>,
-    responder: Responder,
-}
-
-/// Like [`Receiver`], but the answer (status, headers, delay) is computed per request from the
-/// request and the history, and the answered status is recorded.
-#[derive(Clone)]
-struct Rx {
-    addr: SocketAddr,
-    state: Arc<Mutex<RxState>>,
-}
-
-async fn answer(
-    State(state): State<Arc<Mutex<RxState>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let req = Received { method: method.to_string(), uri: uri.to_string(), headers, body, at: Instant::now() };
-    let reply = {
-        let mut s = state.lock();
-        let reply = (s.responder)(&req, &s.hits);
-        s.hits.push(Hit { req, status: reply.status });
-        reply
-    };
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    let mut h = HeaderMap::new();
-    for (k, v) in &reply.headers {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
-    }
-    (StatusCode::from_u16(reply.status).unwrap(), h, "ok")
-}
-
-impl Rx {
-    async fn start(responder: impl Fn(&Received, &[Hit]) -> Reply + Send + Sync + 'static) -> Rx {
-        let state = Arc::new(Mutex::new(RxState { hits: Vec::new(), responder: Arc::new(responder) }));
-        let app = axum::Router::new().fallback(answer).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Rx { addr, state }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.state.lock().hits.clone()
-    }
-
-    fn count(&self) -> usize {
-        self.state.lock().hits.len()
-    }
-
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Hit> {
-        let got = wait_until(timeout, || self.count() >= n).await;
-        assert!(got, "receiver got {} requests, expected {n}: {:#?}", self.count(), self.hits());
-        self.hits()
     }
 }
 
@@ -239,14 +141,7 @@ fn webhook(tenant: &str, name: &str, url: &str, policy: v1::DeliveryPolicy) -> v
 }
 
 async fn create(hm: &Hookmesh, w: v1::Webhook) -> v1::Webhook {
-    hm.webhooks()
-        .await
-        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
-        .await
-        .expect("webhook created")
-        .into_inner()
-        .webhook
-        .unwrap()
+    hm.create_webhook(w).await.0
 }
 
 async fn get_webhook(hm: &Hookmesh, id: &str) -> v1::Webhook {
@@ -329,7 +224,7 @@ fn ms(d: Duration) -> u128 {
 async fn rate_limit_spaces_deliveries(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let policy =
         v1::DeliveryPolicy { rate_limit: Some(v1::RateLimit { per_second: 20.0, burst: 5 }), ..Default::default() };
     let w = create(hm, webhook("acme", "Limited", &rx.url("/limited"), policy)).await;
@@ -376,9 +271,9 @@ async fn rate_limit_spaces_deliveries(backend: Backend) {
 async fn slow_endpoint_does_not_hold_up_a_fast_one(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let slow = Receiver::start().await;
+    let slow = Recorder::start().await;
     slow.set_delay(Duration::from_secs(2));
-    let fast = Receiver::start().await;
+    let fast = Recorder::start().await;
     let mut slow_wh = webhook(
         "acme",
         "Slow",
@@ -446,21 +341,18 @@ async fn retry_policy(backend: Backend) {
 
 /// 429 with `Retry-After: 1` on a webhook whose schedule says 30 s: the retry comes after ~1 s.
 async fn retry_after_is_honoured(hm: &Hookmesh) {
-    let rx =
-        Rx::start(
-            |_, hits| {
-                if hits.is_empty() {
-                    Reply::status(429).header("retry-after", "1")
-                } else {
-                    Reply::status(200)
-                }
-            },
-        )
-        .await;
+    let rx = Recorder::answering(|_, hits| {
+        if hits.is_empty() {
+            Reply::status(429).header("retry-after", "1")
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
     let policy = v1::DeliveryPolicy { retry_schedule: vec![30], ..Default::default() };
     create(hm, webhook("ra", "RetryAfter", &rx.url("/ra"), policy)).await;
     publish(hm, &[event("ra-1", "call.ended", "ra", "call-1", json!({}))]).await;
-    let hits = rx.wait_for(2, WAIT).await;
+    let hits = rx.wait_for_hits(2, WAIT).await;
     let gap = hits[1].req.at.duration_since(hits[0].req.at);
     assert!(gap >= Duration::from_millis(950), "retried {gap:?} after a Retry-After of 1 s");
     assert!(gap < Duration::from_secs(10), "retried {gap:?} later: the schedule (30 s), not Retry-After");
@@ -471,12 +363,12 @@ async fn retry_after_is_honoured(hm: &Hookmesh) {
 
 /// 410 Gone: the delivery ends in error and the webhook is disabled.
 async fn gone_disables(hm: &Hookmesh) {
-    let rx = Rx::start(|_, _| Reply::status(410)).await;
+    let rx = Recorder::answering(|_, _| Reply::status(410)).await;
     let policy = v1::DeliveryPolicy { retry_schedule: vec![1, 1, 1], ..Default::default() };
     let w = create(hm, webhook("gone", "Gone", &rx.url("/gone"), policy)).await;
     assert!(w.enabled);
     publish(hm, &[event("gone-1", "call.ended", "gone", "call-1", json!({}))]).await;
-    let hits = rx.wait_for(1, WAIT).await;
+    let hits = rx.wait_for_hits(1, WAIT).await;
     let d = delivery_when(hm, &hits[0].id(), |d| d.status == "error").await;
     let d = d.delivery.unwrap();
     assert_eq!((d.attempts, d.last_status), (1, 410));
@@ -491,12 +383,12 @@ async fn gone_disables(hm: &Hookmesh) {
 
 /// non_retryable_statuses [422]: a 422 ends in error after one attempt.
 async fn non_retryable_status(hm: &Hookmesh) {
-    let rx = Rx::start(|_, _| Reply::status(422)).await;
+    let rx = Recorder::answering(|_, _| Reply::status(422)).await;
     let policy =
         v1::DeliveryPolicy { retry_schedule: vec![1, 1, 1], non_retryable_statuses: vec![422], ..Default::default() };
     create(hm, webhook("nr", "NonRetryable", &rx.url("/nr"), policy)).await;
     publish(hm, &[event("nr-1", "call.ended", "nr", "call-1", json!({}))]).await;
-    let hits = rx.wait_for(1, WAIT).await;
+    let hits = rx.wait_for_hits(1, WAIT).await;
     let d = delivery_when(hm, &hits[0].id(), |d| d.status == "error").await.delivery.unwrap();
     assert_eq!((d.attempts, d.last_status), (1, 422));
     assert!(d.last_error.contains("not retryable"), "{d:?}");
@@ -507,12 +399,12 @@ async fn non_retryable_status(hm: &Hookmesh) {
 /// total_timeout_secs 4 with the schedule [1, 3600]: the 1 s retry fits, the next does not, so
 /// the delivery ends in error after two attempts with the total-timeout reason.
 async fn total_timeout(hm: &Hookmesh) {
-    let rx = Rx::start(|_, _| Reply::status(500)).await;
+    let rx = Recorder::answering(|_, _| Reply::status(500)).await;
     let policy =
         v1::DeliveryPolicy { retry_schedule: vec![1, 3600], total_timeout_secs: Some(4), ..Default::default() };
     create(hm, webhook("tt", "TotalTimeout", &rx.url("/tt"), policy)).await;
     publish(hm, &[event("tt-1", "call.ended", "tt", "call-1", json!({}))]).await;
-    let hits = rx.wait_for(2, WAIT).await;
+    let hits = rx.wait_for_hits(2, WAIT).await;
     let d = delivery_when(hm, &hits[0].id(), |d| d.status == "error").await.delivery.unwrap();
     assert_eq!(d.attempts, 2);
     assert!(d.last_error.contains("total timeout"), "{d:?}");
@@ -534,7 +426,7 @@ async fn circuit_breaker_defers_probes_and_drains(backend: Backend) {
     let open = Duration::from_secs(2);
     let env = start(backend, &["--breaker-failures", "3", "--breaker-open-secs", "2"]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[], 500);
     let policy = v1::DeliveryPolicy { retry_schedule: vec![3600], ..Default::default() };
     let w = create(hm, webhook("acme", "Breaker", &rx.url("/b"), policy)).await;
@@ -650,9 +542,9 @@ async fn circuit_breaker_defers_probes_and_drains(backend: Backend) {
 async fn operational_events_reach_only_subscribers(backend: Backend) {
     let env = start(backend, &["--breaker-failures", "3", "--breaker-open-secs", "1"]).await;
     let hm = &env.hm;
-    let subject_rx = Receiver::start().await;
-    let ops_rx = Receiver::start().await;
-    let all_rx = Receiver::start().await;
+    let subject_rx = Recorder::start().await;
+    let ops_rx = Recorder::start().await;
+    let all_rx = Recorder::start().await;
     subject_rx.script(&[], 500);
     let mut subject = webhook(
         "acme",
@@ -678,10 +570,10 @@ async fn operational_events_reach_only_subscribers(backend: Backend) {
     create(hm, webhook("acme", "All", &all_rx.url("/all"), v1::DeliveryPolicy::default())).await;
     let ev = |i: usize| event(&format!("op-{i}"), "call.ended", "acme", &format!("call-{i}"), json!({}));
 
-    let types_of = |rx: &Receiver| -> Vec<String> {
+    let types_of = |rx: &Recorder| -> Vec<String> {
         rx.received().iter().map(|r| r.json()["type"].as_str().unwrap_or_default().to_string()).collect()
     };
-    let count_of = |rx: &Receiver, t: &str| types_of(rx).iter().filter(|x| *x == t).count();
+    let count_of = |rx: &Recorder, t: &str| types_of(rx).iter().filter(|x| *x == t).count();
 
     // Three exhausted deliveries (retry_limit 0), one at a time; the third opens the circuit.
     for i in 0..3 {
@@ -755,7 +647,7 @@ async fn operational_events_reach_only_subscribers(backend: Backend) {
 async fn recover_resends_failed_deliveries(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[], 500);
     let since = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
     let w = create(
@@ -800,7 +692,7 @@ async fn recover_resends_failed_deliveries(backend: Backend) {
 async fn per_call_ordering(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let rx = Rx::start(|req, hits| {
+    let rx = Recorder::answering(|req, hits| {
         let first_try = !hits.iter().any(|h| h.req.header("webhook-id") == req.header("webhook-id"));
         let started = req.json()["type"] == "call.started";
         Reply::status(if started && first_try { 500 } else { 200 })
@@ -858,7 +750,7 @@ async fn per_call_ordering(backend: Backend) {
 async fn endpoint_health_figures(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
-    let rx = Rx::start(|req, _| {
+    let rx = Recorder::answering(|req, _| {
         if req.json()["data"]["fail"] == true {
             Reply::status(503)
         } else {
@@ -939,7 +831,7 @@ async fn endpoint_health_figures(backend: Backend) {
 async fn one_probe_at_a_time(backend: Backend) {
     let env = start(backend, &["--breaker-failures", "1", "--breaker-open-secs", "1"]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[], 500);
     let policy = v1::DeliveryPolicy { retry_schedule: vec![3600], ..Default::default() };
     let w = create(hm, webhook("acme", "Probe", &rx.url("/p"), policy)).await;
@@ -967,7 +859,7 @@ async fn one_probe_at_a_time(backend: Backend) {
 async fn concurrent_failures_open_the_circuit(backend: Backend) {
     let env = start(backend, &["--breaker-failures", "3", "--breaker-open-secs", "30"]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[], 500);
     let policy = v1::DeliveryPolicy { retry_schedule: vec![3600], ..Default::default() };
     let w = create(hm, webhook("acme", "Together", &rx.url("/t"), policy)).await;

@@ -183,13 +183,13 @@ fn repo_file(rel: &str) -> String {
 }
 
 /// Waits for a request whose URI starts with `prefix`; answers the first such.
-async fn request_to(rx: &Receiver, prefix: &str) -> Received {
+async fn request_to(rx: &Recorder, prefix: &str) -> Received {
     let got = wait_until(WAIT, || rx.received().iter().any(|r| r.uri.starts_with(prefix))).await;
     assert!(got, "no request to {prefix}; got: {:#?}", rx.received());
     rx.received().into_iter().find(|r| r.uri.starts_with(prefix)).unwrap()
 }
 
-fn requests_to(rx: &Receiver, prefix: &str) -> Vec<Received> {
+fn requests_to(rx: &Recorder, prefix: &str) -> Vec<Received> {
     rx.received().into_iter().filter(|r| r.uri.starts_with(prefix)).collect()
 }
 
@@ -204,7 +204,7 @@ fn rendered_body(text: &str) -> String {
 #[tokio::test]
 async fn ctl_webhook_lifecycle_from_flags() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("lifecycle");
     let crm = repo_file("examples/crm.json");
     let url = rx.url("/crm");
@@ -375,7 +375,7 @@ async fn ctl_webhook_list_pages_with_a_hint_on_stderr() {
 #[tokio::test]
 async fn ctl_webhook_from_file_delivers_xml_with_put() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("file");
     let definition = json!({
         "tenant_id": "acme",
@@ -436,7 +436,7 @@ async fn ctl_webhook_from_file_delivers_xml_with_put() {
 #[tokio::test]
 async fn ctl_templates_extract_preview_and_deliver() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("templates");
     let example = r#"{"phone": "%ani%", "caller": "", "source": "x", "call": {"id": "{{ callid }}"}}"#;
     let example_file = tmp.write("lead.json", example);
@@ -681,7 +681,7 @@ async fn ctl_errors_are_one_line_naming_the_field() {
 #[tokio::test]
 async fn ctl_xml_template_sends_xml_and_a_disagreeing_webhook_is_refused() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("xml-template");
     let lead = tmp.write(
         "lead.xml",
@@ -745,7 +745,7 @@ async fn ctl_xml_template_sends_xml_and_a_disagreeing_webhook_is_refused() {
 #[tokio::test]
 async fn ctl_delivery_log_shows_and_filters_by_campaign_direction_and_tracking() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     ok(
         &hm,
         &["webhook", "create", "--tenant", "acme", "--name", "All", "--url", &rx.url("/all"), "--event", "call.ended"],
@@ -819,7 +819,7 @@ async fn ctl_delivery_log_shows_and_filters_by_campaign_direction_and_tracking()
 #[tokio::test]
 async fn ctl_deliveries_list_get_resend_recover_test_send_and_dlq() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[], 500);
     let tmp = TempDir::new("deliveries");
     #[rustfmt::skip]
@@ -954,7 +954,7 @@ async fn ctl_deliveries_list_get_resend_recover_test_send_and_dlq() {
 #[tokio::test]
 async fn ctl_health_shows_the_endpoint_success_rate() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("health");
     let created = ok(&hm, &["webhook", "create", "--tenant", "acme", "--name", "H", "--url", &rx.url("/h")]).await;
     let webhook = field(&created, "id");
@@ -977,7 +977,7 @@ async fn ctl_health_shows_the_endpoint_success_rate() {
 #[tokio::test]
 async fn ctl_publish_summarises_accepted_rejected_and_duplicates() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("publish");
     ok(&hm, &["webhook", "create", "--tenant", "acme", "--name", "All", "--url", &rx.url("/all")]).await;
     let good = event("u-1", "call.started", "acme", "call-1", json!({}));
@@ -1038,7 +1038,7 @@ async fn ctl_publish_summarises_accepted_rejected_and_duplicates() {
 #[tokio::test]
 async fn ctl_rotate_secret_with_zero_grace_retires_the_old_secret() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let tmp = TempDir::new("grace");
     let created = ok(&hm, &["webhook", "create", "--tenant", "acme", "--name", "G", "--url", &rx.url("/g")]).await;
     let (id, old) = (field(&created, "id"), shown_secret(&created));

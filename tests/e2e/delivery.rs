@@ -14,7 +14,7 @@ async fn create(hm: &Hookmesh, w: v1::Webhook) -> (v1::Webhook, String) {
 #[tokio::test]
 async fn json_field_mapping_is_delivered_signed() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = webhook("acme", "CRM", &rx.url("/crm/{{ callid }}"));
     let req = w.request.as_mut().unwrap();
     req.headers.push(v1::KeyValue { name: "X-Api-Key".into(), value: "k-123".into() });
@@ -72,7 +72,7 @@ async fn json_field_mapping_is_delivered_signed() {
 #[tokio::test]
 async fn xml_body_and_get_query_parameters() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut xml = webhook("acme", "XML CRM", &rx.url("/xml"));
     let req = xml.request.as_mut().unwrap();
     req.content_type = "xml".into();
@@ -166,7 +166,7 @@ fn roxmltree_like_parse(text: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn failing_receiver_is_retried_until_it_recovers() {
     let hm = Hookmesh::start();
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     rx.script(&[500, 503], 200);
     let mut w = webhook("acme", "Flaky", &rx.url("/flaky"));
     w.policy = Some(v1::DeliveryPolicy { retry_schedule: vec![1, 1, 1], ..Default::default() });

@@ -133,7 +133,7 @@ async fn four_processes_deliver_and_survive_a_killed_dispatcher() {
     assert_health("router", &cluster.router, &["WebhookService", "TemplateService", "TenantService"]).await;
     assert_health("renderer", &cluster.renderer, &["RenderService"]).await;
     assert_health("dispatcher", &cluster.dispatcher, &["DeliveryService"]).await;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = v1::Webhook {
         tenant_id: "acme".into(),
         name: "CRM".into(),

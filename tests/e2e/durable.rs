@@ -137,8 +137,8 @@ async fn restart_keeps_everything(stop_with: Stop) {
     let canonical = dir.path().canonicalize().unwrap().display().to_string();
     assert_eq!(hm.data.as_deref(), Some(canonical.as_str()), "the listening line names the data directory");
 
-    let crm = Receiver::start().await;
-    let flaky = Receiver::start().await;
+    let crm = Recorder::start().await;
+    let flaky = Recorder::start().await;
     flaky.script(&[], 503);
     let template = hm
         .templates()
@@ -241,7 +241,7 @@ async fn restart_keeps_everything(stop_with: Stop) {
     let accepted: Vec<String> = accepted_first.iter().chain(&accepted_second).cloned().collect();
     let expected = |prefix: &str| accepted.iter().map(|c| format!("/{prefix}/{c}")).collect::<BTreeSet<_>>();
     let (crm_expected, flaky_expected) = (expected("crm"), expected("flaky"));
-    let got = |rx: &Receiver| rx.received().into_iter().map(|r| r.uri).collect::<BTreeSet<_>>();
+    let got = |rx: &Recorder| rx.received().into_iter().map(|r| r.uri).collect::<BTreeSet<_>>();
     let complete = wait_until(Duration::from_secs(120), || {
         crm_expected.is_subset(&got(&crm)) && flaky_expected.is_subset(&got(&flaky))
     })

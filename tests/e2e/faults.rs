@@ -193,7 +193,7 @@ async fn create_webhook(
 
 /// The longest wait between consecutive first deliveries of distinct calls at `rx` from the
 /// first delivery until `until`.
-fn longest_gap(rx: &Receiver, until: Instant) -> (Duration, Option<String>) {
+fn longest_gap(rx: &Recorder, until: Instant) -> (Duration, Option<String>) {
     let mut firsts: Vec<(Instant, String)> = Vec::new();
     let mut seen = BTreeSet::new();
     for r in rx.received() {
@@ -223,8 +223,8 @@ async fn killing_every_stage_and_redis_loses_nothing() {
         .unwrap_or_else(|| rand::rng().random_range(0..1_000_000));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut d = Deployment::start();
-    let crm = Receiver::start().await;
-    let flaky = Receiver::start().await;
+    let crm = Recorder::start().await;
+    let flaky = Recorder::start().await;
     flaky.script(&[], 503);
     let (crm_id, crm_secret) = create_webhook(&d, "CRM", crm.url("/crm/{{ callid }}"), None).await;
     let (flaky_id, flaky_secret) = create_webhook(
@@ -282,7 +282,7 @@ async fn killing_every_stage_and_redis_loses_nothing() {
     let context = |what: &str| format!("seed {seed}, faults {faults:#?}: {what}\n{}", d.logs());
     let expected = |prefix: &str| published.iter().map(|c| format!("/{prefix}/{c}")).collect::<BTreeSet<_>>();
     let (crm_expected, flaky_expected) = (expected("crm"), expected("flaky"));
-    let got = |rx: &Receiver| rx.received().into_iter().map(|r| r.uri).collect::<BTreeSet<_>>();
+    let got = |rx: &Recorder| rx.received().into_iter().map(|r| r.uri).collect::<BTreeSet<_>>();
     let complete = wait_until(Duration::from_secs(240), || {
         crm_expected.is_subset(&got(&crm)) && flaky_expected.is_subset(&got(&flaky))
     })
@@ -383,7 +383,7 @@ async fn a_broker_outage_fails_publish_and_loses_nothing_accepted() {
     let ingest = Hookmesh::start_role("ingest", &args);
     let _renderer = Hookmesh::start_role("renderer", &args);
     let _dispatcher = Hookmesh::start_role("dispatcher", &args);
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let mut w = webhook("acme", "CRM", &rx.url("/crm/{{ callid }}"));
     w.trigger = Some(v1::Trigger { event_types: vec!["call.ended".into()], ..Default::default() });
     let (_, secret) = router.create_webhook(w).await;

@@ -52,7 +52,7 @@ async fn personal_data_is_masked_in_the_log(backend: Backend) {
     };
     let env = start(backend, &["--master-key", &key]).await;
     let hm = &env.hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let ch = hm.channel().await;
     let mut tenants = v1::tenant_service_client::TenantServiceClient::new(ch.clone());
 

@@ -27,7 +27,7 @@ async fn webhook_to(hm: &Hookmesh, name: &str, url: &str) -> String {
 #[tokio::test]
 async fn receivers_on_non_public_addresses_are_refused_unless_allow_listed() {
     let hm = Hookmesh::start_with(&["--no-default-allow"]);
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let port = rx.addr.port();
     let urls = [
         format!("http://127.0.0.1:{port}/ip"),
@@ -119,7 +119,7 @@ async fn a_tenant_token_never_sees_or_touches_another_tenants_objects() {
     );
     let hm = Hookmesh::start_with(&["--tokens", &tokens]);
     let _ = &hm;
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     let ch = hm.channel().await;
 
     // No token, or a wrong one: refused.

@@ -1,36 +1,39 @@
 //! Shared helpers: the hookmesh process, a recording HTTP receiver, gRPC clients, waiting on
 //! conditions.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
 use hookmesh_proto::v1;
-use parking_lot::Mutex;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use hookmesh_testkit::hookmesh::{Launch, Process};
+pub use hookmesh_testkit::receiver::{Hit, Received, Recorder, Reply};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookmesh");
 
-/// A running `hookmesh standalone`; killed on drop.
+/// A running `hookmesh standalone` (or another role); killed on drop. The process's
+/// addresses, `data`, `console`, `pid()`, `kill_hard()`, `terminate()` and `log_text()` are
+/// those of [`Process`].
 pub struct Hookmesh {
-    child: Child,
-    pub grpc: SocketAddr,
-    pub admin: SocketAddr,
-    pub log: Arc<Mutex<Vec<String>>>,
-    /// The `data=` of the listening line: the data directory, or `memory`.
-    pub data: Option<String>,
-    /// The `console=` of the listening line: the web console's URL, when it serves one.
-    pub console: Option<String>,
+    process: Process,
     /// A standalone started without `--data-dir`/`--ephemeral` gets a fresh data directory of
     /// its own (the durable default), removed with this.
     _data_dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Hookmesh {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Hookmesh {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
 }
 
 impl Hookmesh {
@@ -53,49 +56,20 @@ impl Hookmesh {
             && !extra.iter().any(|a| a.starts_with("--data-dir") || *a == "--ephemeral")
             && !env.iter().any(|(k, _)| *k == "HOOKMESH_DATA_DIR"))
         .then(|| tempfile::tempdir().expect("a temporary data directory"));
-        let data_args: Vec<String> = match &own_dir {
-            Some(d) => vec!["--data-dir".into(), d.path().display().to_string()],
-            None => Vec::new(),
-        };
-        let mut child = Command::new(BIN)
-            // Never the developer's own data directory.
-            .env_remove("HOOKMESH_DATA_DIR")
-            .envs(env.iter().copied())
-            .args([role, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            // Test receivers listen on loopback, which the SSRF guard refuses by default.
-            .args(if extra.contains(&"--no-default-allow") { vec![] } else { vec!["--allow-networks", "127.0.0.0/8"] })
-            .args(extra.iter().filter(|a| **a != "--no-default-allow"))
-            .args(&data_args)
-            .env("HOOKMESH_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("hookmesh starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().push(line);
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("hookmesh prints its addresses");
-        assert!(line.contains("listening"), "unexpected first line: {line:?}; log: {:?}", log.lock());
-        let field = |name: &str| -> SocketAddr {
-            let v = line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).expect("address");
-            v.parse().expect("socket address")
-        };
-        let (grpc, admin) = (field("grpc"), field("admin"));
-        let data = line.split_whitespace().find_map(|w| w.strip_prefix("data=")).map(str::to_string);
-        let console = line.split_whitespace().find_map(|w| w.strip_prefix("console=")).map(str::to_string);
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        Hookmesh { child, grpc, admin, log, data, console, _data_dir: own_dir }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.grpc)
+        let mut launch = Launch::new(BIN, role);
+        for (k, v) in env {
+            launch = launch.env(k, v);
+        }
+        // Test receivers listen on loopback, which the SSRF guard refuses by default.
+        if !extra.contains(&"--no-default-allow") {
+            launch = launch.allow_loopback();
+        }
+        launch = launch.args(extra.iter().filter(|a| **a != "--no-default-allow"));
+        if let Some(d) = &own_dir {
+            launch = launch.args(["--data-dir".to_string(), d.path().display().to_string()]);
+        }
+        let process = Process::start(launch.env("HOOKMESH_LOG", "info"));
+        Hookmesh { process, _data_dir: own_dir }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -151,148 +125,6 @@ impl Hookmesh {
             .map(|e| v1::PublishItem { payload: Some(v1::publish_item::Payload::Json(e.to_string())) })
             .collect();
         self.ingest().await.publish(v1::PublishRequest { events: items }).await.expect("publish").into_inner()
-    }
-
-    pub fn log_text(&self) -> String {
-        self.log.lock().join("\n")
-    }
-}
-
-impl Hookmesh {
-    /// Kills the process with SIGKILL: no graceful shutdown, no final commit.
-    pub fn kill_hard(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM and waits for a graceful exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Hookmesh {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One request a receiver got.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub method: String,
-    pub uri: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub at: Instant,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-
-    pub fn query(&self) -> Vec<(String, String)> {
-        let url = url::Url::parse(&format!("http://x{}", self.uri)).unwrap();
-        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
-    }
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    /// Delay before answering.
-    delay: Duration,
-    received: Vec<Received>,
-    /// Statuses to answer, in order; after the list, `fallback`.
-    script: Vec<u16>,
-    fallback: u16,
-    body: String,
-}
-
-/// A loopback HTTP receiver that records every request and answers scripted statuses.
-#[derive(Clone)]
-pub struct Receiver {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<ReceiverState>>,
-}
-
-async fn record(
-    State(state): State<Arc<Mutex<ReceiverState>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let (status, reply, delay) = {
-        let mut s = state.lock();
-        s.received.push(Received {
-            method: method.to_string(),
-            uri: uri.to_string(),
-            headers,
-            body,
-            at: Instant::now(),
-        });
-        let status = if s.script.is_empty() { s.fallback } else { s.script.remove(0) };
-        (status, s.body.clone(), s.delay)
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    (StatusCode::from_u16(status).unwrap(), reply)
-}
-
-impl Receiver {
-    pub async fn start() -> Receiver {
-        let state = Arc::new(Mutex::new(ReceiverState { fallback: 200, body: "ok".into(), ..Default::default() }));
-        let app = axum::Router::new().fallback(record).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { addr, state }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Answer these statuses first, then `fallback`.
-    pub fn script(&self, statuses: &[u16], fallback: u16) {
-        let mut s = self.state.lock();
-        s.script = statuses.to_vec();
-        s.fallback = fallback;
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        self.state.lock().delay = delay;
-    }
-
-    pub fn respond_with_body(&self, body: &str) {
-        self.state.lock().body = body.to_string();
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.state.lock().received.clone()
-    }
-
-    pub fn count(&self) -> usize {
-        self.state.lock().received.len()
-    }
-
-    /// Waits until at least `n` requests arrived; panics with what arrived after `timeout`.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        let got = wait_until(timeout, || self.count() >= n).await;
-        assert!(got, "receiver got {} requests, expected {n}: {:#?}", self.count(), self.received());
-        self.received()
     }
 }
 

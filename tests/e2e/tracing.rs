@@ -114,7 +114,7 @@ async fn log_lines_carry_the_events_trace_id() {
 
     for json_logs in [false, true] {
         let hm = if json_logs { Hookmesh::start_with(&["--log-json", "true"]) } else { Hookmesh::start() };
-        let rx = Receiver::start().await;
+        let rx = Recorder::start().await;
         rx.script(&[], 500);
         let mut w = webhook("acme", "Failing", &rx.url("/fail"));
         w.policy = Some(v1::DeliveryPolicy { retry_limit: Some(0), ..Default::default() });
@@ -238,7 +238,7 @@ async fn the_binary_exports_spans_and_metrics_over_otlp() {
             ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "X-Scope-OrgID=tenant%201"),
         ],
     );
-    let rx = Receiver::start().await;
+    let rx = Recorder::start().await;
     hm.webhooks()
         .await
         .create_webhook(v1::CreateWebhookRequest {

@@ -4,7 +4,7 @@
 //! per directory; a foreign format is refused naming the file.
 
 use hookmesh_bus::{Bus, Consumer, EmbeddedBus, Message, Record, TopicSpec};
-use std::io::BufRead;
+use hookmesh_testkit::child::acks_until_killed;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,29 +160,14 @@ async fn child_publishes_until_killed() {
 #[test]
 fn sigkill_mid_publish_keeps_every_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_publishes_until_killed", "--ignored", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_DIR, dir.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the child");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut acked = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let parse = |line: &str| -> Option<(String, i32, i64)> {
-        let mut it = line.strip_prefix("ack ")?.split(' ');
+    let parse = |ack: &String| -> Option<(String, i32, i64)> {
+        let mut it = ack.split(' ');
         Some((it.next()?.to_string(), it.next()?.parse().ok()?, it.next()?.parse().ok()?))
     };
-    while acked.len() < 3000 {
-        assert!(Instant::now() < deadline, "the child acknowledged only {} records", acked.len());
-        let line = lines.next().expect("the child is still publishing").unwrap();
-        acked.extend(parse(&line));
-    }
-    child.kill().unwrap();
-    for line in lines {
-        acked.extend(parse(&line.unwrap()));
-    }
-    child.wait().unwrap();
+    let acked: Vec<(String, i32, i64)> = acks_until_killed("child_publishes_until_killed", CHILD_DIR, dir.path(), 3000)
+        .iter()
+        .filter_map(parse)
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let bus = EmbeddedBus::open(dir.path()).unwrap();

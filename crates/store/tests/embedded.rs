@@ -10,7 +10,7 @@ use hookmesh_core::health::HealthSample;
 use hookmesh_core::webhook::{DeliveryPolicy, Method, SuccessCondition};
 use hookmesh_core::EventType;
 use hookmesh_store::{DeliveryLog, DeliveryQuery, EmbeddedStore, HotState, Retention, Store};
-use std::io::BufRead;
+use hookmesh_testkit::child::acks_until_killed;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,31 +158,8 @@ async fn child_writes_until_killed() {
 #[test]
 fn sigkill_mid_writes_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writes_until_killed", "--ignored", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_DIR, dir.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the child");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut acked = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.len() < 2000 {
-        assert!(Instant::now() < deadline, "the child acknowledged only {} writes", acked.len());
-        let line = lines.next().expect("the child is still writing").unwrap();
-        if let Some(n) = line.strip_prefix("ack ") {
-            acked.push(n.to_string());
-        }
-    }
     // SIGKILL while the 32 writers are mid-flight.
-    child.kill().unwrap();
-    // Acknowledgements printed before the kill are still in the pipe.
-    for line in lines {
-        if let Some(n) = line.unwrap().strip_prefix("ack ") {
-            acked.push(n.to_string());
-        }
-    }
-    child.wait().unwrap();
+    let acked = acks_until_killed("child_writes_until_killed", CHILD_DIR, dir.path(), 2000);
     let store = open(dir.path());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {

@@ -6,7 +6,7 @@
 //! directory of its own, and [`RedisServer::kill_and_restart`] SIGKILLs it and starts it
 //! again on the same port and directory: what a crash of the Redis host looks like to hookmesh.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -48,21 +48,62 @@ impl RedisServer {
     }
 
     fn launch(port: u16, args: Vec<String>, dir: Option<PathBuf>) -> RedisServer {
-        RedisServer { child: Self::spawn(port, &args), port, dir, args }
+        // A port taken by something else in the meantime: that server exits at once, and the
+        // port answers for someone else. Start again on another port.
+        let mut port = port;
+        for _ in 0..5 {
+            let mut child = Self::spawn(port, &args);
+            if child.try_wait().ok().flatten().is_none() {
+                return RedisServer { child, port, dir, args };
+            }
+            port = crate::free_port();
+        }
+        panic!("redis-server could not start on a free port (five tries)");
+    }
+
+    /// Starts a server like [`RedisServer::start`] whose log goes to the file `log`; fails
+    /// with a message that says what is missing.
+    pub fn start_logged(log: &Path) -> Result<RedisServer, String> {
+        let args = ["--save", "", "--appendonly", "no"].map(String::from).to_vec();
+        let port = crate::free_port();
+        let child = Self::try_spawn(port, &args, Some(log))?;
+        Ok(RedisServer { child, port, dir: None, args })
     }
 
     fn spawn(port: u16, args: &[String]) -> Child {
-        let bin =
-            crate::find_binary("redis-server").expect("redis-server is not installed: apt-get install redis-server");
-        let child = Command::new(bin)
+        Self::try_spawn(port, args, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(port: u16, args: &[String], log: Option<&Path>) -> Result<Child, String> {
+        let bin = crate::find_binary("redis-server")
+            .ok_or("redis-server is not installed: apt-get install redis-server".to_string())?;
+        let stdout = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
+            None => Stdio::null(),
+        };
+        let mut child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(args)
-            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server starts");
-        assert!(crate::wait_for_port(port, Duration::from_secs(10)), "redis-server did not listen on {port}");
-        child
+            .map_err(|e| format!("starting redis-server: {e}"))?;
+        if !crate::wait_for_port(port, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("redis-server did not listen on {port}"));
+        }
+        Ok(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn url(&self) -> String {

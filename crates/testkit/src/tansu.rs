@@ -1,6 +1,7 @@
 //! The `tansu` Kafka-protocol broker with the in-memory storage engine
 //! (`cargo install tansu --locked --features dynostore`).
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,13 +13,24 @@ pub struct TansuBroker {
 impl TansuBroker {
     /// Starts a broker on a free port; panics with a clear message when `tansu` is missing.
     pub fn start() -> TansuBroker {
-        let bin = crate::find_binary("tansu")
-            .expect("the `tansu` broker is not installed: cargo install tansu --locked --features dynostore");
+        // HOOKMESH_TEST_TANSU_LOG=/path keeps the broker's log there (for debugging tests).
+        let log = std::env::var("HOOKMESH_TEST_TANSU_LOG").ok().map(PathBuf::from);
+        Self::launch(log.as_deref(), if log.is_some() { "info" } else { "warn" }).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a broker whose log (warnings) goes to the file `log`; fails with a message that
+    /// says what is missing.
+    pub fn start_logged(log: &Path) -> Result<TansuBroker, String> {
+        Self::launch(Some(log), "warn")
+    }
+
+    fn launch(log: Option<&Path>, level: &str) -> Result<TansuBroker, String> {
+        let bin = crate::find_binary("tansu").ok_or(
+            "the `tansu` broker is not installed: cargo install tansu --locked --features dynostore".to_string(),
+        )?;
         let port = crate::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        // HOOKMESH_TEST_TANSU_LOG=/path keeps the broker's log there (for debugging tests).
-        let log = std::env::var("HOOKMESH_TEST_TANSU_LOG").ok();
-        let output = || match &log {
+        let output = || match log {
             Some(path) => std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -27,7 +39,7 @@ impl TansuBroker {
                 .unwrap_or(Stdio::null()),
             None => Stdio::null(),
         };
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args([
                 "broker",
                 "--listener-url",
@@ -37,13 +49,27 @@ impl TansuBroker {
                 "--storage-engine",
                 "memory://tansu/",
             ])
-            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
+            .env("RUST_LOG", level)
+            .stdin(Stdio::null())
             .stdout(output())
             .stderr(output())
             .spawn()
-            .expect("tansu starts");
-        assert!(crate::wait_for_port(port, Duration::from_secs(20)), "tansu did not listen on {port}");
-        TansuBroker { child, port }
+            .map_err(|e| format!("starting tansu: {e}"))?;
+        if !crate::wait_for_port(port, Duration::from_secs(20)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("tansu did not listen on {port}"));
+        }
+        Ok(TansuBroker { child, port })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn bootstrap(&self) -> String {

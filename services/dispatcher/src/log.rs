@@ -46,13 +46,23 @@ impl Dispatcher {
         metrics().response_time.observe(attempt.duration_ms as f64 / 1000.0);
         // The history stream is best effort: the delivery log is the record of truth, and a
         // failed publish must not cause the HTTP request to be sent again.
-        let entry = serde_json::json!({
-            "delivery_id": d.id, "webhook_id": d.webhook_id, "tenant_id": d.tenant_id,
-            "event_id": d.event_id, "attempt": attempt,
-        });
-        if let Err(e) =
-            self.bus.publish(&self.topics.attempts, Record::new(d.id.clone(), Bytes::from(entry.to_string()))).await
-        {
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            delivery_id: &'a str,
+            webhook_id: &'a str,
+            tenant_id: &'a str,
+            event_id: &'a str,
+            attempt: &'a Attempt,
+        }
+        let entry = Entry {
+            delivery_id: &d.id,
+            webhook_id: &d.webhook_id,
+            tenant_id: &d.tenant_id,
+            event_id: &d.event_id,
+            attempt,
+        };
+        let entry = serde_json::to_vec(&entry).unwrap_or_default();
+        if let Err(e) = self.bus.publish(&self.topics.attempts, Record::new(d.id.clone(), Bytes::from(entry))).await {
             tracing::warn!(error = %e, delivery = %d.id, "attempt history publish failed");
         }
         Ok(())

@@ -1,12 +1,13 @@
 //! `hookmesh receive`: a demo receiver that prints every webhook it gets and checks its
-//! Standard Webhooks signature when given the secret (`v1`) or the public key (`v1a`). For trying hookmesh out, for the
-//! compose demo, and for tests; not a production endpoint.
+//! Standard Webhooks signature when given the secret (`v1`) or the public key (`v1a`). For
+//! trying hookmesh out, for the compose demo, and for tests; not a production endpoint. The
+//! HTTP side is the test kit's receiver (the one the end-to-end tests and the bench use) with
+//! a hook that prints.
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use hookmesh_core::signing;
+use hookmesh_testkit::receiver::{self, Reply, Request};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,22 +50,17 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-async fn receive(
-    State(r): State<Arc<Receiver>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let id = header(&headers, "webhook-id");
-    let ts = header(&headers, "webhook-timestamp").parse::<i64>().unwrap_or(0);
-    let sig = header(&headers, "webhook-signature");
+fn receive(r: &Receiver, req: Request) -> Reply {
+    let (headers, body) = (&req.headers, &req.body);
+    let id = header(headers, "webhook-id");
+    let ts = header(headers, "webhook-timestamp").parse::<i64>().unwrap_or(0);
+    let sig = header(headers, "webhook-signature");
     let checks = [
-        r.key.as_ref().map(|key| signing::verify(key, id, ts, &body, sig)),
+        r.key.as_ref().map(|key| signing::verify(key, id, ts, body, sig)),
         r.public_key
             .as_deref()
             .and_then(|pk| signing::parse_public_key(pk).ok())
-            .map(|pk| signing::verify_v1a(&pk, id, ts, &body, sig)),
+            .map(|pk| signing::verify_v1a(&pk, id, ts, body, sig)),
     ];
     let signature = if headers.get("webhook-signature").is_none() {
         "unsigned"
@@ -75,15 +71,15 @@ async fn receive(
     } else {
         "INVALID"
     };
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(body);
     let shown: String = text.chars().take(r.max_body).collect();
     let more = if text.chars().count() > r.max_body { "…" } else { "" };
-    println!("{method} {uri} webhook-id={id} signature={signature} body={shown}{more}");
+    println!("{} {} webhook-id={id} signature={signature} body={shown}{more}", req.method, req.uri);
     let n = r.seen.fetch_add(1, Ordering::SeqCst) + 1;
     if r.count.is_some_and(|c| n >= c) {
         r.done.cancel();
     }
-    r.status
+    Reply::status(r.status.as_u16())
 }
 
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
@@ -106,17 +102,15 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
         done: done.clone(),
     });
-    let app = axum::Router::new().fallback(receive).with_state(state);
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("addr: cannot bind {}", args.addr))?;
     eprintln!("hookmesh receive listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = done.cancelled() => {}
-                _ = crate::runtime::shutdown_signal() => {}
-            }
-        })
-        .await?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = done.cancelled() => {}
+            _ = crate::runtime::shutdown_signal() => {}
+        }
+    };
+    receiver::serve(listener, move |req| receive(&state, req), shutdown).await?;
     Ok(())
 }

@@ -42,7 +42,8 @@ mod webhook;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use hookmesh_client::{Client, ConnectArgs};
-use std::path::PathBuf;
+use hookmesh_proto::v1;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
@@ -101,6 +102,89 @@ pub enum CtlCommand {
     Call(delivery::CallCmd),
 }
 
+/// A stored definition that `update ID --file` replaces: the fields the file leaves to the
+/// store.
+trait Stored: Clone {
+    /// Takes from `current` what a file does not carry: the id, the version, the creation
+    /// time, the tenant when the file names none (and a webhook's secrets).
+    fn keep_stored(&mut self, current: &Self);
+}
+
+macro_rules! keep_stored {
+    ($new:expr, $current:expr) => {{
+        $new.id = $current.id.clone();
+        if $new.tenant_id.is_empty() {
+            $new.tenant_id = $current.tenant_id.clone();
+        }
+        $new.version = $current.version;
+        $new.created_at = $current.created_at.clone();
+    }};
+}
+
+impl Stored for v1::Webhook {
+    fn keep_stored(&mut self, current: &Self) {
+        keep_stored!(self, current);
+        self.secrets = current.secrets.clone();
+    }
+}
+
+impl Stored for v1::Template {
+    fn keep_stored(&mut self, current: &Self) {
+        keep_stored!(self, current);
+    }
+}
+
+/// What `<kind> update ID` starts from before applying the flags: the `--file` document with
+/// what the store keeps, or else the stored definition. `--id` may only repeat the id.
+fn update_base<T: Stored>(
+    kind: &str,
+    (id, set_id): (&str, Option<&str>),
+    current: &T,
+    file: Option<&Path>,
+    read: impl Fn(&Path) -> Result<T>,
+) -> Result<T> {
+    if set_id.is_some_and(|new| new != id) {
+        anyhow::bail!("--id cannot change a {kind}'s id");
+    }
+    Ok(match file {
+        Some(path) => {
+            let mut new = read(path)?;
+            new.keep_stored(current);
+            new
+        }
+        None => current.clone(),
+    })
+}
+
+/// Reads a `--file` document of `kind` in the domain serde shape: what the store keeps
+/// (`stored`, and the version and timestamps) is left out, and an id, tenant and name may be.
+fn read_document<D: serde::de::DeserializeOwned>(path: &Path, kind: &str, stored: &[&str]) -> Result<D> {
+    use anyhow::Context;
+    use serde_json::{json, Value};
+    let text = parse::read_text(path)?;
+    let mut v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Some(obj) = v.as_object_mut() else { anyhow::bail!("{}: expected a JSON object (a {kind})", path.display()) };
+    let now = chrono::Utc::now().to_rfc3339();
+    for k in stored.iter().chain(&["version", "created_at", "updated_at"]) {
+        obj.remove(*k);
+    }
+    obj.entry("id").or_insert_with(|| json!(""));
+    obj.entry("tenant_id").or_insert_with(|| json!(""));
+    obj.entry("name").or_insert_with(|| json!(""));
+    obj.insert("created_at".into(), json!(now));
+    obj.insert("updated_at".into(), json!(now));
+    serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: not a {kind}: {e}", path.display()))
+}
+
+/// What `<kind> delete ID` prints.
+fn print_deleted(ctx: &Ctx, kind: &str, id: &str) {
+    if ctx.json {
+        output::out_json(&serde_json::json!({ "deleted": id }));
+    } else {
+        output::out(&format!("deleted {kind} {id}"));
+    }
+}
+
 /// What every command gets: the connection, and whether to print JSON.
 struct Ctx {
     client: Client,
@@ -134,14 +218,15 @@ pub async fn run(args: CtlArgs) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
 
+    /// `hookmesh ctl` as a command of its own, for parsing tests.
     #[derive(Parser)]
-    struct Cli {
+    pub(crate) struct Cli {
         #[command(flatten)]
-        args: CtlArgs,
+        pub(crate) args: CtlArgs,
     }
 
     #[test]

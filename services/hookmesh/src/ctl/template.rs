@@ -5,8 +5,8 @@
 use crate::ctl::body::{apply_body, body_kind_name, BodyInput, BodyKind};
 use crate::ctl::output::{describe, or_dash, out, out_json, source_str, table};
 use crate::ctl::parse::{format_from_path, read_text};
-use crate::ctl::Ctx;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::ctl::{print_deleted, read_document, update_base, Ctx};
+use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 use hookmesh_client::Answer;
@@ -92,20 +92,7 @@ pub struct TemplateFlags {
 }
 
 fn template_from_file(path: &Path) -> Result<v1::Template> {
-    let text = read_text(path)?;
-    let mut v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let Some(obj) = v.as_object_mut() else { bail!("{}: expected a JSON object (a template)", path.display()) };
-    let now = Utc::now().to_rfc3339();
-    for k in ["version", "created_at", "updated_at"] {
-        obj.remove(k);
-    }
-    obj.entry("id").or_insert_with(|| json!(""));
-    obj.entry("tenant_id").or_insert_with(|| json!(""));
-    obj.entry("name").or_insert_with(|| json!(""));
-    obj.insert("created_at".into(), json!(now));
-    obj.insert("updated_at".into(), json!(now));
-    let t: hookmesh_core::webhook::Template =
-        serde_json::from_value(v).map_err(|e| anyhow!("{}: not a template: {e}", path.display()))?;
+    let t: hookmesh_core::webhook::Template = read_document(path, "template", &[])?;
     let mut p = convert::template_to_proto(&t);
     p.created_at.clear();
     p.updated_at.clear();
@@ -261,23 +248,9 @@ pub(super) async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             Ok(())
         }
         TemplateCmd::Update { id, flags, expected_version } => {
-            if flags.set_id.as_deref().is_some_and(|new| new != id) {
-                bail!("--id cannot change a template's id");
-            }
             let current = ctx.templates().get_template(v1::GetTemplateRequest { id: id.clone() }).await.answer(ctx)?;
-            let mut t = match &flags.file {
-                Some(path) => {
-                    let mut t = template_from_file(path)?;
-                    t.id = current.id.clone();
-                    if t.tenant_id.is_empty() {
-                        t.tenant_id = current.tenant_id.clone();
-                    }
-                    t.version = current.version;
-                    t.created_at = current.created_at.clone();
-                    t
-                }
-                None => current.clone(),
-            };
+            let ids = (id.as_str(), flags.set_id.as_deref());
+            let mut t = update_base("template", ids, &current, flags.file.as_deref(), template_from_file)?;
             apply_template_flags(&mut t, &flags)?;
             let expected_version = expected_version.unwrap_or(current.version);
             let t = ctx
@@ -292,11 +265,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                 .delete_template(v1::DeleteTemplateRequest { id: id.clone(), expected_version })
                 .await
                 .answer(ctx)?;
-            if ctx.json {
-                out_json(&json!({"deleted": id}));
-            } else {
-                out(&format!("deleted template {id}"));
-            }
+            print_deleted(ctx, "template", &id);
             Ok(())
         }
         TemplateCmd::Extract { format, example_file } => {

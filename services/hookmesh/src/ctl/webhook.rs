@@ -11,8 +11,8 @@ use crate::ctl::parse::{
     json_or_string, parse_condition, parse_header, parse_query, parse_rate, parse_schedule, parse_secs,
     parse_status_ranges, read_text,
 };
-use crate::ctl::Ctx;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::ctl::{print_deleted, read_document, update_base, Ctx};
+use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 use hookmesh_client::Answer;
@@ -245,20 +245,7 @@ fn name_value(flag: &str, s: &str) -> Result<(String, String)> {
 }
 
 fn webhook_from_file(path: &Path) -> Result<v1::Webhook> {
-    let text = read_text(path)?;
-    let mut v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let Some(obj) = v.as_object_mut() else { bail!("{}: expected a JSON object (a webhook)", path.display()) };
-    let now = Utc::now().to_rfc3339();
-    for k in ["secrets", "version", "created_at", "updated_at"] {
-        obj.remove(k);
-    }
-    obj.entry("id").or_insert_with(|| json!(""));
-    obj.entry("tenant_id").or_insert_with(|| json!(""));
-    obj.entry("name").or_insert_with(|| json!(""));
-    obj.insert("created_at".into(), json!(now));
-    obj.insert("updated_at".into(), json!(now));
-    let w: hookmesh_core::webhook::Webhook =
-        serde_json::from_value(v).map_err(|e| anyhow!("{}: not a webhook: {e}", path.display()))?;
+    let w: hookmesh_core::webhook::Webhook = read_document(path, "webhook", &["secrets"])?;
     let mut p = convert::webhook_to_proto(&w);
     p.created_at.clear();
     p.updated_at.clear();
@@ -634,24 +621,9 @@ pub(super) async fn run(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
             Ok(())
         }
         WebhookCmd::Update { id, flags, expected_version } => {
-            if flags.set_id.as_deref().is_some_and(|new| new != id) {
-                bail!("--id cannot change a webhook's id");
-            }
             let current = ctx.webhooks().get_webhook(v1::GetWebhookRequest { id: id.clone() }).await.answer(ctx)?;
-            let mut w = match &flags.file {
-                Some(path) => {
-                    let mut w = webhook_from_file(path)?;
-                    w.id = current.id.clone();
-                    if w.tenant_id.is_empty() {
-                        w.tenant_id = current.tenant_id.clone();
-                    }
-                    w.version = current.version;
-                    w.created_at = current.created_at.clone();
-                    w.secrets = current.secrets.clone();
-                    w
-                }
-                None => current.clone(),
-            };
+            let ids = (id.as_str(), flags.set_id.as_deref());
+            let mut w = update_base("webhook", ids, &current, flags.file.as_deref(), webhook_from_file)?;
             apply_webhook_flags(&mut w, &flags)?;
             let expected_version = expected_version.unwrap_or(current.version);
             let w = ctx
@@ -666,11 +638,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: WebhookCmd) -> Result<()> {
                 .delete_webhook(v1::DeleteWebhookRequest { id: id.clone(), expected_version })
                 .await
                 .answer(ctx)?;
-            if ctx.json {
-                out_json(&json!({"deleted": id}));
-            } else {
-                out(&format!("deleted webhook {id}"));
-            }
+            print_deleted(ctx, "webhook", &id);
             Ok(())
         }
         WebhookCmd::Enable { id } => {
@@ -704,14 +672,9 @@ fn print_enabled(ctx: &Ctx, w: &v1::Webhook) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::{CtlArgs, CtlCommand, Output};
+    use crate::ctl::tests::Cli;
+    use crate::ctl::{CtlCommand, Output};
     use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: CtlArgs,
-    }
 
     fn create_flags(args: &[&str]) -> WebhookFlags {
         let mut argv = vec!["ctl", "webhook", "create"];

@@ -1,0 +1,191 @@
+//! The benchmark behind `hookmesh bench`: measured throughput, latency and cost of a scenario
+//! end to end, side by side with the limit of the machine it ran on.
+//!
+//! # Layout
+//! - `scenario.rs`: the scenarios and the runs (plans) each is made of.
+//! - `cluster.rs`: the processes of a run (started by `hookmesh-testkit`).
+//! - `receivers.rs`: the loopback receivers and what they record.
+//! - `publish.rs`: creating the webhooks, the warm-up, publishing the events.
+//! - `limit.rs`: the load generator that measures the limit.
+//! - `stats.rs`: CPU, RSS, Redis command counts, PostgreSQL statistics, dispatcher counters.
+//! - `report.rs`: the report of a run and of a scenario, and the table.
+//! - `run.rs`: one run end to end, and the runs of a scenario.
+//!
+//! # What one run does
+//! 1. Starts loopback HTTP receivers in this process (the test kit's receiver with a hook that
+//!    records the arrival time and the event id from the body; they answer 200 at once, after
+//!    2 s, or 500, by scenario).
+//! 2. Starts hookmesh as separate OS processes from the executable it is given: `hookmesh
+//!    standalone` (backend `memory`: `--ephemeral`; backend `embedded`: the durable default on
+//!    a fresh data directory `<log dir>/<run>-data`, whose bytes on disk per delivery the
+//!    report gives as `extra.disk_bytes_per_delivery`), or a `tansu` broker, a `redis-server`
+//!    and the four roles (backend `kafka-redis`, router first), each on free loopback ports,
+//!    and reads the `hookmesh <role> listening grpc=… admin=…` line each prints.
+//! 3. Creates the scenario's webhooks through `WebhookService` (32 at a time), plus one
+//!    warm-up webhook of its own tenant; publishes 16 warm-up events and waits until all of
+//!    them arrived, so consumer-group joins and config propagation are not measured.
+//! 4. Publishes the events through `IngestService.Publish` in batches (`--batch`, several
+//!    calls in flight, or paced at `--rate`), remembering when each event's Publish call was
+//!    sent, and waits until every expected delivery arrived (or `--timeout` seconds after
+//!    the last publish). A progress line goes to stderr every second.
+//! 5. Reads CPU time (utime+stime of `/proc/<pid>/stat`) and peak RSS (`VmHWM` of
+//!    `/proc/<pid>/status`) of every process, then kills them all (also on error, Ctrl-C or
+//!    SIGTERM: the processes are owned by a guard that kills them when dropped).
+//! 6. The limit: drives the same receivers directly with a reqwest load generator for the
+//!    same number of requests, with the bodies and headers hookmesh sent (captured from its
+//!    first delivery to each webhook), `--limit-concurrency` requests in flight. hookmesh's
+//!    deliveries/s is reported as a ratio of that.
+//!
+//! # Measures
+//! - latency: receiver arrival − the moment the event's Publish call was sent; first
+//!   arrival of each (webhook, event) pair. Recorded in microseconds into an HDR histogram
+//!   (3 significant digits), which gives the percentiles and the maximum.
+//! - deliveries/s: unique deliveries ÷ (last unique arrival − first Publish sent).
+//! - CPU seconds per 1000 deliveries: CPU the hookmesh processes used between the first
+//!   Publish and the last expected delivery (so start-up and configuration are not counted),
+//!   per 1000 unique deliveries. The broker's and Redis's share is in
+//!   `extra.infra_cpu_seconds_per_1000_deliveries`, this process's (receivers and publisher,
+//!   which share the same cores) in `extra.bench_cpu_seconds_per_1000_deliveries`.
+//!
+//! # Scenarios
+//! See [`Scenario`]. Multi-run scenarios (fanout ×10/×100, slow-endpoint and
+//! failing-endpoint without/with the bad endpoint) report their primary run at the top level
+//! and every run under `extra.runs`.
+//!
+//! # Report
+//! `--out` writes one JSON object per scenario (a JSON array of them for `--scenario all`):
+//! `{scenario, backend, machine {cores}, events_published, publish_rate_per_s,
+//! deliveries_expected, deliveries_unique, deliveries_lost, deliveries_duplicated,
+//! deliveries_per_s, latency_ms {p50,p90,p99,max}, cpu_seconds_per_1000_deliveries,
+//! processes [{name, cpu_seconds, peak_rss_mib}], limit {deliveries_per_s, ratio},
+//! extra {…}}`.
+
+mod cluster;
+mod limit;
+mod publish;
+mod receivers;
+mod report;
+mod run;
+mod scenario;
+mod stats;
+
+pub use cluster::Backend;
+pub use scenario::Scenario;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::future::Future;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Scenario to run.
+    #[arg(long, value_enum, default_value_t = Scenario::Baseline)]
+    pub scenario: Scenario,
+    /// Backends hookmesh runs on.
+    #[arg(long, value_enum, default_value_t = Backend::Memory)]
+    pub backend: Backend,
+    /// Events to publish (default per scenario; fanout keeps deliveries constant: N events
+    /// to 10 webhooks, N/10 to 100).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Events per second to publish (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Write the JSON report here (an array of reports for `--scenario all`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Events per Publish call (as fast as possible; paced runs send rate/50 per call).
+    #[arg(long, default_value_t = 200)]
+    pub batch: usize,
+    /// Publish calls in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Seconds to wait for the expected deliveries after the last Publish.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Requests in flight of the direct load generator that measures the limit.
+    #[arg(long, default_value_t = 256)]
+    pub limit_concurrency: usize,
+    /// PostgreSQL server for the delivery log of backend kafka-redis (a role that may create
+    /// databases): each run creates a fresh database there and drops it afterwards. `none`
+    /// keeps the log in Redis.
+    #[arg(long, env = "HOOKMESH_BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub postgres: String,
+    /// Keep the processes' logs in this directory (default: a temporary directory, removed
+    /// unless a run fails).
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
+}
+
+/// Runs the scenarios of `args` against the `hookmesh` executable at `hookmesh`, prints the
+/// table and writes the report. Every process it started is stopped when `interrupted`
+/// resolves (then it fails with "interrupted"), when a run fails, and when it returns.
+pub async fn run(args: BenchArgs, hookmesh: PathBuf, interrupted: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // reqwest's rustls needs a process-wide crypto provider (the dispatcher installs the same).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let scenarios: Vec<Scenario> =
+        if args.scenario == Scenario::All { Scenario::EVERY.to_vec() } else { vec![args.scenario] };
+    let (logdir, keep_logs) = match &args.logs {
+        Some(d) => (d.clone(), true),
+        None => (std::env::temp_dir().join(format!("hookmesh-bench-{}", std::process::id())), false),
+    };
+    std::fs::create_dir_all(&logdir).with_context(|| format!("creating {}", logdir.display()))?;
+    tokio::pin!(interrupted);
+    let mut reports = Vec::new();
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for scenario in scenarios {
+        let result = tokio::select! {
+            r = run::run_scenario(&args, &hookmesh, scenario, &logdir) => r,
+            _ = &mut interrupted => {
+                eprintln!("interrupted: every process the bench started was stopped; logs in {}", logdir.display());
+                bail!("interrupted");
+            }
+        };
+        match result {
+            Ok((report, runs)) => {
+                reports.push(report);
+                rows.extend(runs);
+            }
+            Err(e) => {
+                eprintln!("{} failed: {e:#}", scenario.name());
+                failures.push(scenario.name());
+            }
+        }
+    }
+    println!();
+    println!(
+        "hookmesh bench, backend {}, {} cores; latency = receiver arrival − Publish sent; cpu-s/1k = CPU seconds of the hookmesh processes per 1000 deliveries",
+        args.backend.name(),
+        stats::machine()["cores"]
+    );
+    print!("{}", report::table(&rows));
+    for r in &rows {
+        if let Some(bytes) = r.extra.get("disk_bytes_per_delivery") {
+            let variant = if r.variant.is_empty() { String::new() } else { format!(" {}", r.variant) };
+            println!(
+                "{}{variant}: {bytes} bytes on disk per delivery ({} bytes in the data directory after the run)",
+                r.scenario,
+                r.extra.get("disk_bytes").cloned().unwrap_or_default()
+            );
+        }
+    }
+    if let Some(out) = &args.out {
+        let value =
+            if args.scenario == Scenario::All { Value::Array(reports) } else { reports.pop().unwrap_or(Value::Null) };
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(out, serde_json::to_string_pretty(&value)? + "\n")
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("report written to {}", out.display());
+    }
+    if !failures.is_empty() {
+        bail!("{} failed; process logs are in {}", failures.join(", "), logdir.display());
+    }
+    if !keep_logs {
+        let _ = std::fs::remove_dir_all(&logdir);
+    }
+    Ok(())
+}
