@@ -545,6 +545,38 @@ async fn templates_from_an_example_are_picked_by_webhooks() {
     b.find("#secret").await;
 }
 
+/// The form does not edit call context; saving it keeps the webhook's captures, wait and defaults.
+#[tokio::test]
+async fn saving_a_webhook_form_keeps_its_call_context() {
+    let _turn = TURN.lock().await;
+    let (hm, api) = start(&[]).await;
+    let mut w = support::webhook("acme", "crm-create", "http://127.0.0.1:9/leads");
+    w.captures = vec![v1::Capture { name: "lead_id".into(), path: "$.data.id".into() }];
+    w.context_wait_ms = 45_000;
+    w.context_defaults = vec![v1::KeyValue { name: "lead_id".into(), value: "unknown".into() }];
+    let w = api
+        .webhooks()
+        .create_webhook(v1::CreateWebhookRequest { webhook: Some(w), disabled: false })
+        .await
+        .expect("webhook created")
+        .into_inner()
+        .webhook
+        .unwrap();
+    let b = Browser::start(hm.console.as_deref().unwrap()).await;
+    sign_in(&b, OPERATOR, "Operator").await;
+    b.open(&format!("/webhooks/{}/edit", w.id)).await;
+    b.fill("#name", "crm-create-renamed").await;
+    b.click("#save").await;
+    b.wait_text("Webhook saved", false).await;
+    let saved = api.webhooks().get_webhook(v1::GetWebhookRequest { id: w.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(saved.name, "crm-create-renamed");
+    assert_eq!(saved.version, w.version + 1);
+    assert_eq!(
+        (saved.captures, saved.context_wait_ms, saved.context_defaults),
+        (w.captures, 45_000, w.context_defaults)
+    );
+}
+
 /// A page that embeds `link` in an iframe, served on `listener` (reached as `localhost`, another
 /// site than the console's `127.0.0.1`).
 fn embedding_page(listener: tokio::net::TcpListener, link: String) {

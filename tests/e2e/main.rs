@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod calls;
+mod context;
 mod control;
 mod ctl;
 mod delivery;

@@ -124,6 +124,10 @@ pub struct RenderedRequest {
     /// ([`crate::privacy`]); never stored in clear.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub personal: Vec<String>,
+    /// The call-context values the request uses ([`crate::context`]): resolved by the
+    /// dispatcher before the first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::ContextUse>,
 }
 
 impl RenderedRequest {
@@ -176,6 +180,8 @@ pub enum ErrorClass {
     Render,
     /// The total timeout passed before the attempt could start.
     Expired,
+    /// A call-context value the request uses was not captured within the webhook's wait.
+    Context,
 }
 
 impl ErrorClass {
@@ -189,6 +195,7 @@ impl ErrorClass {
             ErrorClass::Blocked => "blocked",
             ErrorClass::Render => "render",
             ErrorClass::Expired => "expired",
+            ErrorClass::Context => "context",
         }
     }
 }
@@ -225,6 +232,9 @@ pub struct Attempt {
     pub error_class: Option<ErrorClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the attempt captured into the call's context, or why it captured nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_note: Option<String>,
 }
 
 impl Attempt {

@@ -17,6 +17,7 @@
 
 pub mod breaker;
 pub mod catalog;
+pub mod context;
 pub mod delivery;
 pub mod error;
 pub mod event;

@@ -82,7 +82,8 @@ impl CompiledWebhook {
 
     /// Renders the request for one job.
     pub fn render(&self, job: &DeliveryJob) -> Result<RenderedRequest, RenderFailure> {
-        let ctx = RenderContext { event: &job.event, tz: self.tz };
+        let nonce = crate::context::new_nonce();
+        let ctx = RenderContext { event: &job.event, tz: self.tz, context: Some(&nonce) };
         let w = &self.webhook;
         let mut url = url::Url::parse(&self.url.render(&ctx, Escape::UrlComponent))
             .map_err(|e| RenderFailure::Url(e.to_string()))?;
@@ -112,6 +113,21 @@ impl CompiledWebhook {
             headers.push(("content-type".to_string(), self.content_type.mime().to_string()));
         }
         headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.render(&ctx, Escape::Header))));
+        let url: String = url.into();
+        let mut names = std::collections::BTreeSet::new();
+        crate::context::names_in(&nonce, &url, &mut names);
+        for (_, v) in &headers {
+            crate::context::names_in(&nonce, v, &mut names);
+        }
+        crate::context::names_in(&nonce, &body, &mut names);
+        let context = (!names.is_empty()).then(|| crate::context::ContextUse {
+            nonce: nonce.clone(),
+            names: names.into_iter().collect(),
+            wait_ms: w.context.wait().as_millis() as u64,
+            defaults: w.context.defaults.iter().map(|d| (d.name.clone(), d.value.clone())).collect(),
+            body_format: self.content_type,
+            resolved: None,
+        });
         Ok(RenderedRequest {
             delivery_id: job.delivery_id.clone(),
             webhook_id: job.webhook_id.clone(),
@@ -123,7 +139,7 @@ impl CompiledWebhook {
             call: CallInfo::of(&job.event),
             first_trigger_at: job.first_trigger_at,
             method,
-            url: url.into(),
+            url,
             headers,
             body,
             success: w.success.clone(),
@@ -131,6 +147,7 @@ impl CompiledWebhook {
             render_error: None,
             traceparent: None,
             personal: Vec::new(),
+            context,
         })
     }
 
@@ -161,6 +178,7 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
         render_error: Some(reason),
         traceparent: None,
         personal: Vec::new(),
+        context: None,
     }
 }
 
@@ -208,6 +226,33 @@ mod tests {
         let ani = sample_event().data_str("ani").unwrap();
         assert!(url.query_pairs().any(|(k, v)| k == "phone" && v == ani), "{}", r.url);
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn context_references_become_placeholders_the_request_names() {
+        let w = webhook(json!({"request":{
+            "url":"https://crm.example.com/leads/{{ context.lead_id }}",
+            "headers":[{"name":"X-Owner","value":"{{ context.owner }}"}],
+            "body":{"kind":"text","source":"{\"lead\": {{ context.lead_id }}, \"note\": \"for {{ context.owner }}\"}"}},
+            "context":{"wait_ms":5000,"defaults":[{"name":"owner","value":"nobody"}]}}));
+        let r = CompiledWebhook::compile(w, None).unwrap().render(&job()).unwrap();
+        let c = r.context.clone().expect("the request uses context");
+        assert_eq!(c.names, vec!["lead_id".to_string(), "owner".to_string()]);
+        assert_eq!(c.wait_ms, 5000);
+        assert_eq!(c.defaults.get("owner").map(String::as_str), Some("nobody"));
+        let (mut url, mut headers, mut body) = (r.url.clone(), r.headers.clone(), r.body.clone());
+        let values = std::collections::BTreeMap::from([
+            ("lead_id".to_string(), "L-42".to_string()),
+            ("owner".to_string(), "Ann \"A\"".to_string()),
+        ]);
+        crate::context::resolve(&c, &mut url, &mut headers, &mut body, &values);
+        assert_eq!(url, "https://crm.example.com/leads/L-42");
+        assert!(headers.contains(&("X-Owner".to_string(), "Ann \"A\"".to_string())), "{headers:?}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(v, json!({"lead": "L-42", "note": "for Ann \"A\""}));
+        // A webhook without context references carries none.
+        let plain = webhook(json!({"request":{"url":"https://crm.example.com/in"}}));
+        assert!(CompiledWebhook::compile(plain, None).unwrap().render(&job()).unwrap().context.is_none());
     }
 
     #[test]

@@ -48,8 +48,9 @@
 //! # Text templates
 //! `%token%` is a synonym of `{{ token }}` in template text (outside `{{ }}`/`{% %}` tags)
 //! when `token` is a catalog token; any other `%` stays literal. Variables: every catalog
-//! token, `event` (the whole event as JSON) and `data` (the event's data object, including
-//! keys outside the catalog); any other top-level name is refused at compile time. Undefined
+//! token, `event` (the whole event as JSON), `data` (the event's data object, including
+//! keys outside the catalog) and `context` (call-context values, rendered as placeholders the
+//! dispatcher fills: [`crate::context`]); any other top-level name is refused at compile time. Undefined
 //! attributes are chainable (`{{ data.a.b }}` renders empty instead of failing the delivery).
 //! With content type JSON, values are auto-escaped as JSON values (`{{ ani }}` →
 //! `"7776734736"`); an expression or `%token%` written *inside* a JSON string literal of the
@@ -192,16 +193,30 @@ impl TemplateBody {
     }
 }
 
-/// What a render reads: the event and the webhook's time zone.
+/// What a render reads: the event, the webhook's time zone, and the nonce of call-context
+/// placeholders (`context.*` renders as [`crate::context::placeholder`] when set, as absent
+/// otherwise, e.g. in previews).
 #[derive(Debug, Clone, Copy)]
 pub struct RenderContext<'a> {
     pub event: &'a Event,
     pub tz: chrono_tz::Tz,
+    pub context: Option<&'a str>,
 }
 
 impl<'a> RenderContext<'a> {
     pub fn new(event: &'a Event, tz: chrono_tz::Tz) -> Self {
-        RenderContext { event, tz }
+        RenderContext { event, tz, context: None }
+    }
+}
+
+/// `context` in text templates: any name yields its placeholder.
+#[derive(Debug)]
+struct ContextPlaceholders(String);
+
+impl minijinja::value::Object for ContextPlaceholders {
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let name = key.as_str()?;
+        crate::context::is_name(name).then(|| minijinja::Value::from(crate::context::placeholder(&self.0, name)))
     }
 }
 
@@ -1025,13 +1040,26 @@ fn compile_text(source: &str, content_type: ContentType) -> Result<Compiled, Val
         .map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
 
     let mut allowed: HashSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
-    for name in ["event", "data", "loop", "caller", "varargs", "kwargs", "self", "super"] {
+    for name in ["event", "data", "context", "loop", "caller", "varargs", "kwargs", "self", "super"] {
         allowed.insert(name.to_string());
     }
-    let undeclared = {
+    let (undeclared, nested) = {
         let tmpl = env.get_template(BODY_TEMPLATE_NAME).map_err(|e| ValidationError::new("text", jinja_message(&e)))?;
-        tmpl.undeclared_variables(false)
+        (tmpl.undeclared_variables(false), tmpl.undeclared_variables(true))
     };
+    // `context.<name>`: names are checked here, as in URLs and headers.
+    let mut context_names: Vec<&String> = nested.iter().filter(|n| n.starts_with("context.")).collect();
+    context_names.sort();
+    for full in context_names {
+        let name = &full["context.".len()..];
+        if !crate::context::is_name(name) {
+            let at = find_var_line(&processed, "context").map(|l| format!("line {l}: ")).unwrap_or_default();
+            return Err(ValidationError::new(
+                "text",
+                format!("{at}`{name}` is not a context name (lowercase letters, digits and `_`)"),
+            ));
+        }
+    }
     let mut used_tokens = Vec::new();
     let mut unknown: Vec<(Option<usize>, String)> = Vec::new();
     for name in &undeclared {
@@ -1375,6 +1403,9 @@ fn render_text_inner(
     if uses_data {
         vars.insert("data", minijinja::Value::from_serialize(&ctx.event.data));
     }
+    if let Some(nonce) = ctx.context {
+        vars.insert("context", minijinja::Value::from_object(ContextPlaceholders(nonce.to_string())));
+    }
     env.get_template(BODY_TEMPLATE_NAME)?.render(vars)
 }
 
@@ -1713,9 +1744,12 @@ pub enum Escape {
 enum Part {
     Literal(String),
     Token(&'static str),
+    /// `{{ context.name }}`: a call-context value ([`crate::context`]).
+    Context(String),
 }
 
-/// Inline token text for URLs, query values and header values: `https://x/{{ callid }}?a=%ani%`.
+/// Inline token text for URLs, query values and header values: `https://x/{{ callid }}?a=%ani%`;
+/// `{{ context.name }}` is a call-context value ([`crate::context`]).
 #[derive(Debug, Clone)]
 pub struct InlineTemplate {
     parts: Vec<Part>,
@@ -1738,6 +1772,20 @@ impl InlineTemplate {
                 };
                 let inner = rest[2..close].trim();
                 let inner = inner.strip_prefix('%').and_then(|s| s.strip_suffix('%')).unwrap_or(inner);
+                if let Some(name) = inner.strip_prefix("context.") {
+                    if !crate::context::is_name(name) {
+                        return Err(ValidationError::new(
+                            field,
+                            format!("`{name}` is not a context name (lowercase letters, digits and `_`)"),
+                        ));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Context(name.to_string()));
+                    i += close + 2;
+                    continue;
+                }
                 if !is_ident(inner) {
                     return Err(ValidationError::new(
                         field,
@@ -1781,6 +1829,12 @@ impl InlineTemplate {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
+                // Letters, digits and `_` only: no escaping changes a placeholder.
+                Part::Context(name) => {
+                    if let Some(nonce) = ctx.context {
+                        out.push_str(&crate::context::placeholder(nonce, name));
+                    }
+                }
                 Part::Token(name) => {
                     let Some(value) = ctx.token(name) else {
                         continue;
@@ -1809,7 +1863,7 @@ impl InlineTemplate {
             .iter()
             .filter_map(|p| match p {
                 Part::Token(t) => Some(*t),
-                Part::Literal(_) => None,
+                Part::Literal(_) | Part::Context(_) => None,
             })
             .collect();
         set.into_iter().map(str::to_string).collect()
@@ -2441,6 +2495,28 @@ mod tests {
         let mut e = tokens::sample_event();
         e.data.insert("custom_key".into(), json!("K"));
         assert_eq!(ok.render(&utc(&e)).unwrap(), "1onecall.endedK3601");
+    }
+
+    #[test]
+    fn context_names_in_text_templates_are_checked_and_render_as_placeholders() {
+        let e = tokens::sample_event();
+        let body = text(r#"{"lead": {{ context.lead_id }}, "note": "for {{ context.owner }}"}"#);
+        let t = compile(&body, ContentType::Json);
+        // Without a nonce (previews) the values are absent.
+        let out = t.render(&utc(&e)).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"lead": null, "note": "for "}));
+        let ctx = RenderContext { event: &e, tz: chrono_tz::UTC, context: Some("abc") };
+        let out = t.render(&ctx).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["lead"], json!(crate::context::placeholder("abc", "lead_id")));
+        let err = compile_err(&text("a\n{{ context.LeadId }}"), ContentType::Text);
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("text", "line 2: `LeadId` is not a context name (lowercase letters, digits and `_`)")
+        );
+        let err = InlineTemplate::compile("https://x/{{ context.a-b }}", "url").unwrap_err();
+        assert_eq!(err.field, "url");
+        assert!(err.message.contains("`a-b` is not a context name"), "{}", err.message);
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub struct Trigger {
     pub expression: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub name: String,
     pub value: String,
@@ -207,15 +207,7 @@ impl SuccessCondition {
         let Some(path) = &self.response_path else { return Ok(()) };
         let doc: Value =
             serde_json::from_slice(body).map_err(|_| format!("response body is not JSON, expected `{path}`"))?;
-        let mut cur = &doc;
-        for seg in path.split('.') {
-            cur = match cur {
-                Value::Object(m) => m.get(seg),
-                Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-                _ => None,
-            }
-            .ok_or_else(|| format!("response has no `{path}`"))?;
-        }
+        let cur = crate::context::response_value(&doc, path).ok_or_else(|| format!("response has no `{path}`"))?;
         let Some(expected) = &self.response_value else { return Ok(()) };
         let matches = cur == expected
             || match (cur, expected) {
@@ -375,6 +367,10 @@ pub struct Webhook {
     /// `v1` alone unless set.
     #[serde(default = "default_schemes")]
     pub signature_schemes: Vec<SignatureScheme>,
+    /// Call context: values this webhook captures from responses, how long its requests wait
+    /// for values others capture, and fallbacks ([`crate::context`]).
+    #[serde(default, skip_serializing_if = "crate::context::ContextSpec::is_empty")]
+    pub context: crate::context::ContextSpec,
     /// Registry version: 1 on create, +1 on every change.
     #[serde(default)]
     pub version: u64,
@@ -565,6 +561,7 @@ impl Webhook {
         self.request.validate().map_err(|e| e.under("request"))?;
         self.success.validate().map_err(|e| e.under("success"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
+        self.context.validate()?;
         if self.signature_schemes.is_empty() {
             return Err(ValidationError::new("signature_schemes", "must name at least one of v1, v1a"));
         }

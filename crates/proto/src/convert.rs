@@ -126,6 +126,15 @@ pub fn webhook_from_proto(w: v1::Webhook, now: DateTime<Utc>) -> Result<Webhook,
         policy,
         secrets: Vec::new(),
         signature_schemes: signature_schemes_from_proto(&w.signature_schemes)?,
+        context: hookmesh_core::context::ContextSpec {
+            captures: w
+                .captures
+                .into_iter()
+                .map(|c| hookmesh_core::context::Capture { name: c.name, path: c.path })
+                .collect(),
+            wait_ms: (w.context_wait_ms > 0).then_some(w.context_wait_ms),
+            defaults: w.context_defaults.into_iter().map(kv_from_proto).collect(),
+        },
         version: w.version,
         created_at: timestamp_from_proto("created_at", &w.created_at, now)?,
         updated_at: timestamp_from_proto("updated_at", &w.updated_at, now)?,
@@ -155,6 +164,14 @@ pub fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
         created_at: timestamp_to_proto(&w.created_at),
         updated_at: timestamp_to_proto(&w.updated_at),
         signature_schemes: w.signature_schemes.iter().map(|s| s.as_str().to_string()).collect(),
+        captures: w
+            .context
+            .captures
+            .iter()
+            .map(|c| v1::Capture { name: c.name.clone(), path: c.path.clone() })
+            .collect(),
+        context_wait_ms: w.context.wait_ms.unwrap_or(0),
+        context_defaults: w.context.defaults.iter().map(kv_to_proto).collect(),
         public_keys: w
             .secrets
             .iter()
@@ -560,6 +577,13 @@ pub fn delivery_to_proto(d: &Delivery) -> v1::Delivery {
         last_status: d.last_status.map(u32::from).unwrap_or(0),
         last_error: d.last_error.clone().unwrap_or_default(),
         last_error_class: d.last_error_class.map(|c| c.as_str().to_string()).unwrap_or_default(),
+        context: d
+            .request
+            .context
+            .as_ref()
+            .and_then(|c| c.resolved.clone())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
         campaign_id: d.request.call.campaign_id.clone().unwrap_or_default(),
         campaign_name: d.request.call.campaign_name.clone().unwrap_or_default(),
         direction: d.request.call.direction.clone().unwrap_or_default(),
@@ -582,6 +606,7 @@ pub fn attempt_to_proto(a: &Attempt) -> v1::Attempt {
         duration_ms: a.duration_ms,
         error_class: a.error_class.map(|c| c.as_str().to_string()).unwrap_or_default(),
         error: a.error.clone().unwrap_or_default(),
+        context_note: a.context_note.clone().unwrap_or_default(),
     }
 }
 
@@ -708,6 +733,11 @@ mod tests {
             },
             secrets: vec![],
             signature_schemes: vec![SignatureScheme::V1, SignatureScheme::V1a],
+            context: hookmesh_core::context::ContextSpec {
+                captures: vec![hookmesh_core::context::Capture { name: "lead_id".into(), path: "$.data.id".into() }],
+                wait_ms: Some(45_000),
+                defaults: vec![KeyValue { name: "lead_id".into(), value: "unknown".into() }],
+            },
             version: 7,
             created_at: t(0),
             updated_at: t(3600),
@@ -978,6 +1008,7 @@ mod tests {
             render_error: None,
             traceparent: None,
             personal: Vec::new(),
+            context: None,
         };
         let r = rendered_to_proto(&req);
         assert_eq!((r.method.as_str(), r.headers[0].name.as_str(), r.body.as_str()), ("POST", "content-type", "{}"));
@@ -1006,9 +1037,11 @@ mod tests {
             duration_ms: 10_000,
             error_class: Some(ErrorClass::Timeout),
             error: Some("timed out".into()),
+            context_note: Some("context: captured lead_id".into()),
         };
         let p = attempt_to_proto(&a);
         assert_eq!((p.trigger.as_str(), p.response_status, p.error_class.as_str()), ("resend", 0, "timeout"));
+        assert_eq!(p.context_note, "context: captured lead_id");
     }
 
     #[test]

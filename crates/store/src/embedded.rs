@@ -60,7 +60,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use hookmesh_core::breaker::Breaker;
 use hookmesh_core::delivery::{Attempt, Delivery};
 use hookmesh_core::health::HealthSample;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -104,6 +104,7 @@ struct Tables {
     health: Keyspace,
     breakers: Keyspace,
     lanes: Keyspace,
+    contexts: Keyspace,
 }
 
 /// Runs on the writer thread; answers a reply to send once the group's fsync is done.
@@ -201,6 +202,9 @@ impl EmbeddedStore {
                 breakers: ks("breakers")?,
                 // lane → JSON list of ids, head first
                 lanes: ks("lanes")?,
+                // tenant ‖ 0 ‖ call id → expiry (unix ms, sortable) ‖ JSON map; the expiry is
+                // also indexed in seen_exp under CONTEXT_MARK ‖ key so the sweep removes it
+                contexts: ks("contexts")?,
             };
             Ok((db, tables))
         });
@@ -331,6 +335,15 @@ impl Writer {
         for kv in self.ks().seen_exp.range(..upto.to_vec()).take(SWEEP_MAX) {
             let Ok(k) = kv.key() else { break };
             let key = &k[8..];
+            if let Some(ctx) = key.strip_prefix(CONTEXT_MARK) {
+                if let Ok(Some(v)) = self.ks().contexts.get(ctx) {
+                    if v.len() >= 8 && v[..8] == k[..8] {
+                        b.remove(&self.ks().contexts, ctx.to_vec());
+                    }
+                }
+                b.remove(&self.ks().seen_exp, k.to_vec());
+                continue;
+            }
             // Only if the mark was not renewed since.
             if let Ok(Some(v)) = self.ks().seen.get(key) {
                 if v.as_ref() == &k[..8] {
@@ -535,6 +548,16 @@ fn encode<T: serde::Serialize>(v: &T, table: &str, key: &str) -> Result<Vec<u8>>
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], table: &str, key: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("embedded store: {table}/{key}: {e}")))
+}
+
+/// Marks a context's entry in the `seen_exp` index (dedup keys never start with a 0 byte).
+const CONTEXT_MARK: &[u8] = b"\0ctx\0";
+
+fn context_key(tenant: &str, call_id: &str) -> Vec<u8> {
+    let mut k = tenant.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(call_id.as_bytes());
+    k
 }
 
 fn now_ms() -> i64 {
@@ -774,6 +797,55 @@ impl HotState for EmbeddedStore {
         })
         .await
     }
+
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<usize> {
+        let key = context_key(tenant, call_id);
+        let label = format!("{tenant}/{call_id}");
+        let values = values.clone();
+        self.write(move |w| {
+            let now = now_ms();
+            let mut all: BTreeMap<String, String> = match w.ks().contexts.get(&key).map_err(w.err("contexts"))? {
+                Some(v) if v.len() >= 8 && unsortable(&v) > now => decode(&v[8..], "contexts", &label)?,
+                _ => BTreeMap::new(),
+            };
+            let mut refused = 0;
+            for (k, v) in values {
+                if all.contains_key(&k) || all.len() < hookmesh_core::context::MAX_NAMES_PER_CALL {
+                    all.insert(k, v);
+                } else {
+                    refused += 1;
+                }
+            }
+            let exp = sortable(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64));
+            let mut v = exp.to_vec();
+            v.extend(encode(&all, "contexts", &label)?);
+            let mut idx = exp.to_vec();
+            idx.extend_from_slice(CONTEXT_MARK);
+            idx.extend_from_slice(&key);
+            let mut b = w.batch();
+            b.insert(&w.ks().contexts, key.clone(), v);
+            b.insert(&w.ks().seen_exp, idx, Vec::new());
+            b.commit().map_err(w.err("contexts"))?;
+            Ok(refused)
+        })
+        .await
+    }
+
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {
+        let key = context_key(tenant, call_id);
+        match self.shared.ks.contexts.get(&key).map_err(self.err("contexts"))? {
+            Some(v) if v.len() >= 8 && unsortable(&v) > now_ms() => {
+                decode(&v[8..], "contexts", &format!("{tenant}/{call_id}"))
+            }
+            _ => Ok(BTreeMap::new()),
+        }
+    }
 }
 
 #[async_trait]
@@ -862,5 +934,34 @@ impl DeliveryLog for EmbeddedStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expired call contexts leave the engine (not only the reads): the writer's sweep removes
+    /// them beside expired dedup marks, and leaves a context renewed since its index entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_removes_expired_contexts_and_keeps_renewed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Retention::default()).unwrap();
+        let values = BTreeMap::from([("lead_id".to_string(), "L-1".to_string())]);
+        let short = Duration::from_millis(50);
+        store.context_merge("t1", "gone", &values, short).await.unwrap();
+        store.context_merge("t1", "renewed", &values, short).await.unwrap();
+        store.context_merge("t1", "renewed", &values, Duration::from_secs(3600)).await.unwrap();
+        store.mark_seen("evt-1", short).await.unwrap();
+        let gone = context_key("t1", "gone");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.shared.ks.contexts.get(&gone).unwrap().is_some()
+            || store.shared.ks.seen.get(b"evt-1").unwrap().is_some()
+        {
+            assert!(std::time::Instant::now() < deadline, "the sweep never removed the expired context and mark");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(store.shared.ks.contexts.get(context_key("t1", "renewed")).unwrap().is_some());
+        assert_eq!(store.context_get("t1", "renewed").await.unwrap(), values);
     }
 }

@@ -1,6 +1,6 @@
 //! State that outlives one message, in two traits because it splits in two by size and use:
 //! [`HotState`] (dedup marks, the retry schedule with leases, rate limits, breakers, per-call
-//! lanes, endpoint health) and [`DeliveryLog`] (deliveries, attempts, searches, retention).
+//! lanes, endpoint health, call context) and [`DeliveryLog`] (deliveries, attempts, searches, retention).
 //! [`Store`] is both; the stages hold an `Arc<dyn Store>`. Memory, the durable embedded store
 //! (standalone's default) and Redis implement both; [`Split`] joins hot state from one backend
 //! with a log from another.
@@ -31,6 +31,7 @@ use hookmesh_core::delivery::{Attempt, Delivery, DeliveryStatus};
 use hookmesh_core::health::HealthSample;
 use hookmesh_core::matching::{campaign_is, same_phone_number};
 use hookmesh_core::EventType;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -166,6 +167,21 @@ pub trait HotState: Send + Sync + 'static {
     async fn lane_push(&self, lane: &str, id: &str) -> Result<bool>;
     /// Removes `id` from `lane` and answers the new head, which may go next.
     async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>>;
+
+    /// Call context ([`hookmesh_core::context`]): merges `values` into the context of
+    /// (`tenant`, `call_id`) in one step (a name set again takes the new value, other names
+    /// stay) and keeps the whole context for `ttl` from now. A context holds at most
+    /// [`MAX_NAMES_PER_CALL`](hookmesh_core::context::MAX_NAMES_PER_CALL) names: new names
+    /// beyond it are not stored; answers how many were refused so.
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<usize>;
+    /// The context of (`tenant`, `call_id`); empty when none was captured or it expired.
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>>;
 }
 
 /// The delivery log: every delivery with its rendered request, every attempt with its
@@ -253,6 +269,18 @@ impl HotState for Split {
     }
     async fn lane_pop(&self, lane: &str, id: &str) -> Result<Option<String>> {
         self.hot.lane_pop(lane, id).await
+    }
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<usize> {
+        self.hot.context_merge(tenant, call_id, values, ttl).await
+    }
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {
+        self.hot.context_get(tenant, call_id).await
     }
 }
 

@@ -5,10 +5,11 @@ use crate::{DeliveryLog, DeliveryQuery, HotState, Result, Retention};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookmesh_core::breaker::Breaker;
+use hookmesh_core::context::MAX_NAMES_PER_CALL;
 use hookmesh_core::delivery::{Attempt, Delivery};
 use hookmesh_core::health::HealthSample;
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -22,7 +23,11 @@ pub struct MemoryStore {
     health: Mutex<HashMap<String, VecDeque<HealthSample>>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     lanes: Mutex<HashMap<String, VecDeque<String>>>,
+    contexts: Mutex<HashMap<(String, String), CallContext>>,
 }
+
+/// A call's context under (tenant, call id): its expiry and values.
+type CallContext = (Instant, BTreeMap<String, String>);
 
 #[derive(Default)]
 struct Log {
@@ -204,6 +209,42 @@ impl HotState for MemoryStore {
             lanes.remove(lane);
         }
         Ok(head)
+    }
+
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<usize> {
+        let now = Instant::now();
+        let mut all = self.contexts.lock();
+        if all.len() > 100_000 {
+            all.retain(|_, (exp, _)| *exp > now);
+        }
+        let entry = all.entry((tenant.to_string(), call_id.to_string())).or_insert_with(|| (now, BTreeMap::new()));
+        if entry.0 <= now {
+            entry.1.clear();
+        }
+        entry.0 = now + ttl;
+        let mut refused = 0;
+        for (k, v) in values {
+            if entry.1.contains_key(k) || entry.1.len() < MAX_NAMES_PER_CALL {
+                entry.1.insert(k.clone(), v.clone());
+            } else {
+                refused += 1;
+            }
+        }
+        Ok(refused)
+    }
+
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {
+        let all = self.contexts.lock();
+        Ok(match all.get(&(tenant.to_string(), call_id.to_string())) {
+            Some((exp, values)) if *exp > Instant::now() => values.clone(),
+            _ => BTreeMap::new(),
+        })
     }
 }
 

@@ -27,6 +27,7 @@
 //! | `<p>:h:{<endpoint>}` | sorted set | health samples scored by unix ms; member `<at, fixed width>\|<unique>\|<json>` |
 //! | `<p>:cb:{<endpoint>}` | string | circuit breaker JSON, only while it is not closed |
 //! | `<p>:lane:{<lane>}` | list | a per-call lane's delivery ids, head first |
+//! | `<p>:ctx:{<len>:<tenant>/<call>}` | hash | a call's context (`len`: the tenant id's bytes): name → value, `PEXPIRE` ttl on every merge |
 //! | `<p>:d:<id>` | hash | delivery (single Redis only): `json` (the [`Delivery`]), `created` (first trigger, unix ms), `created_at` (first trigger, RFC 3339 to the nanosecond), `webhook`, `tenant` |
 //! | `<p>:a:<id>` | list | the delivery's attempts, JSON, oldest first (single Redis only) |
 //! | `<p>:idx:all` | sorted set | delivery ids scored by `created` (single Redis only) |
@@ -119,7 +120,7 @@ use hookmesh_core::health::HealthSample;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Health samples one script call records at most.
@@ -277,6 +278,22 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1],
 return 1
 "#;
 
+/// Call-context merge: KEYS[1] the context hash, ARGV[1] ttl ms, ARGV[2] most names, then
+/// name, value pairs; answers how many new names were refused for the limit. One step, so a
+/// reader never sees some names of a merge without the others.
+const CONTEXT_MERGE_SCRIPT: &str = r#"
+local refused, max = 0, tonumber(ARGV[2])
+for i = 3, #ARGV - 1, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 or redis.call('HLEN', KEYS[1]) < max then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    refused = refused + 1
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return refused
+"#;
+
 /// Per-call lane push: KEYS[1] the lane list, ARGV[1] the delivery id; answers 1 at the head.
 const LANE_PUSH_SCRIPT: &str = r#"
 if not redis.call('LPOS', KEYS[1], ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[1]) end
@@ -330,6 +347,10 @@ impl Keys {
     }
     fn lane(&self, lane: &str) -> String {
         format!("{}:lane:{{{lane}}}", self.prefix)
+    }
+    /// The tenant's length first, so no (tenant, call) pair spells another's key.
+    fn context(&self, tenant: &str, call_id: &str) -> String {
+        format!("{}:ctx:{{{}:{tenant}/{call_id}}}", self.prefix, tenant.len())
     }
 }
 
@@ -420,6 +441,7 @@ pub struct RedisStore {
     health_script: Script,
     lane_push_script: Script,
     breaker_cas_script: Script,
+    context_merge_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -479,6 +501,7 @@ impl RedisStore {
             health_script: Script::new(HEALTH_SCRIPT),
             lane_push_script: Script::new(LANE_PUSH_SCRIPT),
             breaker_cas_script: Script::new(BREAKER_CAS_SCRIPT),
+            context_merge_script: Script::new(CONTEXT_MERGE_SCRIPT),
         })
     }
 
@@ -937,6 +960,33 @@ impl HotState for RedisStore {
             .map(|(h,): (Option<String>,)| ((), h))
             .map_err(backend("lane_pop"))?;
         Ok(head)
+    }
+
+    async fn context_merge(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        values: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<usize> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        let mut call = self.context_merge_script.key(self.keys.context(tenant, call_id));
+        call.arg(ttl.as_millis().clamp(1, i64::MAX as u128) as i64).arg(hookmesh_core::context::MAX_NAMES_PER_CALL);
+        for (k, v) in values {
+            call.arg(k).arg(v);
+        }
+        let refused = call.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(backend("context_merge"))?;
+        Ok(usize::try_from(refused).unwrap_or(0))
+    }
+
+    async fn context_get(&self, tenant: &str, call_id: &str) -> Result<BTreeMap<String, String>> {
+        redis::cmd("HGETALL")
+            .arg(self.keys.context(tenant, call_id))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("context_get"))
     }
 }
 

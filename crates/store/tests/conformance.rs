@@ -25,7 +25,7 @@ use hookmesh_store::{
 };
 use hookmesh_testkit::postgres::PostgresDb;
 use hookmesh_testkit::redis::{RedisCluster, RedisServer};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,10 @@ suite!(hot_state on [memory, embedded, redis, redis_one_bucket, redis_cluster, s
     identical_health_samples_are_distinct_attempts;
     health_batches_are_their_samples_in_order;
     health_keeps_at_most_health_samples;
+    call_context_merges_per_tenant_and_call;
+    call_context_expires_after_its_ttl;
+    concurrent_context_merges_keep_every_name;
+    a_call_context_holds_at_most_max_names;
 });
 
 suite!(delivery_log on [memory, embedded, redis, postgres, split] {
@@ -208,6 +212,7 @@ fn delivery(id: &str, tenant: &str, webhook: &str, at: DateTime<Utc>) -> Deliver
         render_error: None,
         traceparent: None,
         personal: Vec::new(),
+        context: None,
     };
     Delivery::new(request, at)
 }
@@ -227,6 +232,7 @@ fn attempt(number: u32, at: DateTime<Utc>) -> Attempt {
         duration_ms: 10 * u64::from(number),
         error_class: Some(ErrorClass::Status),
         error: Some(format!("status {}", 500 + number)),
+        context_note: None,
     }
 }
 
@@ -341,6 +347,78 @@ async fn mark_seen_expires_after_ttl(store: Arc<dyn HotState>) {
         poll.tick().await;
     }
     assert!(!store.mark_seen("evt-ttl", ttl).await.unwrap(), "the new mark holds");
+}
+
+fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+async fn call_context_merges_per_tenant_and_call(store: Arc<dyn HotState>) {
+    let hour = Duration::from_secs(3600);
+    assert!(store.context_get("t1", "call-1").await.unwrap().is_empty(), "no context before a capture");
+    store.context_merge("t1", "call-1", &ctx(&[("lead_id", "L-42"), ("owner", "ann")]), hour).await.unwrap();
+    store.context_merge("t1", "call-1", &ctx(&[("owner", "bob"), ("stage", "won")]), hour).await.unwrap();
+    assert_eq!(
+        store.context_get("t1", "call-1").await.unwrap(),
+        ctx(&[("lead_id", "L-42"), ("owner", "bob"), ("stage", "won")]),
+        "a merge keeps other names and replaces the names it sets"
+    );
+    // Tenant isolation: the same call id under another tenant is another context.
+    assert!(store.context_get("t2", "call-1").await.unwrap().is_empty());
+    assert!(store.context_get("t1", "call-2").await.unwrap().is_empty());
+    store.context_merge("t2", "call-1", &ctx(&[("lead_id", "other")]), hour).await.unwrap();
+    assert_eq!(store.context_get("t1", "call-1").await.unwrap()["lead_id"], "L-42");
+    // Ids with separators, braces and unicode stay apart.
+    store.context_merge("t1", "a/b{c}", &ctx(&[("x", "é \"q\"\n")]), hour).await.unwrap();
+    assert_eq!(store.context_get("t1", "a/b{c}").await.unwrap(), ctx(&[("x", "é \"q\"\n")]));
+    assert!(store.context_get("t1/a", "b{c}").await.unwrap().is_empty());
+    // Merging nothing changes nothing.
+    store.context_merge("t1", "call-1", &BTreeMap::new(), hour).await.unwrap();
+    assert_eq!(store.context_get("t1", "call-1").await.unwrap().len(), 3);
+}
+
+async fn call_context_expires_after_its_ttl(store: Arc<dyn HotState>) {
+    store.context_merge("t1", "call-ttl", &ctx(&[("lead_id", "L-1")]), Duration::from_millis(200)).await.unwrap();
+    assert_eq!(store.context_get("t1", "call-ttl").await.unwrap()["lead_id"], "L-1");
+    let poll = Poll::new("the call context to expire", Duration::from_secs(5));
+    while !store.context_get("t1", "call-ttl").await.unwrap().is_empty() {
+        poll.tick().await;
+    }
+    // A merge after expiry starts a fresh context: the expired names do not come back.
+    store.context_merge("t1", "call-ttl", &ctx(&[("stage", "new")]), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.context_get("t1", "call-ttl").await.unwrap(), ctx(&[("stage", "new")]));
+}
+
+async fn a_call_context_holds_at_most_max_names(store: Arc<dyn HotState>) {
+    use hookmesh_core::context::MAX_NAMES_PER_CALL;
+    let hour = Duration::from_secs(3600);
+    let first: BTreeMap<String, String> =
+        (0..MAX_NAMES_PER_CALL - 1).map(|i| (format!("a{i:03}"), "x".into())).collect();
+    assert_eq!(store.context_merge("t1", "full", &first, hour).await.unwrap(), 0);
+    // One more fits; the second new name does not; known names still change.
+    let more = ctx(&[("a000", "changed"), ("b1", "y"), ("b2", "z")]);
+    assert_eq!(store.context_merge("t1", "full", &more, hour).await.unwrap(), 1);
+    let got = store.context_get("t1", "full").await.unwrap();
+    assert_eq!(got.len(), MAX_NAMES_PER_CALL);
+    assert_eq!((got["a000"].as_str(), got["b1"].as_str()), ("changed", "y"));
+    assert!(!got.contains_key("b2"));
+    assert_eq!(store.context_merge("t1", "full", &ctx(&[("a001", "again")]), hour).await.unwrap(), 0);
+}
+
+async fn concurrent_context_merges_keep_every_name(store: Arc<dyn HotState>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = format!("v{i}");
+                store.context_merge("t1", "busy", &ctx(&[(&name, "x")]), Duration::from_secs(60)).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.context_get("t1", "busy").await.unwrap().len(), 16, "no merge lost another's name");
 }
 
 async fn put_then_get_round_trips(store: Arc<dyn DeliveryLog>) {

@@ -34,6 +34,7 @@ fn delivery(id: &str, webhook: &str, at: DateTime<Utc>) -> Delivery {
         render_error: None,
         traceparent: None,
         personal: Vec::new(),
+        context: None,
         call: Default::default(),
     };
     Delivery::new(request, at)
@@ -54,6 +55,7 @@ fn attempt(number: u32, at: DateTime<Utc>) -> Attempt {
         duration_ms: 10,
         error_class: Some(ErrorClass::Status),
         error: Some("status".into()),
+        context_note: None,
     }
 }
 

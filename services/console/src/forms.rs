@@ -396,6 +396,11 @@ pub fn webhook_from_form(f: &FormData) -> Result<v1::Webhook, FieldErrors> {
         // Empty keeps the webhook's schemes as they are.
         signature_schemes: f.all("signature_schemes"),
         public_keys: Vec::new(),
+        // The console does not edit call context yet (ctl and the API do); an edit keeps the
+        // webhook's (pages/webhooks.rs).
+        captures: Vec::new(),
+        context_wait_ms: 0,
+        context_defaults: Vec::new(),
         request: Some(v1::Request {
             method: f.text("request.method"),
             url: f.text("request.url"),

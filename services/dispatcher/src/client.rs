@@ -117,6 +117,7 @@ pub async fn send(
         duration_ms: 0,
         error_class: None,
         error: None,
+        context_note: None,
     };
     let clock = Instant::now();
     let mut result = AttemptResult { status: None, error_class: None, retry_after: None };

@@ -84,6 +84,11 @@ impl Dispatcher {
             return self.settle_error(d).await;
         }
         let webhook = webhook.expect("checked above");
+        match self.resolve_context(&mut d, now).await? {
+            crate::context::ContextStep::Ready => {}
+            crate::context::ContextStep::Wait(wait) => return self.defer(d, wait).await,
+            crate::context::ContextStep::Failed => return self.settle_error(d).await,
+        }
         let (permit, circuit) = match self.gate(&webhook, &mut d, now).await? {
             Gate::Go(permit, circuit) => (permit, circuit),
             Gate::Wait(wait) => return self.defer(d, wait).await,
@@ -101,7 +106,7 @@ impl Dispatcher {
         let mut request = d.request.clone();
         request.traceparent = d.request.traceparent.as_ref().map(|_| span.traceparent());
         metrics().in_flight.inc();
-        let (attempt, result) =
+        let (mut attempt, result) =
             client::send(&self.client, &self.config, &request, &keys, d.attempts + 1, trigger).await;
         metrics().in_flight.dec();
         if let Some(status) = attempt.response_status {
@@ -113,6 +118,9 @@ impl Dispatcher {
         drop(span);
         drop(permit);
         self.endpoint(&webhook).observe(attempt.duration_ms);
+        // Before the delivery can be marked delivered: a later delivery of the call that
+        // waits for these values finds them once this one has succeeded.
+        self.capture_context(&webhook, &d, &mut attempt).await?;
         self.record_attempt(&mut d, &attempt).await?;
         self.health
             .record(

@@ -9,9 +9,12 @@
 //!
 //! The retry loop claims due retries from the store with a lease (a crashed dispatcher's
 //! claims come back when the lease ends) and runs them through the same path. Resend,
-//! recover and test-send live in [`service`].
+//! recover and test-send live in [`service`]. Call context (values one webhook's responses
+//! give to later deliveries of the same call) is resolved and captured here, where the store
+//! is: [`context`].
 
 pub mod client;
+mod context;
 mod deliver;
 mod gate;
 mod health;

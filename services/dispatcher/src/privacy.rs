@@ -117,6 +117,13 @@ fn mask_request(m: &Masker, r: &mut RenderedRequest) {
     if let Some(e) = &mut r.render_error {
         m.mask_in_place(e);
     }
+    // Captured values the request was sent with may echo a personal value (a CRM answering
+    // with the caller's number): masked as in the request itself.
+    if let Some(values) = r.context.as_mut().and_then(|c| c.resolved.as_mut()) {
+        for v in values.values_mut() {
+            m.mask_in_place(v);
+        }
+    }
     // A tenant may mask a call data point the log shows (`mask_fields`: tracking, …).
     let call = &mut r.call;
     for v in
@@ -158,6 +165,7 @@ mod tests {
             render_error: None,
             traceparent: None,
             personal: personal.iter().map(|s| s.to_string()).collect(),
+            context: None,
         };
         let mut d = Delivery::new(request, chrono::Utc::now());
         d.status = DeliveryStatus::Retrying;
@@ -205,6 +213,23 @@ mod tests {
     }
 
     #[test]
+    fn context_values_shown_with_a_delivery_are_masked() {
+        let vault = Vault::new(None);
+        let mut d = delivery(&["7776734736"]);
+        d.request.context = Some(hookmesh_core::context::ContextUse {
+            nonce: "00".into(),
+            names: vec!["phone".into()],
+            wait_ms: 1,
+            defaults: Default::default(),
+            body_format: hookmesh_core::template::ContentType::Json,
+            resolved: Some([("phone".to_string(), "7776734736".to_string())].into()),
+        });
+        let shown = vault.for_display(&d);
+        let resolved = shown.request.context.as_ref().unwrap().resolved.as_ref().unwrap();
+        assert_eq!(resolved["phone"], "********36");
+    }
+
+    #[test]
     fn attempts_are_masked_in_requests_responses_and_errors() {
         let vault = Vault::new(None);
         let d = delivery(&["7776734736"]);
@@ -222,6 +247,7 @@ mod tests {
             duration_ms: 3,
             error_class: None,
             error: None,
+            context_note: None,
         };
         let stored = vault.attempt_for_storage(&d, &attempt);
         assert!(!serde_json::to_string(&stored).unwrap().contains("7776734736"));

@@ -83,6 +83,18 @@ impl DeliveryApi {
         if d.request.render_error.is_some() {
             return Err(Status::failed_precondition(format!("delivery `{}` never rendered; nothing to resend", d.id)));
         }
+        if d.request.context.as_ref().is_some_and(|c| c.resolved.is_none()) {
+            // Never sent for want of a context value: send it with the values captured since
+            // (or the defaults), without waiting any longer.
+            let mut probe = d.clone();
+            match self.dispatcher.resolve_context(&mut probe, DateTime::<Utc>::MAX_UTC).await.map_err(Status::from)? {
+                crate::context::ContextStep::Ready => d.request = probe.request,
+                _ => {
+                    let reason = probe.last_error.unwrap_or_default();
+                    return Err(Status::failed_precondition(format!("delivery `{}`: {reason}", d.id)));
+                }
+            }
+        }
         let keys = self.dispatcher.registry.webhook(&d.webhook_id).map(|w| signing_keys(&w)).unwrap_or_default();
         let (attempt, _) =
             client::send(&self.dispatcher.client, &self.dispatcher.config, &d.request, &keys, d.attempts + 1, trigger)
@@ -107,6 +119,20 @@ impl DeliveryApi {
 
 #[tonic::async_trait]
 impl v1::delivery_service_server::DeliveryService for DeliveryApi {
+    async fn get_call_context(
+        &self,
+        request: Request<v1::GetCallContextRequest>,
+    ) -> Result<Response<v1::GetCallContextResponse>, Status> {
+        let principal = Principal::of(&request);
+        let r = request.get_ref();
+        let tenant = principal.owner(&r.tenant_id)?;
+        if r.call_id.is_empty() {
+            return Err(Status::invalid_argument("call_id: is required"));
+        }
+        let values = self.dispatcher.store.context_get(&tenant, &r.call_id).await.map_err(store_err)?;
+        Ok(Response::new(v1::GetCallContextResponse { values: values.into_iter().collect() }))
+    }
+
     async fn list_deliveries(
         &self,
         request: Request<v1::ListDeliveriesRequest>,
@@ -217,7 +243,25 @@ impl v1::delivery_service_server::DeliveryService for DeliveryApi {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let mut job = DeliveryJob::new(&webhook.id, webhook.version, event, Utc::now());
         job.delivery_id = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let mut rendered = compiled.render(&job).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        // A test does not wait: the call's captured values, else the defaults, else empty.
+        if let Some(c) = rendered.context.clone() {
+            let mut values = match &rendered.call_id {
+                Some(call) => self.dispatcher.store.context_get(&rendered.tenant_id, call).await.map_err(store_err)?,
+                None => Default::default(),
+            };
+            values.retain(|k, _| c.names.contains(k));
+            for n in &c.names {
+                if !values.contains_key(n) {
+                    values.insert(n.clone(), c.defaults.get(n).cloned().unwrap_or_default());
+                }
+            }
+            let r = &mut rendered;
+            hookmesh_core::context::resolve(&c, &mut r.url, &mut r.headers, &mut r.body, &values);
+            if let Some(c) = r.context.as_mut() {
+                c.resolved = Some(values);
+            }
+        }
         let (attempt, _) = client::send(
             &self.dispatcher.client,
             &self.dispatcher.config,

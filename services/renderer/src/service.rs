@@ -41,7 +41,7 @@ impl v1::render_service_server::RenderService for RenderApi {
                 let compiled = CompiledTemplate::compile(&t.body, t.content_type)
                     .map_err(|e| Status::failed_precondition(e.to_string()))?;
                 let body = compiled
-                    .render(&RenderContext { event: &event, tz: chrono_tz::UTC })
+                    .render(&RenderContext::new(&event, chrono_tz::UTC))
                     .map_err(|e| Status::failed_precondition(e.to_string()))?;
                 let request = v1::RenderedRequest {
                     method: String::new(),

@@ -99,6 +99,7 @@ fn delivery_json(d: &v1::Delivery) -> Value {
         "last_status": if d.last_status == 0 { Value::Null } else { json!(d.last_status) },
         "last_error": opt_str(&d.last_error),
         "last_error_class": opt_str(&d.last_error_class),
+        "context": d.context.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 
@@ -117,6 +118,7 @@ fn attempt_json(a: &v1::Attempt) -> Value {
         "duration_ms": a.duration_ms,
         "error_class": opt_str(&a.error_class),
         "error": opt_str(&a.error),
+        "context_note": opt_str(&a.context_note),
     })
 }
 
@@ -138,6 +140,10 @@ fn describe_delivery(d: &v1::Delivery) -> String {
         ("last status", if d.last_status == 0 { String::new() } else { d.last_status.to_string() }),
         ("last error", d.last_error.clone()),
         ("error class", d.last_error_class.clone()),
+        ("context", {
+            let used: std::collections::BTreeMap<_, _> = d.context.iter().collect();
+            used.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        }),
     ])
 }
 
@@ -201,6 +207,9 @@ fn attempt_details(a: &v1::Attempt) -> String {
         if !a.response_body.is_empty() {
             text.push_str(&format!("<\n< {}\n", a.response_body.replace('\n', "\n< ")));
         }
+    }
+    if !a.context_note.is_empty() {
+        text.push_str(&format!("{}\n", a.context_note));
     }
     text
 }
@@ -358,6 +367,34 @@ pub(super) async fn run(ctx: &Ctx, cmd: DeliveryCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CallCmd {
+    /// The values webhooks captured into a call's context (name, value).
+    Context {
+        call_id: String,
+        /// The call's tenant (implied by a tenant token).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+pub(super) async fn call(ctx: &Ctx, cmd: CallCmd) -> Result<()> {
+    let CallCmd::Context { call_id, tenant } = cmd;
+    let r = ctx
+        .deliveries()
+        .get_call_context(v1::GetCallContextRequest { tenant_id: tenant.unwrap_or_default(), call_id })
+        .await
+        .answer(ctx)?;
+    let values: std::collections::BTreeMap<_, _> = r.values.into_iter().collect();
+    if ctx.json {
+        out_json(&json!(values));
+    } else {
+        let rows: Vec<Vec<String>> = values.into_iter().map(|(k, v)| vec![k, v]).collect();
+        out(&table(&["NAME", "VALUE"], &rows));
+    }
+    Ok(())
 }
 
 pub(super) async fn health(ctx: &Ctx, webhook_id: String) -> Result<()> {

@@ -4,8 +4,8 @@
 //! - `mod.rs`: the arguments common to every command, the command list and the dispatch.
 //! - `webhook.rs`, `template.rs`, `tenant.rs`: create, read, change and delete a definition.
 //! - `body.rs`: the body flags webhooks and templates share (fields, pairs, text).
-//! - `delivery.rs`: the delivery log (list, get, resend, test-send, recover) and endpoint
-//!   health.
+//! - `delivery.rs`: the delivery log (list, get, resend, test-send, recover), endpoint
+//!   health, and a call's context (`ctl call context`).
 //! - `preview.rs`: rendering without sending; `tokens.rs`: the token catalog.
 //! - `dlq.rs`: input ingest refused; `publish.rs`: sending events from a file.
 //! - `portal.rs`: signed, expiring links to the tenant portal of the web console.
@@ -97,6 +97,9 @@ pub enum CtlCommand {
     },
     /// A signed, expiring URL that opens the web console scoped to one tenant (operators).
     PortalLink(portal::PortalLinkArgs),
+    /// Calls: the values webhooks captured into a call's context.
+    #[command(subcommand)]
+    Call(delivery::CallCmd),
 }
 
 /// A stored definition that `update ID --file` replaces: the fields the file leaves to the
@@ -210,6 +213,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
         CtlCommand::Dlq(cmd) => dlq::run(&ctx, cmd).await,
         CtlCommand::Publish { file } => publish::run(&ctx, &file).await,
         CtlCommand::PortalLink(a) => portal::run(&ctx, a).await,
+        CtlCommand::Call(cmd) => delivery::call(&ctx, cmd).await,
     }
 }
 

@@ -92,6 +92,8 @@ pub enum ClearField {
     RateLimit,
     NonRetryable,
     Description,
+    Captures,
+    ContextDefaults,
 }
 
 #[derive(Args, Debug, Default)]
@@ -210,6 +212,36 @@ pub struct WebhookFlags {
     /// Empty a part of the definition before applying the flags (update).
     #[arg(long, value_enum)]
     pub clear: Vec<ClearField>,
+    /// Capture a value of the receiver's JSON answer into the call's context, for later
+    /// deliveries of the same call (`{{ context.NAME }}`): `NAME=$.json.path` (`lead_id=$.data.id`).
+    /// Repeatable; replaces the list.
+    #[arg(long = "capture", value_name = "NAME=PATH")]
+    pub captures: Vec<String>,
+    /// How long a request that uses `{{ context.* }}` waits for the values (`30s`, `5m`; default
+    /// 30s, at most 1h).
+    #[arg(long = "context-wait", value_name = "DURATION", value_parser = parse_millis)]
+    pub context_wait_ms: Option<u64>,
+    /// The value used when NAME was not captured within the wait (else the delivery fails):
+    /// `NAME=VALUE`. Repeatable; replaces the list.
+    #[arg(long = "context-default", value_name = "NAME=VALUE")]
+    pub context_defaults: Vec<String>,
+}
+
+/// clap value parser: a duration (`30s`, `1500ms`, `2m`) in milliseconds.
+fn parse_millis(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_lowercase();
+    let d = humantime::parse_duration(&t).map_err(|e| format!("`{s}` is not a duration (e.g. 30s, 2m): {e}"))?;
+    u64::try_from(d.as_millis()).map_err(|_| format!("`{s}` is too long"))
+}
+
+/// `NAME=VALUE` of `flag`.
+fn name_value(flag: &str, s: &str) -> Result<(String, String)> {
+    let (name, value) = s.split_once('=').ok_or_else(|| anyhow!("{flag} `{s}`: expected 'name=value'"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("{flag} `{s}`: the name is empty");
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn webhook_from_file(path: &Path) -> Result<v1::Webhook> {
@@ -261,7 +293,26 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
             ClearField::RateLimit => p.rate_limit = None,
             ClearField::NonRetryable => p.non_retryable_statuses.clear(),
             ClearField::Description => w.description.clear(),
+            ClearField::Captures => w.captures.clear(),
+            ClearField::ContextDefaults => w.context_defaults.clear(),
         }
+    }
+    if !f.captures.is_empty() {
+        w.captures = f
+            .captures
+            .iter()
+            .map(|c| name_value("--capture", c).map(|(name, path)| v1::Capture { name, path: path.trim().to_string() }))
+            .collect::<Result<_>>()?;
+    }
+    if let Some(ms) = f.context_wait_ms {
+        w.context_wait_ms = ms;
+    }
+    if !f.context_defaults.is_empty() {
+        w.context_defaults = f
+            .context_defaults
+            .iter()
+            .map(|c| name_value("--context-default", c).map(|(name, value)| v1::KeyValue { name, value }))
+            .collect::<Result<_>>()?;
     }
 
     let replace = |dst: &mut Vec<String>, src: &[String]| {
@@ -432,6 +483,15 @@ fn describe_webhook(w: &v1::Webhook) -> String {
     rows.push(("max concurrency", p.max_concurrency.map(|c| c.to_string()).unwrap_or_default()));
     rows.push(("ordering", if p.ordering.is_empty() { "none".into() } else { p.ordering.clone() }));
     rows.push(("non-retryable", p.non_retryable_statuses.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")));
+    for c in &w.captures {
+        rows.push(("capture", format!("{} = {}", c.name, c.path)));
+    }
+    if w.context_wait_ms > 0 || !w.context_defaults.is_empty() {
+        rows.push(("context wait", format!("{} ms", if w.context_wait_ms == 0 { 30_000 } else { w.context_wait_ms })));
+    }
+    for d in &w.context_defaults {
+        rows.push(("context default", format!("{} = {}", d.name, d.value)));
+    }
     rows.push((
         "signature",
         if w.signature_schemes.is_empty() { "v1".to_string() } else { w.signature_schemes.join(", ") },
@@ -615,6 +675,47 @@ mod tests {
     use crate::ctl::tests::Cli;
     use crate::ctl::{CtlCommand, Output};
     use clap::Parser;
+
+    fn create_flags(args: &[&str]) -> WebhookFlags {
+        let mut argv = vec!["ctl", "webhook", "create"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let CtlCommand::Webhook(WebhookCmd::Create(flags)) = cli.args.command else { panic!() };
+        *flags
+    }
+
+    #[test]
+    fn call_context_flags_build_the_webhook_context() {
+        let flags = create_flags(&[
+            "--capture",
+            "lead_id=$.data.id",
+            "--capture",
+            "owner = $.data.owner",
+            "--context-wait",
+            "1m30s",
+            "--context-default",
+            "lead_id=unknown=yes",
+        ]);
+        let mut w = v1::Webhook { tenant_id: "acme".into(), name: "n".into(), ..Default::default() };
+        w.request = Some(v1::Request { url: "https://crm.example.com/x".into(), ..Default::default() });
+        apply_webhook_flags(&mut w, &flags).unwrap();
+        let d = convert::webhook_from_proto(w.clone(), Utc::now()).unwrap();
+        assert_eq!(d.context.captures[1].name, "owner");
+        assert_eq!(d.context.captures[1].path, "$.data.owner");
+        assert_eq!(d.context.wait_ms, Some(90_000));
+        assert_eq!(d.context.defaults[0].value, "unknown=yes", "the value keeps its own `=`");
+        // --clear empties a list before the flags apply.
+        let mut cleared = w.clone();
+        apply_webhook_flags(&mut cleared, &create_flags(&["--clear", "captures", "--clear", "context-defaults"]))
+            .unwrap();
+        assert!(cleared.captures.is_empty() && cleared.context_defaults.is_empty());
+        assert_eq!(cleared.context_wait_ms, 90_000);
+        // Flag syntax errors name the flag.
+        let err = apply_webhook_flags(&mut w, &create_flags(&["--capture", "$.data.id"])).unwrap_err();
+        assert_eq!(err.to_string(), "--capture `$.data.id`: expected 'name=value'");
+        let err = Cli::try_parse_from(["ctl", "webhook", "create", "--context-wait", "soon"]).err().unwrap();
+        assert!(err.to_string().contains("`soon` is not a duration"), "{err}");
+    }
 
     #[test]
     fn parses_a_full_create_command() {
