@@ -481,7 +481,13 @@ impl RedisStore {
             }
             None => {
                 let client = redis::Client::open(url).map_err(backend("open client"))?;
-                let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(2));
+                // A call that never gets an answer (a server killed mid-reply, a network that
+                // drops packets) fails after the response timeout and is retried by the caller,
+                // instead of holding its message forever.
+                let config = ConnectionManagerConfig::new()
+                    .set_max_delay(Duration::from_secs(2))
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(Duration::from_secs(10)));
                 Conn::Single(ConnectionManager::new_with_config(client, config).await.map_err(backend("connect"))?)
             }
         };
