@@ -12,22 +12,8 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn standalone() {
-                super::$name(super::Backend::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn kafka_redis() {
-                super::$name(super::Backend::KafkaRedis).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
+    standalone:
     expression_filter_routes_exactly_the_matching_calls,
     asymmetric_signatures_verify_with_the_public_key,
     kafka_destination_records_carry_verifiable_signatures,

@@ -11,22 +11,8 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn standalone() {
-                super::$name(super::Backend::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn kafka_redis() {
-                super::$name(super::Backend::KafkaRedis).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
+    standalone:
     lead_created_on_start_is_updated_at_its_captured_id_on_end,
     a_value_never_captured_falls_back_or_fails_after_the_wait,
 );

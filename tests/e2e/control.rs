@@ -49,23 +49,8 @@ pub(crate) async fn start(backend: Backend, extra: &[&str]) -> Env {
     })
 }
 
-/// Two tests per behaviour: `<behaviour>::memory` and `<behaviour>::kafka_redis`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn memory() {
-                super::$name(super::Backend::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn kafka_redis() {
-                super::$name(super::Backend::KafkaRedis).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
+    memory:
     rate_limit_spaces_deliveries,
     slow_endpoint_does_not_hold_up_a_fast_one,
     retry_policy,

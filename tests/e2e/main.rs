@@ -1,6 +1,7 @@
 //! End-to-end tests: start `hookmesh standalone` as a process, configure it through gRPC and
 //! `hookmesh ctl`, publish events, and assert on what real HTTP receivers on loopback got.
 
+#[macro_use]
 mod support;
 
 mod api;

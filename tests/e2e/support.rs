@@ -213,3 +213,23 @@ pub fn webhook(tenant: &str, name: &str, url: &str) -> v1::Webhook {
         ..Default::default()
     }
 }
+
+/// Two tests per behaviour, `<behaviour>::<first>` on the embedded or in-memory standalone and
+/// `<behaviour>::kafka_redis` on tansu and redis-server; each behaviour is an
+/// `async fn(Backend)` beside the call, and `Backend` the calling module's. (The console tests
+/// include this file and use no such pairs.)
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($first:ident: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $first() {
+                super::$name(super::Backend::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn kafka_redis() {
+                super::$name(super::Backend::KafkaRedis).await
+            }
+        }
+    )*};
+}

@@ -49,7 +49,6 @@ use hookmesh_core::delivery::{Attempt, Delivery};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -65,21 +64,6 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "delivery log", include_str!("../
 
 /// Serialises migrations across processes (any constant unique to hookmesh).
 const MIGRATION_LOCK: i64 = 0x686f6f6b6d657368;
-
-/// What the writer has done, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct WriteStats {
-    /// Batches committed.
-    pub batches: AtomicU64,
-    /// Writes (deliveries and attempts) in those batches.
-    pub writes: AtomicU64,
-    /// Statements sent.
-    pub statements: AtomicU64,
-    /// Time spent in committed batches, µs.
-    pub busy_us: AtomicU64,
-    /// Batches that failed (their writers got the error).
-    pub failed: AtomicU64,
-}
 
 /// One write batch, as [`BatchObserver`]s see it.
 #[derive(Debug, Clone, Copy)]
@@ -111,7 +95,6 @@ pub struct PostgresLog {
     pool: Pool,
     writes: mpsc::Sender<Job>,
     retention: Retention,
-    stats: Arc<WriteStats>,
     partitions: Arc<Mutex<HashSet<NaiveDate>>>,
     observer: Arc<Mutex<Option<BatchObserver>>>,
 }
@@ -155,20 +138,13 @@ impl PostgresLog {
             pool: pool.clone(),
             writes: tx,
             retention,
-            stats: Arc::default(),
             partitions: Arc::default(),
             observer: Arc::default(),
         };
         log.maintain().await?;
-        let shared =
-            Shared { stats: log.stats.clone(), partitions: log.partitions.clone(), observer: log.observer.clone() };
+        let shared = Shared { partitions: log.partitions.clone(), observer: log.observer.clone() };
         tokio::spawn(writer(pool, rx, retention, shared));
         Ok(log)
-    }
-
-    /// Counters of the batch writer.
-    pub fn stats(&self) -> Arc<WriteStats> {
-        self.stats.clone()
     }
 
     /// Calls `observer` after every write batch (for metrics).
@@ -355,13 +331,12 @@ fn encode<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
 
 /// What the writer task shares with the handle.
 struct Shared {
-    stats: Arc<WriteStats>,
     partitions: Arc<Mutex<HashSet<NaiveDate>>>,
     observer: Arc<Mutex<Option<BatchObserver>>>,
 }
 
 async fn writer(pool: Pool, mut rx: mpsc::Receiver<Job>, retention: Retention, shared: Shared) {
-    let Shared { stats, partitions, observer } = shared;
+    let Shared { partitions, observer } = shared;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -383,17 +358,8 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Job>, retention: Retention, s
                 committed: result.is_ok(),
             });
         }
-        match &result {
-            Ok(statements) => {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                stats.statements.fetch_add(*statements, Ordering::Relaxed);
-                stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, writes = batch.len(), "delivery log: a write batch failed");
-            }
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, writes = batch.len(), "delivery log: a write batch failed");
         }
         for job in batch.drain(..) {
             let answer = match (&result, &job.op) {
