@@ -961,7 +961,14 @@ async fn ctl_health_shows_the_endpoint_success_rate() {
     let file = tmp.events("h.jsonl", &[event("h-1", "call.ended", "acme", "call-1", json!({}))]);
     ok(&hm, &["publish", "--file", &file]).await;
     rx.wait_for(1, WAIT).await;
-    let health = ok(&hm, &["health", &webhook]).await;
+    // The receiver has the request before the dispatcher has recorded its outcome (health
+    // samples are written in groups): wait until the attempt is in the endpoint's health.
+    let deadline = Instant::now() + WAIT;
+    let mut health = ok(&hm, &["health", &webhook]).await;
+    while field(&health, "last status") != "200" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        health = ok(&hm, &["health", &webhook]).await;
+    }
     assert_eq!(field(&health, "webhook"), webhook);
     assert_eq!(field(&health, "last status"), "200");
     let (_, windows) = health.split_once("\n\n").expect("a windows table");
