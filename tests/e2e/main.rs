@@ -12,6 +12,7 @@ mod ctl;
 mod delivery;
 mod distributed;
 mod durable;
+mod enrich;
 mod faults;
 mod privacy;
 mod readme;

@@ -67,6 +67,13 @@ pub struct ContextSpec {
     /// Values used when a name was not captured within the wait.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defaults: Vec<KeyValue>,
+    /// Post-call enrichment: data points a delivery of this webhook is held for until later
+    /// events of its call bring them ([`crate::enrich`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wait_for: Vec<String>,
+    /// How long a delivery is held for `wait_for`; [`crate::enrich::DEFAULT_MAX_WAIT`] when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
 }
 
 impl ContextSpec {
@@ -78,7 +85,13 @@ impl ContextSpec {
         self.wait_ms.map_or(DEFAULT_CONTEXT_WAIT, Duration::from_millis)
     }
 
+    /// How long a delivery is held for its `wait_for` data points.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait_ms.map_or(crate::enrich::DEFAULT_MAX_WAIT, Duration::from_millis)
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
+        crate::enrich::validate(&self.wait_for, self.max_wait_ms)?;
         if self.captures.len() > MAX_CAPTURES {
             return Err(ValidationError::new("captures", format!("has more than {MAX_CAPTURES} entries")));
         }

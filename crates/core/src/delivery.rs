@@ -38,6 +38,10 @@ pub struct DeliveryJob {
     pub tenant_id: String,
     pub event: Event,
     pub first_trigger_at: DateTime<Utc>,
+    /// A data-point job: the event carries data points the webhook holds deliveries for
+    /// ([`crate::enrich`]); it is merged into the call's context, never sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_points: bool,
 }
 
 impl DeliveryJob {
@@ -49,7 +53,13 @@ impl DeliveryJob {
             tenant_id: event.tenant_id.clone(),
             event,
             first_trigger_at: now,
+            data_points: false,
         }
+    }
+
+    /// The data-point job of an event for a webhook that waits for some of its data points.
+    pub fn data_points(webhook_id: &str, webhook_version: u64, event: Event, now: DateTime<Utc>) -> Self {
+        DeliveryJob { data_points: true, ..DeliveryJob::new(webhook_id, webhook_version, event, now) }
     }
 
     /// `webhook_id/call_id`: keeps one call's order within a webhook while spreading a busy
@@ -128,6 +138,14 @@ pub struct RenderedRequest {
     /// dispatcher before the first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<crate::context::ContextUse>,
+    /// Post-call enrichment ([`crate::enrich`]): the delivery is held for data points of later
+    /// events, and rendered (URL, headers and body filled) only when it fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<crate::enrich::Hold>,
+    /// Set on a data-point job's request: the data points (JSON text) to merge into the call's
+    /// context; nothing is sent or logged for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_points: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl RenderedRequest {

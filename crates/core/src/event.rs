@@ -73,6 +73,8 @@ event_types! {
     CallEnded => "call.ended", aliases: ["completed", "call_completed", "call.completed", "hangup", "call_hangup", "call_end", "call.end", "call_ended"];
     CallConverted => "call.converted", aliases: ["converted", "call_converted", "conversion"];
     CallFailed => "call.failed", aliases: ["failed", "call_failed"];
+    CallRecordingReady => "call.recording_ready", aliases: ["recording_ready", "recording_available", "recording_completed", "call_recording_ready", "call_recording_available", "call.recording_available"];
+    CallAnalyzed => "call.analyzed", aliases: ["call_analyzed", "analyzed", "analysis_ready", "call_analysis_ready", "call.analysis_ready", "transcription_completed", "post_call_analysis"];
     CallVoicemailDetected => "call.voicemail_detected", aliases: ["voicemail", "voicemail_detected", "call_voicemail_detected"];
     CallDtmf => "call.dtmf", aliases: ["dtmf", "ivr_option", "ivr_option_pressed", "call_dtmf", "keypress"];
     ConversationTranscript => "conversation.transcript", aliases: ["transcript"];
@@ -433,6 +435,16 @@ mod tests {
         assert_eq!(EventType::parse("connected"), Some(EventType::CallAnswered));
         assert_eq!(EventType::parse("call.ended"), Some(EventType::CallEnded));
         assert_eq!(EventType::parse("call.exploded"), None);
+        // What arrives after the hang-up, as the peers name it.
+        assert_eq!(EventType::parse("Recording Ready"), Some(EventType::CallRecordingReady));
+        assert_eq!(EventType::parse("call_analyzed"), Some(EventType::CallAnalyzed));
+        assert_eq!(EventType::parse("post-call-analysis"), Some(EventType::CallAnalyzed));
+        let mut seen = std::collections::HashSet::new();
+        for t in EventType::ALL {
+            for a in t.aliases() {
+                assert!(seen.insert(*a), "alias {a} names two types");
+            }
+        }
         for t in EventType::ALL {
             assert_eq!(EventType::parse(t.as_str()), Some(*t));
         }

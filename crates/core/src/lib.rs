@@ -10,6 +10,8 @@
 //! - [`matching`]: which webhooks want an event.
 //! - [`expression`]: CEL trigger expressions: variables, the static check, the cost bound.
 //! - [`render`]: turning a job into the exact HTTP request to send.
+//! - [`context`]: call context: values captured from responses for later deliveries.
+//! - [`enrich`]: post-call enrichment: deliveries held for data points later events bring.
 //! - [`delivery`]: jobs, rendered requests, deliveries, attempts and their statuses.
 //! - [`privacy`]: per-tenant masking of personal data in stored delivery logs.
 //! - [`retry`]: retry decisions as data.
@@ -19,6 +21,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod context;
 pub mod delivery;
+pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod expression;

@@ -148,6 +148,8 @@ impl CompiledWebhook {
             traceparent: None,
             personal: Vec::new(),
             context,
+            hold: None,
+            data_points: None,
         })
     }
 
@@ -159,6 +161,35 @@ impl CompiledWebhook {
 
 /// A request that carries a render error instead of a body.
 pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> RenderedRequest {
+    RenderedRequest { render_error: Some(reason), ..unrendered(w, job) }
+}
+
+/// The request of a job whose event lacks data points its webhook waits for
+/// ([`crate::enrich`]): held, carrying the event, rendered by the dispatcher when it fires.
+/// `None` when nothing is missing or the event has no call to bring them later.
+pub fn held_request(w: &Webhook, job: &DeliveryJob) -> Option<RenderedRequest> {
+    if w.context.wait_for.is_empty() || job.event.call_id.is_none() {
+        return None;
+    }
+    let missing = crate::enrich::missing(&job.event, &w.context.wait_for);
+    if missing.is_empty() {
+        return None;
+    }
+    let max_wait_ms = w.context.max_wait().as_millis() as u64;
+    Some(RenderedRequest {
+        hold: Some(crate::enrich::Hold::new(job.event.clone(), missing, max_wait_ms)),
+        ..unrendered(w, job)
+    })
+}
+
+/// The request of a data-point job: the points its webhook waits for, nothing to send.
+pub fn data_point_request(w: &Webhook, job: &DeliveryJob) -> RenderedRequest {
+    let points = crate::enrich::points_of(&job.event, &w.context.wait_for);
+    RenderedRequest { data_points: Some(points), ..unrendered(w, job) }
+}
+
+/// A request for `job` with the webhook's URL as written and nothing rendered.
+fn unrendered(w: &Webhook, job: &DeliveryJob) -> RenderedRequest {
     RenderedRequest {
         delivery_id: job.delivery_id.clone(),
         webhook_id: job.webhook_id.clone(),
@@ -175,10 +206,12 @@ pub fn failed_request(w: &Webhook, job: &DeliveryJob, reason: String) -> Rendere
         body: String::new(),
         success: w.success.clone(),
         policy: w.policy.clone(),
-        render_error: Some(reason),
+        render_error: None,
         traceparent: None,
         personal: Vec::new(),
         context: None,
+        hold: None,
+        data_points: None,
     }
 }
 

@@ -255,12 +255,18 @@ pub struct DeliveryPolicy {
     pub ordering: Ordering,
     /// Status codes that are failures but never worth retrying.
     pub non_retryable_statuses: Vec<u16>,
+    /// Days the delivery log keeps this webhook's deliveries (with their attempts), counted
+    /// from the first trigger; unset: the deployment's retention. The shorter of the two wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[5, 300, 1800, 7200, 18000, 36000, 36000];
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(3 * 24 * 3600);
+/// Longest per-webhook log retention, in days (ten years).
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 impl DeliveryPolicy {
     pub fn timeout(&self) -> Duration {
@@ -699,6 +705,9 @@ impl DeliveryPolicy {
             if !(100..=599).contains(s) {
                 return Err(ValidationError::new(format!("non_retryable_statuses[{i}]"), "is not an HTTP status"));
             }
+        }
+        if self.retention_days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
+            return Err(ValidationError::new("retention_days", format!("must be between 1 and {MAX_RETENTION_DAYS}")));
         }
         Ok(())
     }

@@ -134,6 +134,8 @@ pub fn webhook_from_proto(w: v1::Webhook, now: DateTime<Utc>) -> Result<Webhook,
                 .collect(),
             wait_ms: (w.context_wait_ms > 0).then_some(w.context_wait_ms),
             defaults: w.context_defaults.into_iter().map(kv_from_proto).collect(),
+            wait_for: w.wait_for.into_iter().map(|n| n.trim().to_string()).collect(),
+            max_wait_ms: (w.max_wait_ms > 0).then_some(w.max_wait_ms),
         },
         version: w.version,
         created_at: timestamp_from_proto("created_at", &w.created_at, now)?,
@@ -172,6 +174,8 @@ pub fn webhook_to_proto(w: &Webhook) -> v1::Webhook {
             .collect(),
         context_wait_ms: w.context.wait_ms.unwrap_or(0),
         context_defaults: w.context.defaults.iter().map(kv_to_proto).collect(),
+        wait_for: w.context.wait_for.clone(),
+        max_wait_ms: w.context.max_wait_ms.unwrap_or(0),
         public_keys: w
             .secrets
             .iter()
@@ -385,6 +389,7 @@ fn policy_from_proto(p: v1::DeliveryPolicy) -> Result<DeliveryPolicy, Validation
         max_concurrency: p.max_concurrency,
         ordering,
         non_retryable_statuses,
+        retention_days: p.retention_days,
     })
 }
 
@@ -402,6 +407,7 @@ fn policy_to_proto(p: &DeliveryPolicy) -> v1::DeliveryPolicy {
         }
         .to_string(),
         non_retryable_statuses: p.non_retryable_statuses.iter().map(|s| u32::from(*s)).collect(),
+        retention_days: p.retention_days,
     }
 }
 
@@ -584,6 +590,8 @@ pub fn delivery_to_proto(d: &Delivery) -> v1::Delivery {
             .and_then(|c| c.resolved.clone())
             .map(|m| m.into_iter().collect())
             .unwrap_or_default(),
+        held_for: d.request.hold.as_ref().map(|h| h.waiting_for.clone()).unwrap_or_default(),
+        hold_fired: d.request.hold.as_ref().and_then(|h| h.fired.clone()).unwrap_or_default(),
         campaign_id: d.request.call.campaign_id.clone().unwrap_or_default(),
         campaign_name: d.request.call.campaign_name.clone().unwrap_or_default(),
         direction: d.request.call.direction.clone().unwrap_or_default(),
@@ -730,6 +738,7 @@ mod tests {
                 max_concurrency: Some(4),
                 ordering: Ordering::PerCall,
                 non_retryable_statuses: vec![400, 422],
+                retention_days: Some(14),
             },
             secrets: vec![],
             signature_schemes: vec![SignatureScheme::V1, SignatureScheme::V1a],
@@ -737,6 +746,8 @@ mod tests {
                 captures: vec![hookmesh_core::context::Capture { name: "lead_id".into(), path: "$.data.id".into() }],
                 wait_ms: Some(45_000),
                 defaults: vec![KeyValue { name: "lead_id".into(), value: "unknown".into() }],
+                wait_for: vec!["recording_url".into(), "transcript".into()],
+                max_wait_ms: Some(20 * 60 * 1000),
             },
             version: 7,
             created_at: t(0),
@@ -1009,6 +1020,8 @@ mod tests {
             traceparent: None,
             personal: Vec::new(),
             context: None,
+            hold: None,
+            data_points: None,
         };
         let r = rendered_to_proto(&req);
         assert_eq!((r.method.as_str(), r.headers[0].name.as_str(), r.body.as_str()), ("POST", "content-type", "{}"));

@@ -855,6 +855,30 @@ impl DeliveryLog for EmbeddedStore {
         self.write(move |w| w.put_delivery(d)).await
     }
 
+    async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize> {
+        let webhook = webhook_id.to_string();
+        self.write(move |w| {
+            let prefix = webhook_prefix(&webhook);
+            let mut upto = prefix.clone();
+            upto.extend_from_slice(&sortable_time(before));
+            let old: Vec<Vec<u8>> = w
+                .ks()
+                .by_webhook
+                .range(prefix.clone()..upto)
+                .take(limit)
+                .map(|kv| kv.key().map(|k| k[prefix.len()..].to_vec()))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(w.err("by_webhook"))?;
+            let mut b = w.batch();
+            for tk in &old {
+                w.remove_delivery(&mut b, tk, &webhook)?;
+            }
+            b.commit().map_err(w.err("retention"))?;
+            Ok(old.len())
+        })
+        .await
+    }
+
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
         match self.shared.ks.deliveries.get(id.as_bytes()).map_err(self.err("deliveries"))? {
             Some(v) => Ok(Some(decode(&v, "deliveries", id)?)),

@@ -204,6 +204,10 @@ pub trait DeliveryLog: Send + Sync + 'static {
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
     async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+    /// Removes up to `limit` deliveries of `webhook_id` first triggered before `before`, oldest
+    /// first, with their attempts; answers how many. A webhook's own retention
+    /// (`policy.retention_days`) is applied through this.
+    async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize>;
 }
 
 /// Everything the stages keep: hot state and the delivery log, from one backend or from two
@@ -303,6 +307,9 @@ impl DeliveryLog for Split {
     }
     async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
         self.log.list_deliveries(query).await
+    }
+    async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize> {
+        self.log.expire_webhook(webhook_id, before, limit).await
     }
 }
 

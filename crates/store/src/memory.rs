@@ -292,6 +292,18 @@ impl DeliveryLog for MemoryStore {
         Ok(self.log.lock().deliveries.get(id).cloned())
     }
 
+    async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize> {
+        let mut log = self.log.lock();
+        let old: Vec<(DateTime<Utc>, String)> = match log.per_webhook.get(webhook_id) {
+            Some(set) => set.iter().take_while(|(at, _)| *at < before).take(limit).cloned().collect(),
+            None => return Ok(0),
+        };
+        for (at, id) in &old {
+            log.remove(*at, id);
+        }
+        Ok(old.len())
+    }
+
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
         let mut log = self.log.lock();
         if log.deliveries.contains_key(delivery_id) {

@@ -425,6 +425,22 @@ const CAP_SQL: &str = "WITH doomed AS (
                  UPDATE hm_webhook_counts c SET kept = c.kept - g.n
                  FROM (SELECT webhook_id, count(*) n FROM gone GROUP BY webhook_id) g WHERE c.webhook_id = g.webhook_id";
 
+/// A webhook's own retention: deletes its oldest deliveries first triggered before `$2` (at most
+/// `$3`) with their attempts, counts them out, and answers how many went.
+const EXPIRE_SQL: &str = "WITH doomed AS (
+                     SELECT d.id, d.created_at FROM hm_deliveries d
+                     WHERE d.webhook_id = $1 AND d.created_at < $2
+                     ORDER BY d.created_at, d.id LIMIT $3),
+                 gone_attempts AS (
+                     DELETE FROM hm_attempts a USING doomed x WHERE a.delivery_id = x.id AND a.created_at = x.created_at),
+                 gone AS (
+                     DELETE FROM hm_deliveries d USING doomed x WHERE d.id = x.id AND d.created_at = x.created_at
+                     RETURNING d.id),
+                 counted AS (
+                     UPDATE hm_webhook_counts c SET kept = greatest(c.kept - (SELECT count(*) FROM gone), 0)
+                     WHERE c.webhook_id = $1)
+                 SELECT count(*) FROM gone";
+
 /// The deliveries of a batch as column arrays, for one `unnest` upsert.
 #[derive(Default)]
 struct DeliveryColumns {
@@ -638,6 +654,15 @@ fn decode_delivery(row: &tokio_postgres::Row) -> Result<Delivery> {
 impl DeliveryLog for PostgresLog {
     async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
         self.submit(Op::Put(Box::new(delivery.clone()))).await.map(|_| ())
+    }
+
+    async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let stmt = client.prepare_cached(EXPIRE_SQL).await.map_err(backend("expiring deliveries"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let row =
+            client.query_one(&stmt, &[&webhook_id, &before, &limit]).await.map_err(backend("expiring deliveries"))?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {

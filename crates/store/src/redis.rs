@@ -144,6 +144,24 @@ pub const SCAN_BASE: usize = 1000;
 /// Max ages above this (100 years) are treated as this, to keep expiry times in range.
 const MAX_AGE_CAP_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
+/// A webhook's own retention: removes its deliveries first triggered before a time, atomically
+/// with their attempts and index entries.
+///
+/// KEYS: 1 idx:all, 2 idx:wh:{webhook}. ARGV: 1 prefix, 2 before ms (exclusive), 3 limit.
+const EXPIRE_SCRIPT: &str = r#"
+local prefix = ARGV[1]
+local members = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(members) do
+  local h = prefix .. ':d:' .. member
+  local tenant = redis.call('HGET', h, 'tenant')
+  redis.call('DEL', h, prefix .. ':a:' .. member)
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZREM', KEYS[2], member)
+  if tenant then redis.call('ZREM', prefix .. ':idx:t:' .. tenant, member) end
+end
+return #members
+"#;
+
 /// Put + index + retention, atomically.
 ///
 /// KEYS: 1 delivery hash, 2 its attempts, 3 idx:all, 4 idx:wh:{webhook}, 5 idx:t:{tenant}.
@@ -435,6 +453,7 @@ pub struct RedisStore {
     /// Where this store's next claim starts walking the buckets.
     next_bucket: std::sync::Arc<std::sync::atomic::AtomicU32>,
     put_script: Script,
+    expire_script: Script,
     attempt_script: Script,
     claim_script: Script,
     rate_script: Script,
@@ -501,6 +520,7 @@ impl RedisStore {
             retry_buckets: DEFAULT_RETRY_BUCKETS,
             next_bucket: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(start)),
             put_script: Script::new(PUT_SCRIPT),
+            expire_script: Script::new(EXPIRE_SCRIPT),
             attempt_script: Script::new(ATTEMPT_SCRIPT),
             claim_script: Script::new(CLAIM_SCRIPT),
             rate_script: Script::new(RATE_SCRIPT),
@@ -1023,6 +1043,21 @@ impl DeliveryLog for RedisStore {
             .await
             .map_err(backend("put_delivery"))?;
         Ok(())
+    }
+
+    async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize> {
+        self.log_here("expire_webhook")?;
+        let n: i64 = self
+            .expire_script
+            .key(self.keys.all())
+            .key(self.keys.webhook(webhook_id))
+            .arg(&self.keys.prefix)
+            .arg(floor_ms(before))
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend("expire_webhook"))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {

@@ -178,6 +178,7 @@ suite!(delivery_log on [memory, embedded, redis, postgres, split] {
     limit_zero_means_fifty;
     per_webhook_cap_drops_the_oldest with Retention { per_webhook: 3, ..Retention::default() };
     max_age_drops_the_oldest with Retention { max_age: Duration::from_secs(2), ..Retention::default() };
+    expire_webhook_removes_its_old_deliveries_only;
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -213,6 +214,8 @@ fn delivery(id: &str, tenant: &str, webhook: &str, at: DateTime<Utc>) -> Deliver
         traceparent: None,
         personal: Vec::new(),
         context: None,
+        hold: None,
+        data_points: None,
     };
     Delivery::new(request, at)
 }
@@ -752,6 +755,36 @@ async fn max_age_drops_the_oldest(store: Arc<dyn DeliveryLog>) {
     let wh1 = list_ids(&store, DeliveryQuery { webhook_id: Some("wh1".into()), ..Default::default() }).await;
     assert_eq!(wh1, Vec::<String>::new());
     assert!(store.get_delivery(&newest).await.unwrap().is_some(), "young deliveries stay");
+}
+
+async fn expire_webhook_removes_its_old_deliveries_only(store: Arc<dyn DeliveryLog>) {
+    // A webhook keeping 7 days, seen 10 days into its life: one delivery a day.
+    let now = now_ms();
+    for day in 0..10 {
+        let id = format!("msg_d{day}");
+        let at = now - TimeDelta::days(9 - day) - secs(60);
+        store.put_delivery(&delivery(&id, "t1", "wh1", at)).await.unwrap();
+        store.add_attempt(&id, &attempt(1, at)).await.unwrap();
+        store.put_delivery(&delivery(&format!("msg_o{day}"), "t1", "wh2", at)).await.unwrap();
+    }
+    let cutoff = now - TimeDelta::days(7);
+    // In batches, oldest first: the limit holds, and the next call takes the rest.
+    assert_eq!(store.expire_webhook("wh1", cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.get_delivery("msg_d0").await.unwrap(), None);
+    assert!(store.get_delivery("msg_d2").await.unwrap().is_some(), "the limit holds");
+    assert_eq!(store.expire_webhook("wh1", cutoff, 100).await.unwrap(), 1);
+    assert_eq!(store.expire_webhook("wh1", cutoff, 100).await.unwrap(), 0, "nothing left to expire");
+    let by_webhook = |w: &str| DeliveryQuery { webhook_id: Some(w.into()), ..Default::default() };
+    let kept: Vec<String> = (3..10).rev().map(|d| format!("msg_d{d}")).collect();
+    assert_eq!(list_ids(&store, by_webhook("wh1")).await, kept);
+    for gone in ["msg_d0", "msg_d1", "msg_d2"] {
+        assert_eq!(store.attempts(gone).await.unwrap(), Vec::<Attempt>::new(), "{gone}'s attempts went with it");
+        let listed = list_ids(&store, DeliveryQuery { tenant_id: Some("t1".into()), ..Default::default() }).await;
+        assert!(!listed.contains(&gone.to_string()), "{gone} is not listed for its tenant: {listed:?}");
+    }
+    assert_eq!(store.attempts("msg_d3").await.unwrap().len(), 1, "kept deliveries keep their attempts");
+    assert_eq!(list_ids(&store, by_webhook("wh2")).await.len(), 10, "another webhook keeps everything");
+    assert_eq!(store.expire_webhook("no-such-webhook", now, 10).await.unwrap(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

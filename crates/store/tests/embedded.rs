@@ -35,6 +35,8 @@ fn delivery(id: &str, webhook: &str, at: DateTime<Utc>) -> Delivery {
         traceparent: None,
         personal: Vec::new(),
         context: None,
+        hold: None,
+        data_points: None,
         call: Default::default(),
     };
     Delivery::new(request, at)

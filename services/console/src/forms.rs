@@ -106,6 +106,7 @@ pub const WEBHOOK_FIELDS: &[&str] = &[
     "policy.max_concurrency",
     "policy.ordering",
     "policy.non_retryable_statuses",
+    "policy.retention_days",
 ];
 
 /// The template form's fields, as the API names them (under `template.`).
@@ -396,11 +397,13 @@ pub fn webhook_from_form(f: &FormData) -> Result<v1::Webhook, FieldErrors> {
         // Empty keeps the webhook's schemes as they are.
         signature_schemes: f.all("signature_schemes"),
         public_keys: Vec::new(),
-        // The console does not edit call context yet (ctl and the API do); an edit keeps the
+        // The console does not edit call context or enrichment yet (ctl and the API do); an edit keeps the
         // webhook's (pages/webhooks.rs).
         captures: Vec::new(),
         context_wait_ms: 0,
         context_defaults: Vec::new(),
+        wait_for: Vec::new(),
+        max_wait_ms: 0,
         request: Some(v1::Request {
             method: f.text("request.method"),
             url: f.text("request.url"),
@@ -432,6 +435,7 @@ pub fn webhook_from_form(f: &FormData) -> Result<v1::Webhook, FieldErrors> {
             max_concurrency: opt_u32(f, "policy.max_concurrency", &mut e),
             ordering: f.text("policy.ordering"),
             non_retryable_statuses: non_retryable,
+            retention_days: opt_u32(f, "policy.retention_days", &mut e),
         }),
         secrets: Vec::new(),
         version: f.text("version").parse().unwrap_or(0),
@@ -500,6 +504,7 @@ pub fn webhook_to_form(w: &v1::Webhook) -> (BTreeMap<String, String>, Vec<String
     }
     put("policy.max_concurrency", opt(p.max_concurrency.map(u64::from)));
     put("policy.ordering", p.ordering.clone());
+    put("policy.retention_days", opt(p.retention_days.map(u64::from)));
     put(
         "policy.non_retryable_statuses",
         p.non_retryable_statuses.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),

@@ -11,6 +11,15 @@ pub(crate) fn lane_of(d: &Delivery) -> Option<String> {
         .then(|| format!("{}/{}", d.webhook_id, d.call_id.as_deref().unwrap_or(&d.event_id)))
 }
 
+/// When a delivery's total timeout starts: its first trigger, or for a delivery held for data
+/// points the moment it fired (`None` while it is held).
+fn origin(d: &Delivery) -> Option<DateTime<Utc>> {
+    match &d.request.hold {
+        Some(hold) => hold.fired_at,
+        None => Some(d.created_at),
+    }
+}
+
 impl Dispatcher {
     /// Handles a request from `hookmesh.requests`. `order` is released once the delivery is
     /// recorded (and queued in its call's lane), so later records of the same key may start
@@ -69,10 +78,10 @@ impl Dispatcher {
             None => Some((None, "the webhook was deleted".to_string())),
             Some(w) if !w.enabled => Some((None, "the webhook is disabled".to_string())),
             Some(_)
-                if now
-                    > d.created_at
-                        + chrono::Duration::from_std(d.request.policy.total_timeout())
-                            .unwrap_or(chrono::Duration::MAX) =>
+                if origin(&d).is_some_and(|o| {
+                    now > o + chrono::Duration::from_std(d.request.policy.total_timeout())
+                        .unwrap_or(chrono::Duration::MAX)
+                }) =>
             {
                 Some((Some(ErrorClass::Expired), "the total timeout passed before the attempt could start".to_string()))
             }
@@ -84,6 +93,11 @@ impl Dispatcher {
             return self.settle_error(d).await;
         }
         let webhook = webhook.expect("checked above");
+        match self.resolve_hold(&mut d, &webhook, now).await? {
+            crate::enrich::HoldStep::Ready if d.request.render_error.is_some() => return self.settle_error(d).await,
+            crate::enrich::HoldStep::Ready => {}
+            crate::enrich::HoldStep::Wait(wait) => return self.defer_hold(d, wait).await,
+        }
         match self.resolve_context(&mut d, now).await? {
             crate::context::ContextStep::Ready => {}
             crate::context::ContextStep::Wait(wait) => return self.defer(d, wait).await,
@@ -137,8 +151,9 @@ impl Dispatcher {
         if attempt.error_class != Some(hookmesh_core::delivery::ErrorClass::Blocked) {
             self.update_breaker(&webhook, attempt.succeeded(), Some(&circuit)).await?;
         }
+        let started = origin(&d).unwrap_or(d.created_at);
         let decision =
-            decide(&d.request.policy, &result, d.attempts, d.created_at, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
+            decide(&d.request.policy, &result, d.attempts, started, Utc::now(), rand::random::<f64>() * 2.0 - 1.0);
         match decision {
             Decision::Delivered => {
                 if claimed {
@@ -201,6 +216,23 @@ impl Dispatcher {
         if let Some(lane) = lane_of(d) {
             if let Some(next) = self.store.lane_pop(&lane, &d.id).await? {
                 self.store.schedule_retry(&next, Utc::now()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a held delivery back to wait, then looks once more: a data point that arrived while
+    /// it was deciding may have woken it before this reschedule replaced the wake-up.
+    pub(crate) async fn defer_hold(&self, d: Delivery, wait: Duration) -> Result<(), DispatchError> {
+        let (id, tenant, call, created) = (d.id.clone(), d.tenant_id.clone(), d.call_id.clone(), d.created_at);
+        let hold = d.request.hold.clone();
+        self.defer(d, wait).await?;
+        if let (Some(hold), Some(call)) = (hold, call) {
+            let values = self.store.context_get(&tenant, &call).await?;
+            if let hookmesh_core::enrich::Verdict::Fire { .. } =
+                hookmesh_core::enrich::decide(&hold, created, Utc::now(), &values)
+            {
+                self.store.schedule_retry(&id, Utc::now()).await?;
             }
         }
         Ok(())

@@ -11,17 +11,20 @@
 //! claims come back when the lease ends) and runs them through the same path. Resend,
 //! recover and test-send live in [`service`]. Call context (values one webhook's responses
 //! give to later deliveries of the same call) is resolved and captured here, where the store
-//! is: [`context`].
+//! is: [`context`]; so is post-call enrichment (deliveries held for data points of later events
+//! of their call): [`enrich`].
 
 pub mod client;
 mod context;
 mod deliver;
+mod enrich;
 mod gate;
 mod health;
 pub mod kafka;
 mod log;
 mod operational;
 pub mod privacy;
+mod retention;
 mod retries;
 pub mod service;
 pub mod ssrf;
@@ -106,6 +109,8 @@ pub struct Dispatcher {
     pub vault: Arc<privacy::Vault>,
     endpoints: Arc<Mutex<HashMap<String, Arc<EndpointLocal>>>>,
     health: health::HealthWriter,
+    /// Compiled webhooks, for rendering held deliveries when they fire.
+    compiled: Arc<hookmesh_renderer::CompileCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,12 +147,14 @@ impl Dispatcher {
             config,
             endpoints: Arc::default(),
             health: health::HealthWriter::start(store.clone()),
+            compiled: Arc::default(),
         }
     }
 
     async fn handle(&self, msg: &Message, order: Option<&OrderRelease>) -> Result<(), DispatchError> {
         let Some(payload) = &msg.payload else { return Ok(()) };
         match serde_json::from_slice::<RenderedRequest>(payload) {
+            Ok(request) if request.data_points.is_some() => self.record_data_points(&request).await,
             Ok(request) => self.deliver_new(request, order).await,
             Err(e) => {
                 self.bus.publish(&self.topics.dlq, unreadable(msg, "request", e)).await?;
@@ -161,6 +168,7 @@ impl Dispatcher {
 pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationToken) -> Result<(), BusError> {
     let dispatcher = Arc::new(dispatcher);
     let retries = tokio::spawn(dispatcher.clone().run_retries(shutdown.clone()));
+    let retention = tokio::spawn(dispatcher.clone().run_retention(shutdown.clone()));
     let (bus, topic) = (dispatcher.bus.clone(), dispatcher.topics.requests.clone());
     // Ordered by key (webhook/call) only until each delivery is recorded and queued in its
     // call's lane: see `deliver_new`.
@@ -179,5 +187,6 @@ pub async fn run(dispatcher: Dispatcher, group: String, shutdown: CancellationTo
     )
     .await;
     let _ = retries.await;
+    let _ = retention.await;
     result
 }

@@ -124,6 +124,10 @@ fn mask_request(m: &Masker, r: &mut RenderedRequest) {
             m.mask_in_place(v);
         }
     }
+    // A held delivery keeps its event until it fires: the sealed copy has it, the log does not.
+    if let Some(hold) = r.hold.as_mut() {
+        hold.event = None;
+    }
     // A tenant may mask a call data point the log shows (`mask_fields`: tracking, …).
     let call = &mut r.call;
     for v in
@@ -166,6 +170,8 @@ mod tests {
             traceparent: None,
             personal: personal.iter().map(|s| s.to_string()).collect(),
             context: None,
+            hold: None,
+            data_points: None,
         };
         let mut d = Delivery::new(request, chrono::Utc::now());
         d.status = DeliveryStatus::Retrying;

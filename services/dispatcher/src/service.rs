@@ -83,6 +83,16 @@ impl DeliveryApi {
         if d.request.render_error.is_some() {
             return Err(Status::failed_precondition(format!("delivery `{}` never rendered; nothing to resend", d.id)));
         }
+        if let Some(hold) = d.request.hold.as_ref().filter(|h| h.fired.is_none()) {
+            // Ended before its data points came (webhook disabled, say): send it with what
+            // arrived since, without waiting any longer.
+            let now = hold.deadline(d.created_at).max(Utc::now());
+            let webhook = self.webhook(&Principal::Operator, &d.webhook_id)?;
+            self.dispatcher.resolve_hold(&mut d, &webhook, now).await.map_err(Status::from)?;
+            if let Some(e) = &d.request.render_error {
+                return Err(Status::failed_precondition(format!("delivery `{}`: {e}", d.id)));
+            }
+        }
         if d.request.context.as_ref().is_some_and(|c| c.resolved.is_none()) {
             // Never sent for want of a context value: send it with the values captured since
             // (or the defaults), without waiting any longer.

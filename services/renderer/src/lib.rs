@@ -6,6 +6,10 @@
 //! template version). A render failure becomes a request carrying `render_error`, so the
 //! dispatcher logs the delivery as an error: a failure is recorded, never lost, never a panic.
 //! Jobs of a webhook deleted since routing are dropped with a log line (nobody wants them).
+//!
+//! Post-call enrichment (`hookmesh_core::enrich`): a job whose event lacks data points its
+//! webhook waits for is passed on unrendered, holding the event, and the dispatcher renders it
+//! with [`render_job`] when it fires; a data-point job is passed on as its data points.
 
 pub mod service;
 
@@ -16,7 +20,7 @@ use hookmesh_bus::trace::{self, TRACEPARENT};
 use hookmesh_bus::{Bus, BusError, Message, Record};
 use hookmesh_core::delivery::{DeliveryJob, RenderedRequest};
 use hookmesh_core::privacy::personal_values;
-use hookmesh_core::render::{failed_request, CompiledWebhook};
+use hookmesh_core::render::{data_point_request, failed_request, held_request, CompiledWebhook};
 use hookmesh_core::webhook::Webhook;
 use hookmesh_registry::ConfigView;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
@@ -56,6 +60,33 @@ impl CompileCache {
     }
 }
 
+/// Renders `job` with `webhook` as the registry holds it now (its template too); a failure is a
+/// request carrying the reason. The dispatcher renders held deliveries with this when they fire.
+pub fn render_job(
+    registry: &ConfigView,
+    cache: &CompileCache,
+    webhook: &Arc<Webhook>,
+    job: &DeliveryJob,
+) -> RenderedRequest {
+    match cache.get(registry, webhook.clone()) {
+        Ok(compiled) => compiled.render(job).unwrap_or_else(|e| compiled.failed_request(job, e.to_string())),
+        Err(reason) => failed_request(webhook, job, reason),
+    }
+}
+
+/// `request` with the event's personal values listed when its tenant masks them: the
+/// dispatcher masks these in everything it stores (see `hookmesh_core::privacy`).
+pub fn with_personal(
+    registry: &ConfigView,
+    mut request: RenderedRequest,
+    event: &hookmesh_core::event::Event,
+) -> RenderedRequest {
+    if let Some(settings) = registry.snapshot().tenants.get(&event.tenant_id) {
+        request.personal = personal_values(event, settings);
+    }
+    request
+}
+
 /// How long a job waits for this process's registry view to catch up with the router's.
 pub const REGISTRY_WAIT: Duration = Duration::from_secs(30);
 
@@ -75,14 +106,12 @@ impl Renderer {
     /// Renders one job; `None` when its webhook no longer exists.
     pub async fn render(&self, job: &DeliveryJob) -> Option<RenderedRequest> {
         let webhook = self.registry.webhook_at_least(&job.webhook_id, job.webhook_version, REGISTRY_WAIT).await?;
-        let mut request = match self.cache.get(&self.registry, webhook.clone()) {
-            Ok(compiled) => compiled.render(job).unwrap_or_else(|e| compiled.failed_request(job, e.to_string())),
-            Err(reason) => failed_request(&webhook, job, reason),
-        };
-        if let Some(settings) = self.registry.snapshot().tenants.get(&job.tenant_id) {
-            // The dispatcher masks these in everything it stores (see hookmesh_core::privacy).
-            request.personal = personal_values(&job.event, settings);
+        if job.data_points {
+            return Some(data_point_request(&webhook, job));
         }
+        let request =
+            held_request(&webhook, job).unwrap_or_else(|| render_job(&self.registry, &self.cache, &webhook, job));
+        let request = with_personal(&self.registry, request, &job.event);
         if let Some(e) = &request.render_error {
             metrics().render_errors.inc();
             tracing::warn!(delivery = %job.delivery_id, webhook = %job.webhook_id, error = %e, "render failed");

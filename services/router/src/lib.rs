@@ -4,7 +4,9 @@
 //! registry view (event type, campaigns, directions, numbers, IVR option, attribute
 //! conditions, the CEL expression; disabled webhooks get nothing) and produces one [`DeliveryJob`] per match to
 //! `hookmesh.jobs`, keyed `webhook_id/call_id`. The offset is committed only after every job of
-//! the event is acknowledged. The router also owns the registry's management API
+//! the event is acknowledged. A webhook that holds deliveries for data points of later events
+//! (`wait_for`) also gets a data-point job for each event of a call that carries one of them,
+//! whatever its trigger (`hookmesh_core::enrich`). The router also owns the registry's management API
 //! ([`service::RegistryApi`]: `WebhookService`, `TemplateService`).
 
 pub mod service;
@@ -83,17 +85,25 @@ impl Router {
         let mut bindings = None;
         hooks
             .iter()
-            .filter(|w| {
-                let Ok(expression) = self.expressions.get(w) else { return false };
-                match matches_with_expression(w, event, expression.as_deref(), &mut bindings) {
-                    Ok(hit) => hit,
-                    Err(why) => {
-                        tracing::debug!(webhook = %w.id, event = %event.id, reason = %why, "trigger expression did not hold");
-                        false
-                    }
+            .filter_map(|w| {
+                let hit = match self.expressions.get(w) {
+                    Err(()) => false,
+                    Ok(expression) => match matches_with_expression(w, event, expression.as_deref(), &mut bindings) {
+                        Ok(hit) => hit,
+                        Err(why) => {
+                            tracing::debug!(webhook = %w.id, event = %event.id, reason = %why, "trigger expression did not hold");
+                            false
+                        }
+                    },
+                };
+                if hit {
+                    Some(DeliveryJob::new(&w.id, w.version, event.clone(), now))
+                } else if carries_awaited_points(w, event) {
+                    Some(DeliveryJob::data_points(&w.id, w.version, event.clone(), now))
+                } else {
+                    None
                 }
             })
-            .map(|w| DeliveryJob::new(&w.id, w.version, event.clone(), now))
             .collect()
     }
 
@@ -125,6 +135,12 @@ impl Router {
         }
         Ok(n)
     }
+}
+
+/// Whether `event` brings data points enrichment webhook `w` holds deliveries for: an event
+/// of one of the tenant's calls carrying any of its `wait_for` names, whatever its trigger.
+fn carries_awaited_points(w: &Webhook, event: &Event) -> bool {
+    w.enabled && event.call_id.is_some() && w.context.wait_for.iter().any(|n| hookmesh_core::enrich::carries(event, n))
 }
 
 /// Consumes `hookmesh.events` until `shutdown`.

@@ -100,6 +100,8 @@ fn delivery_json(d: &v1::Delivery) -> Value {
         "last_error": opt_str(&d.last_error),
         "last_error_class": opt_str(&d.last_error_class),
         "context": d.context.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "held_for": d.held_for,
+        "hold_fired": opt_str(&d.hold_fired),
     })
 }
 
@@ -144,6 +146,14 @@ fn describe_delivery(d: &v1::Delivery) -> String {
             let used: std::collections::BTreeMap<_, _> = d.context.iter().collect();
             used.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
         }),
+        ("held for", d.held_for.join(", ")),
+        (
+            "released",
+            match (d.held_for.is_empty(), d.hold_fired.is_empty()) {
+                (false, true) => "not yet: waiting for the data points".to_string(),
+                _ => d.hold_fired.clone(),
+            },
+        ),
     ])
 }
 

@@ -20,6 +20,7 @@ use hookmesh_proto::convert;
 use hookmesh_proto::v1;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum WebhookCmd {
@@ -94,6 +95,10 @@ pub enum ClearField {
     Description,
     Captures,
     ContextDefaults,
+    /// wait_for and max_wait (post-call enrichment).
+    WaitFor,
+    /// The webhook's own log retention (back to the deployment's).
+    RetentionDays,
 }
 
 #[derive(Args, Debug, Default)]
@@ -200,6 +205,10 @@ pub struct WebhookFlags {
     pub burst: Option<u32>,
     #[arg(long)]
     pub max_concurrency: Option<u32>,
+    /// Days the delivery log keeps this webhook's deliveries (1..3650; default: the
+    /// deployment's retention, which also caps it).
+    #[arg(long = "retention-days", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
     /// none (default) or per_call.
     #[arg(long)]
     pub ordering: Option<String>,
@@ -225,6 +234,15 @@ pub struct WebhookFlags {
     /// `NAME=VALUE`. Repeatable; replaces the list.
     #[arg(long = "context-default", value_name = "NAME=VALUE")]
     pub context_defaults: Vec<String>,
+    /// Post-call enrichment: hold each delivery until later events of its call bring these
+    /// data points (`recording_url,transcript`), merged into the event's data when it renders.
+    /// Repeatable or comma-separated; replaces the list (`--clear wait-for` empties it).
+    #[arg(long = "wait-for", value_name = "DATA_POINT", value_delimiter = ',')]
+    pub wait_for: Vec<String>,
+    /// How long a delivery is held for `--wait-for` before it is sent with what arrived
+    /// (`20m`, the default; at most 6h).
+    #[arg(long = "max-wait", value_name = "DURATION", value_parser = parse_millis)]
+    pub max_wait_ms: Option<u64>,
 }
 
 /// clap value parser: a duration (`30s`, `1500ms`, `2m`) in milliseconds.
@@ -295,6 +313,11 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
             ClearField::Description => w.description.clear(),
             ClearField::Captures => w.captures.clear(),
             ClearField::ContextDefaults => w.context_defaults.clear(),
+            ClearField::RetentionDays => p.retention_days = None,
+            ClearField::WaitFor => {
+                w.wait_for.clear();
+                w.max_wait_ms = 0;
+            }
         }
     }
     if !f.captures.is_empty() {
@@ -306,6 +329,12 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
     }
     if let Some(ms) = f.context_wait_ms {
         w.context_wait_ms = ms;
+    }
+    if !f.wait_for.is_empty() {
+        w.wait_for = f.wait_for.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    }
+    if let Some(ms) = f.max_wait_ms {
+        w.max_wait_ms = ms;
     }
     if !f.context_defaults.is_empty() {
         w.context_defaults = f
@@ -394,6 +423,9 @@ fn apply_webhook_flags(w: &mut v1::Webhook, f: &WebhookFlags) -> Result<()> {
     if f.max_concurrency.is_some() {
         p.max_concurrency = f.max_concurrency;
     }
+    if f.retention_days.is_some() {
+        p.retention_days = f.retention_days;
+    }
     set(&mut p.ordering, &f.ordering);
     if !f.non_retryable.is_empty() {
         p.non_retryable_statuses = f.non_retryable.clone();
@@ -481,6 +513,7 @@ fn describe_webhook(w: &v1::Webhook) -> String {
         p.rate_limit.as_ref().map(|rl| format!("{}/s, burst {}", rl.per_second, rl.burst)).unwrap_or_default(),
     ));
     rows.push(("max concurrency", p.max_concurrency.map(|c| c.to_string()).unwrap_or_default()));
+    rows.push(("log retention", p.retention_days.map(|d| format!("{d} days")).unwrap_or_default()));
     rows.push(("ordering", if p.ordering.is_empty() { "none".into() } else { p.ordering.clone() }));
     rows.push(("non-retryable", p.non_retryable_statuses.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")));
     for c in &w.captures {
@@ -491,6 +524,11 @@ fn describe_webhook(w: &v1::Webhook) -> String {
     }
     for d in &w.context_defaults {
         rows.push(("context default", format!("{} = {}", d.name, d.value)));
+    }
+    if !w.wait_for.is_empty() {
+        let max_wait = if w.max_wait_ms == 0 { 20 * 60 * 1000 } else { w.max_wait_ms };
+        let max_wait = humantime::format_duration(Duration::from_millis(max_wait)).to_string();
+        rows.push(("wait for", format!("{} (at most {max_wait})", w.wait_for.join(", "))));
     }
     rows.push((
         "signature",
