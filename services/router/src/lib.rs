@@ -85,7 +85,7 @@ impl Router {
         let mut bindings = None;
         hooks
             .iter()
-            .filter_map(|w| {
+            .flat_map(|w| {
                 let hit = match self.expressions.get(w) {
                     Err(()) => false,
                     Ok(expression) => match matches_with_expression(w, event, expression.as_deref(), &mut bindings) {
@@ -96,13 +96,12 @@ impl Router {
                         }
                     },
                 };
-                if hit {
-                    Some(DeliveryJob::new(&w.id, w.version, event.clone(), now))
-                } else if carries_awaited_points(w, event) {
-                    Some(DeliveryJob::data_points(&w.id, w.version, event.clone(), now))
-                } else {
-                    None
-                }
+                // An event that triggers the webhook may also bring what another of its
+                // deliveries for the same call waits for: both jobs, in that order.
+                let job = hit.then(|| DeliveryJob::new(&w.id, w.version, event.clone(), now));
+                let points = carries_awaited_points(w, event)
+                    .then(|| DeliveryJob::data_points(&w.id, w.version, event.clone(), now));
+                job.into_iter().chain(points)
             })
             .collect()
     }
@@ -158,4 +157,71 @@ pub async fn run(router: Router, group: String, shutdown: CancellationToken) -> 
         |router, msg, _order| async move { router.handle(&msg).await },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookmesh_bus::memory::MemoryBus;
+    use hookmesh_core::event::event_from_value;
+    use serde_json::json;
+
+    async fn router_with(webhooks: &[serde_json::Value]) -> (Router, CancellationToken) {
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let topics = Topics::new("hookmesh");
+        for spec in topics.specs(1) {
+            bus.ensure_topic(&spec).await.unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let registry = ConfigView::start(bus.clone(), &topics.config, None, shutdown.clone()).await.unwrap();
+        for w in webhooks {
+            let mut doc = json!({"tenant_id": "acme", "version": 1, "request": {"url": "https://crm.example.com/"},
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"});
+            doc.as_object_mut().unwrap().extend(w.as_object().unwrap().clone());
+            registry.put_webhook(serde_json::from_value(doc).unwrap(), 0).await.unwrap();
+        }
+        (Router::new(bus, topics, registry), shutdown)
+    }
+
+    fn event(id: &str, kind: &str, call: Option<&str>, data: serde_json::Value) -> Event {
+        let mut v =
+            json!({"id": id, "type": kind, "occurred_at": "2026-12-04T10:00:00Z", "tenant_id": "acme", "data": data});
+        if let Some(c) = call {
+            v["call_id"] = json!(c);
+        }
+        event_from_value(v).unwrap()
+    }
+
+    /// (webhook, data-point job?) of each job, in order.
+    fn jobs(r: &Router, e: &Event) -> Vec<(String, bool)> {
+        r.route(e).into_iter().map(|j| (j.webhook_id, j.data_points)).collect()
+    }
+
+    #[tokio::test]
+    async fn later_events_bring_data_points_to_enrichment_webhooks_whatever_their_trigger() {
+        let trigger = json!({"event_types": ["call.ended"], "campaigns": ["Sales"]});
+        let (r, shutdown) = router_with(&[
+            json!({"id": "enrich", "name": "enrich", "trigger": trigger,
+                   "context": {"wait_for": ["recording_url", "transcript"]}}),
+            json!({"id": "plain", "name": "plain", "trigger": trigger}),
+            json!({"id": "off", "name": "off", "enabled": false, "context": {"wait_for": ["recording_url"]}}),
+        ])
+        .await;
+        let sales = json!({"campaign_name": "Sales"});
+        let both = vec![("enrich".to_string(), false), ("plain".to_string(), false)];
+        assert_eq!(jobs(&r, &event("e1", "call.ended", Some("c1"), sales.clone())), both);
+        // The recording of a Sales call does not repeat the campaign: a data-point job only.
+        let rec = event("e2", "recording_ready", Some("c1"), json!({"recording_url": "https://r/1"}));
+        assert_eq!(jobs(&r, &rec), vec![("enrich".to_string(), true)]);
+        // A triggering event that carries an awaited point: its delivery and the point.
+        let ended = event("e3", "call.ended", Some("c2"), json!({"campaign_name": "Sales", "transcript": "hi"}));
+        let mut expected = vec![("enrich".to_string(), false), ("enrich".to_string(), true)];
+        expected.push(("plain".to_string(), false));
+        assert_eq!(jobs(&r, &ended), expected);
+        // Nothing for events without a call, nor for `null`s.
+        let no_call = event("e4", "contact.updated", None, json!({"recording_url": "https://r/2"}));
+        assert!(jobs(&r, &no_call).is_empty());
+        assert!(jobs(&r, &event("e5", "call.analyzed", Some("c1"), json!({"transcript": null}))).is_empty());
+        shutdown.cancel();
+    }
 }
