@@ -208,3 +208,42 @@ async fn a_held_call_is_sent_at_its_deadline_with_what_arrived(backend: Backend)
     let first = chrono::DateTime::parse_from_rfc3339(&d.created_at).unwrap().timestamp();
     assert!(signed_at - first >= 4, "signed {}s after the first trigger", signed_at - first);
 }
+
+/// A held delivery is durable: SIGKILL while it waits for its transcript, start again on the
+/// same data directory, and the transcript published after the restart releases it, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_delivery_survives_sigkill_and_is_released_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let crm = Recorder::start().await;
+    let mut hm = Hookmesh::start_with(&["--data-dir", &data]);
+    let id = ctl_create(
+        &hm,
+        &["--name", "CRM", "--url", &crm.url("/calls"), "--event", "call.ended", "--wait-for", "transcript"],
+    );
+    assert_eq!(hm.publish(&[event("k-end", "call.ended", "acme", "call-k", json!({}))]).await.accepted, 1);
+    let mut held = Vec::new();
+    let waiting = wait_until_async(
+        WAIT,
+        || deliveries_of(&hm, &id),
+        |l| {
+            held = l.clone();
+            l.first().is_some_and(|d| d.status == "pending" && !d.next_attempt_at.is_empty())
+        },
+    )
+    .await;
+    assert!(waiting, "held before the kill: {held:?}");
+    hm.kill_hard();
+
+    let hm = Hookmesh::start_with(&["--data-dir", &data]);
+    let after = delivery_when(&hm, &held[0].id, |_| true).await.delivery.unwrap();
+    assert_eq!((after.status.as_str(), after.held_for.clone()), ("pending", vec!["transcript".to_string()]));
+    assert_eq!(after.created_at, held[0].created_at, "the first trigger is kept");
+    let analyzed = event("k-ai", "call.analyzed", "acme", "call-k", json!({"transcript": "Agent: hello"}));
+    assert_eq!(hm.publish(&[analyzed]).await.accepted, 1);
+    let got = crm.wait_for(1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["transcript"], "Agent: hello");
+    let sent = delivery_when(&hm, &held[0].id, |d| d.status == "success").await.delivery.unwrap();
+    assert!(sent.hold_fired.starts_with("sent when transcript arrived"), "{}", sent.hold_fired);
+    assert_eq!(crm.count(), 1);
+}
