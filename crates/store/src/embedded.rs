@@ -121,6 +121,70 @@ struct Writer {
     health_counts: HashMap<String, usize>,
     /// Tie-breaker of health samples with one timestamp: increases across restarts too.
     seq: u64,
+    /// Where the live keys of the indexes trimmed from the front begin.
+    low: LowMarks,
+}
+
+/// The indexes trimmed from the front (oldest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Front {
+    Health,
+    ByWebhook,
+    ByTime,
+    RetryDue,
+    SeenExp,
+}
+
+/// Where the live keys of each index trimmed from the front begin, per prefix.
+///
+/// Removing the oldest entries of a sorted index leaves tombstones that the engine's iterators
+/// step over one by one until a compaction drops them, so a scan from the start of the index
+/// after N removals costs O(N), and trimming on every write grows quadratically. Measured on
+/// the health samples of one endpoint: past the 20,000-sample cap the trim took half of the
+/// store's time, and a standalone under constant load fell from thousands of deliveries/s to
+/// under 100. Each mark keeps the invariant *every live key under the prefix is ≥ the mark*:
+/// an insert below it lowers it, removing the front through a key (once committed) raises it
+/// just past that key, and front scans start at it. Unknown (after an open): the prefix
+/// itself, one full scan.
+#[derive(Default)]
+struct LowMarks(HashMap<(Front, Vec<u8>), Vec<u8>>);
+
+impl LowMarks {
+    /// Where a front scan of `prefix` in `index` starts.
+    fn start(&self, index: Front, prefix: &[u8]) -> Vec<u8> {
+        self.0.get(&(index, prefix.to_vec())).cloned().unwrap_or_else(|| prefix.to_vec())
+    }
+
+    /// `key` was inserted under `prefix`.
+    fn inserted(&mut self, index: Front, prefix: &[u8], key: &[u8]) {
+        if let Some(low) = self.0.get_mut(&(index, prefix.to_vec())) {
+            if key < low.as_slice() {
+                *low = key.to_vec();
+            }
+        }
+    }
+
+    /// Every live key under `prefix` up to and including `key` was removed (and committed).
+    fn removed_through(&mut self, index: Front, prefix: &[u8], key: &[u8]) {
+        let mut next = key.to_vec();
+        next.push(0);
+        let low = self.0.entry((index, prefix.to_vec())).or_insert_with(|| prefix.to_vec());
+        if next > *low {
+            *low = next;
+        }
+    }
+}
+
+/// The first key after every key starting with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn engine_err<'a>(dir: &'a Path, what: &str) -> impl Fn(fjall::Error) -> StoreError + 'a {
@@ -234,6 +298,7 @@ impl EmbeddedStore {
             per_webhook: HashMap::new(),
             health_counts: HashMap::new(),
             seq: (Utc::now().timestamp_micros().max(0) as u64) << 8,
+            low: LowMarks::default(),
         };
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
@@ -330,10 +395,16 @@ impl Writer {
 
     fn sweep_seen(&mut self) {
         let now = Utc::now().timestamp_millis();
-        let upto = sortable(now.saturating_add(1));
+        let upto = sortable(now.saturating_add(1)).to_vec();
+        let start = self.low.start(Front::SeenExp, &[]);
+        if start >= upto {
+            return;
+        }
         let mut b = self.batch();
-        for kv in self.ks().seen_exp.range(..upto.to_vec()).take(SWEEP_MAX) {
+        let mut last = None;
+        for kv in self.ks().seen_exp.range(start..upto).take(SWEEP_MAX) {
             let Ok(k) = kv.key() else { break };
+            last = Some(k.to_vec());
             let key = &k[8..];
             if let Some(ctx) = key.strip_prefix(CONTEXT_MARK) {
                 if let Ok(Some(v)) = self.ks().contexts.get(ctx) {
@@ -352,7 +423,11 @@ impl Writer {
             }
             b.remove(&self.ks().seen_exp, k.to_vec());
         }
-        let _ = b.commit();
+        if b.commit().is_ok() {
+            if let Some(last) = last {
+                self.low.removed_through(Front::SeenExp, &[], &last);
+            }
+        }
     }
 
     fn remove_delivery(&mut self, b: &mut fjall::OwnedWriteBatch, time_key: &[u8], webhook: &str) -> Result<()> {
@@ -397,46 +472,71 @@ impl Writer {
         // age, or the oldest of a full webhook) is dropped like any other.
         b.commit().map_err(self.err("put delivery"))?;
         self.per_webhook.insert(d.webhook_id.clone(), count + 1);
+        let wprefix = webhook_prefix(&d.webhook_id);
+        self.low.inserted(Front::ByWebhook, &wprefix, &webhook_key(&d.webhook_id, &time_key));
+        self.low.inserted(Front::ByTime, &[], &time_key);
 
         let mut b = self.batch();
         let over = (count + 1).saturating_sub(self.retention.per_webhook);
-        let oldest: Vec<Vec<u8>> = self
-            .ks()
-            .by_webhook
-            .prefix(webhook_prefix(&d.webhook_id))
-            .take(over)
-            .map(|kv| kv.key().map(|k| k.to_vec()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(self.err("by_webhook"))?;
-        let skip = webhook_prefix(&d.webhook_id).len();
+        let oldest: Vec<Vec<u8>> = if over == 0 {
+            Vec::new()
+        } else {
+            let start = self.low.start(Front::ByWebhook, &wprefix);
+            let end = prefix_end(&wprefix).expect("a webhook prefix ends in 0");
+            self.ks()
+                .by_webhook
+                .range(start..end)
+                .take(over)
+                .map(|kv| kv.key().map(|k| k.to_vec()))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(self.err("by_webhook"))?
+        };
+        let skip = wprefix.len();
         let mut evicted = std::collections::HashSet::new();
-        for k in oldest {
+        for k in &oldest {
             let tk = k[skip..].to_vec();
             self.remove_delivery(&mut b, &tk, &d.webhook_id)?;
             evicted.insert(tk);
         }
-        self.evict_aged(&mut b, &evicted)?;
-        b.commit().map_err(self.err("retention"))
+        let aged = self.evict_aged(&mut b, &evicted)?;
+        b.commit().map_err(self.err("retention"))?;
+        if let Some(last) = oldest.last() {
+            self.low.removed_through(Front::ByWebhook, &wprefix, last);
+        }
+        if let Some(last) = aged {
+            self.low.removed_through(Front::ByTime, &[], &last);
+        }
+        Ok(())
     }
 
-    /// Removes (into `b`) up to 1024 deliveries older than the max age, except `skip`.
-    fn evict_aged(&mut self, b: &mut fjall::OwnedWriteBatch, skip: &std::collections::HashSet<Vec<u8>>) -> Result<()> {
+    /// Removes (into `b`) up to 1024 deliveries older than the max age, except `skip`; answers
+    /// the last `by_time` key it went through, for the low mark once `b` is committed.
+    fn evict_aged(
+        &mut self,
+        b: &mut fjall::OwnedWriteBatch,
+        skip: &std::collections::HashSet<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
         let cutoff = Utc::now() - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::Duration::MAX);
-        let upto = sortable_time(cutoff);
+        let upto = sortable_time(cutoff).to_vec();
+        let start = self.low.start(Front::ByTime, &[]);
+        if start >= upto {
+            return Ok(None);
+        }
         let old: Vec<(Vec<u8>, String)> = self
             .ks()
             .by_time
-            .range(..upto.to_vec())
+            .range(start..upto)
             .take(1024)
             .map(|kv| kv.into_inner().map(|(k, v)| (k.to_vec(), String::from_utf8_lossy(&v).into_owned())))
             .collect::<std::result::Result<_, _>>()
             .map_err(self.err("by_time"))?;
+        let last = old.last().map(|(tk, _)| tk.clone());
         for (tk, webhook) in old {
             if !skip.contains(&tk) {
                 self.remove_delivery(b, &tk, &webhook)?;
             }
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Retention while running, also when nothing is written: deliveries past the max age and
@@ -445,8 +545,10 @@ impl Writer {
         self.sweep_seen();
         let mut b = self.batch();
         let swept = self.evict_aged(&mut b, &std::collections::HashSet::new());
-        if let Err(e) = swept.and_then(|_| b.commit().map_err(self.err("retention"))) {
-            tracing::warn!(error = %e, "embedded store: retention sweep failed");
+        match swept.and_then(|last| b.commit().map_err(self.err("retention")).map(|()| last)) {
+            Ok(Some(last)) => self.low.removed_through(Front::ByTime, &[], &last),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "embedded store: retention sweep failed"),
         }
     }
 
@@ -461,7 +563,8 @@ impl Writer {
         key.extend_from_slice(&sortable_time(sample.at));
         key.extend_from_slice(&self.seq.to_be_bytes());
         let json = encode(sample, "health", endpoint)?;
-        self.ks().health.insert(key, json).map_err(self.err("health"))?;
+        self.ks().health.insert(key.clone(), json).map_err(self.err("health"))?;
+        self.low.inserted(Front::Health, &prefix, &key);
         let mut count = self.health_counts[endpoint] + 1;
         // The window is relative to the newest sample, not to the one just recorded.
         let newest = match self.ks().health.prefix(&prefix).next_back() {
@@ -477,15 +580,22 @@ impl Writer {
         let mut cutoff_key = prefix.clone();
         cutoff_key.extend_from_slice(&sortable_time(cutoff));
         let mut b = self.batch();
-        for kv in self.ks().health.prefix(&prefix) {
+        let start = self.low.start(Front::Health, &prefix);
+        let end = prefix_end(&prefix).expect("an endpoint prefix ends in 0");
+        let mut last = None;
+        for kv in self.ks().health.range(start..end) {
             let k = kv.key().map_err(self.err("health"))?;
             if *k >= *cutoff_key && count <= crate::HEALTH_SAMPLES {
                 break;
             }
             b.remove(&self.ks().health, k.to_vec());
+            last = Some(k.to_vec());
             count -= 1;
         }
         b.commit().map_err(self.err("health"))?;
+        if let Some(last) = last {
+            self.low.removed_through(Front::Health, &prefix, &last);
+        }
         self.health_counts.insert(endpoint.to_string(), count);
         Ok(())
     }
@@ -587,8 +697,9 @@ impl HotState for EmbeddedStore {
             idx.extend_from_slice(key.as_bytes());
             let mut b = w.batch();
             b.insert(&w.ks().seen, key.as_bytes().to_vec(), exp.to_vec());
-            b.insert(&w.ks().seen_exp, idx, Vec::new());
+            b.insert(&w.ks().seen_exp, idx.clone(), Vec::new());
             b.commit().map_err(w.err("seen"))?;
+            w.low.inserted(Front::SeenExp, &[], &idx);
             Ok(true)
         })
         .await
@@ -612,9 +723,10 @@ impl HotState for EmbeddedStore {
             let due = sortable_time(due);
             let mut k = due.to_vec();
             k.extend_from_slice(id.as_bytes());
-            b.insert(&w.ks().retry_due, k, Vec::new());
+            b.insert(&w.ks().retry_due, k.clone(), Vec::new());
             b.insert(&w.ks().retry_id, id.as_bytes().to_vec(), due.to_vec());
             b.commit().map_err(w.err("schedule retry"))?;
+            w.low.inserted(Front::RetryDue, &[], &k);
             if old.is_none() {
                 w.shared.backlog.fetch_add(1, Ordering::SeqCst);
             }
@@ -641,11 +753,15 @@ impl HotState for EmbeddedStore {
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>> {
         self.write(move |w| {
-            let upto = sortable(time_ns(now).saturating_add(1));
+            let upto = sortable(time_ns(now).saturating_add(1)).to_vec();
+            let start = w.low.start(Front::RetryDue, &[]);
+            if start >= upto {
+                return Ok(Vec::new());
+            }
             let due: Vec<Vec<u8>> = w
                 .ks()
                 .retry_due
-                .range(..upto.to_vec())
+                .range(start..upto)
                 .take(limit)
                 .map(|kv| kv.key().map(|k| k.to_vec()))
                 .collect::<std::result::Result<_, _>>()
@@ -653,16 +769,25 @@ impl HotState for EmbeddedStore {
             let until = sortable_time(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX));
             let mut b = w.batch();
             let mut ids = Vec::with_capacity(due.len());
-            for k in due {
+            let mut leased = Vec::with_capacity(due.len());
+            for k in &due {
                 let id = &k[8..];
                 b.remove(&w.ks().retry_due, k.clone());
                 let mut nk = until.to_vec();
                 nk.extend_from_slice(id);
-                b.insert(&w.ks().retry_due, nk, Vec::new());
+                b.insert(&w.ks().retry_due, nk.clone(), Vec::new());
                 b.insert(&w.ks().retry_id, id.to_vec(), until.to_vec());
                 ids.push(String::from_utf8_lossy(id).into_owned());
+                leased.push(nk);
             }
             b.commit().map_err(w.err("claim"))?;
+            // The claimed keys were the front (all due, oldest first); their leases go back in.
+            if let Some(last) = due.last() {
+                w.low.removed_through(Front::RetryDue, &[], last);
+            }
+            for nk in &leased {
+                w.low.inserted(Front::RetryDue, &[], nk);
+            }
             Ok(ids)
         })
         .await
@@ -830,8 +955,9 @@ impl HotState for EmbeddedStore {
             idx.extend_from_slice(&key);
             let mut b = w.batch();
             b.insert(&w.ks().contexts, key.clone(), v);
-            b.insert(&w.ks().seen_exp, idx, Vec::new());
+            b.insert(&w.ks().seen_exp, idx.clone(), Vec::new());
             b.commit().map_err(w.err("contexts"))?;
+            w.low.inserted(Front::SeenExp, &[], &idx);
             Ok(refused)
         })
         .await
@@ -861,10 +987,14 @@ impl DeliveryLog for EmbeddedStore {
             let prefix = webhook_prefix(&webhook);
             let mut upto = prefix.clone();
             upto.extend_from_slice(&sortable_time(before));
+            let start = w.low.start(Front::ByWebhook, &prefix);
+            if start >= upto {
+                return Ok(0);
+            }
             let old: Vec<Vec<u8>> = w
                 .ks()
                 .by_webhook
-                .range(prefix.clone()..upto)
+                .range(start..upto)
                 .take(limit)
                 .map(|kv| kv.key().map(|k| k[prefix.len()..].to_vec()))
                 .collect::<std::result::Result<_, _>>()
@@ -874,6 +1004,11 @@ impl DeliveryLog for EmbeddedStore {
                 w.remove_delivery(&mut b, tk, &webhook)?;
             }
             b.commit().map_err(w.err("retention"))?;
+            if let Some(last) = old.last() {
+                let mut key = prefix.clone();
+                key.extend_from_slice(last);
+                w.low.removed_through(Front::ByWebhook, &prefix, &key);
+            }
             Ok(old.len())
         })
         .await
