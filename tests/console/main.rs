@@ -545,9 +545,10 @@ async fn templates_from_an_example_are_picked_by_webhooks() {
     b.find("#secret").await;
 }
 
-/// The form does not edit call context; saving it keeps the webhook's captures, wait and defaults.
+/// The form shows a webhook's call context and enrichment: saving it unchanged keeps them, and
+/// enrichment set in the form reaches the API; a bad entry is refused naming its field.
 #[tokio::test]
-async fn saving_a_webhook_form_keeps_its_call_context() {
+async fn the_webhook_form_edits_call_context_and_enrichment() {
     let _turn = TURN.lock().await;
     let (hm, api) = start(&[]).await;
     let mut w = support::webhook("acme", "crm-create", "http://127.0.0.1:9/leads");
@@ -573,8 +574,27 @@ async fn saving_a_webhook_form_keeps_its_call_context() {
     assert_eq!(saved.version, w.version + 1);
     assert_eq!(
         (saved.captures, saved.context_wait_ms, saved.context_defaults),
-        (w.captures, 45_000, w.context_defaults)
+        (w.captures.clone(), 45_000, w.context_defaults.clone())
     );
+
+    // Enrichment through the form.
+    b.open(&format!("/webhooks/{}/edit", w.id)).await;
+    b.fill("#wait_for", "recording_url, transcript").await;
+    b.fill("#max_wait", "10m").await;
+    b.click("#save").await;
+    b.wait_text("Webhook saved", false).await;
+    let saved = api.webhooks().get_webhook(v1::GetWebhookRequest { id: w.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(saved.wait_for, vec!["recording_url".to_string(), "transcript".to_string()]);
+    assert_eq!(saved.max_wait_ms, 600_000);
+    assert_eq!(saved.captures, w.captures, "the captures stay");
+
+    // A name that is no data point name is refused, next to its field.
+    b.open(&format!("/webhooks/{}/edit", w.id)).await;
+    b.fill("#wait_for", "recording_url, Transcript").await;
+    b.click("#save").await;
+    b.wait_text("`Transcript` is not a data point name", false).await;
+    let kept = api.webhooks().get_webhook(v1::GetWebhookRequest { id: w.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(kept.version, saved.version, "nothing was saved");
 }
 
 /// A page that embeds `link` in an iframe, served on `listener` (reached as `localhost`, another

@@ -107,6 +107,11 @@ pub const WEBHOOK_FIELDS: &[&str] = &[
     "policy.ordering",
     "policy.non_retryable_statuses",
     "policy.retention_days",
+    "capture",
+    "context_wait",
+    "context_default",
+    "wait_for",
+    "max_wait",
 ];
 
 /// The template form's fields, as the API names them (under `template.`).
@@ -142,6 +147,42 @@ fn opt_u32(f: &FormData, name: &str, errors: &mut FieldErrors) -> Option<u32> {
             None
         }
     })
+}
+
+/// An optional duration field (`30s`, `2m`, `1500ms`) in milliseconds (0 when empty).
+fn opt_millis(f: &FormData, name: &str, errors: &mut FieldErrors) -> u64 {
+    let t = f.text(name);
+    if t.is_empty() {
+        return 0;
+    }
+    match humantime::parse_duration(&t.to_lowercase()) {
+        Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        Err(_) => {
+            errors.add(name, format!("{name}: `{t}` is not a duration (e.g. 30s, 20m)"));
+            0
+        }
+    }
+}
+
+/// `name=value` lines of `field` (`what` says what the value is, for the error).
+fn name_values(f: &FormData, field: &str, what: &str, errors: &mut FieldErrors) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for l in lines(f.get(field).unwrap_or("")) {
+        match l.split_once('=') {
+            Some((k, v)) => out.push((k.trim().to_string(), v.trim().to_string())),
+            None => errors.add(field, format!("{field}: `{l}`: expected 'name={what}'")),
+        }
+    }
+    out
+}
+
+/// Milliseconds as the form shows a duration: `30s`, `20m`, `1s 500ms`; empty for 0.
+fn millis_text(ms: u64) -> String {
+    if ms == 0 {
+        String::new()
+    } else {
+        humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+    }
 }
 
 fn json_or_string(s: &str) -> String {
@@ -397,13 +438,17 @@ pub fn webhook_from_form(f: &FormData) -> Result<v1::Webhook, FieldErrors> {
         // Empty keeps the webhook's schemes as they are.
         signature_schemes: f.all("signature_schemes"),
         public_keys: Vec::new(),
-        // The console does not edit call context or enrichment yet (ctl and the API do); an edit keeps the
-        // webhook's (pages/webhooks.rs).
-        captures: Vec::new(),
-        context_wait_ms: 0,
-        context_defaults: Vec::new(),
-        wait_for: Vec::new(),
-        max_wait_ms: 0,
+        captures: name_values(f, "capture", "$.json.path", &mut e)
+            .into_iter()
+            .map(|(name, path)| v1::Capture { name, path })
+            .collect(),
+        context_wait_ms: opt_millis(f, "context_wait", &mut e),
+        context_defaults: name_values(f, "context_default", "value", &mut e)
+            .into_iter()
+            .map(|(name, value)| v1::KeyValue { name, value })
+            .collect(),
+        wait_for: list(&f.text("wait_for")),
+        max_wait_ms: opt_millis(f, "max_wait", &mut e),
         request: Some(v1::Request {
             method: f.text("request.method"),
             url: f.text("request.url"),
@@ -477,6 +522,14 @@ pub fn webhook_to_form(w: &v1::Webhook) -> (BTreeMap<String, String>, Vec<String
             .join("\n"),
     );
     put("trigger.expression", t.expression.clone());
+    put("capture", w.captures.iter().map(|c| format!("{}={}", c.name, c.path)).collect::<Vec<_>>().join("\n"));
+    put("context_wait", millis_text(w.context_wait_ms));
+    put(
+        "context_default",
+        w.context_defaults.iter().map(|d| format!("{}={}", d.name, d.value)).collect::<Vec<_>>().join("\n"),
+    );
+    put("wait_for", w.wait_for.join(", "));
+    put("max_wait", millis_text(w.max_wait_ms));
     let r = w.request.clone().unwrap_or_default();
     put("request.method", r.method.clone());
     put("request.url", r.url.clone());

@@ -224,15 +224,6 @@ async fn post_form(page: Page, id: Option<String>, form: FormData) -> PageResult
         }
         Some(id) => {
             let expected_version = wire.version;
-            // The form does not edit call context or enrichment: keep the webhook's (a webhook changed since
-            // the form was opened is refused below by its version anyway).
-            let current =
-                page.api.webhooks().get_webhook(v1::GetWebhookRequest { id: id.clone() }).await.page(&page.api)?;
-            wire.captures = current.captures;
-            wire.context_wait_ms = current.context_wait_ms;
-            wire.context_defaults = current.context_defaults;
-            wire.wait_for = current.wait_for;
-            wire.max_wait_ms = current.max_wait_ms;
             match page
                 .api
                 .webhooks()
