@@ -289,6 +289,36 @@ mod tests {
     }
 
     #[test]
+    fn field_and_pair_bodies_use_context_values_too() {
+        let values = std::collections::BTreeMap::from([("lead_id".to_string(), "L-42 \"x\" & <y>".to_string())]);
+        // A fields body whose example names the context value, as ctl and the console write it.
+        let w = webhook(json!({"request":{"method":"PUT","url":"https://crm.example.com/leads",
+            "body":{"kind":"fields","format":"json","example":"{\"lead\":\"{{ context.lead_id }}\",\"phone\":\"%ani%\"}"}}}));
+        let r = CompiledWebhook::compile(w, None).unwrap().render(&job()).unwrap();
+        let c = r.context.clone().expect("the body uses context");
+        assert_eq!(c.names, vec!["lead_id".to_string()]);
+        let (mut url, mut headers, mut body) = (r.url.clone(), r.headers.clone(), r.body.clone());
+        crate::context::resolve(&c, &mut url, &mut headers, &mut body, &values);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(v["lead"], json!("L-42 \"x\" & <y>"));
+        assert_eq!(v["phone"], sample_event().data["ani"]);
+        // A GET whose pairs map a context value (`token:context.lead_id`).
+        let w = webhook(json!({"request":{"method":"GET","url":"https://crm.example.com/in",
+            "body":{"kind":"pairs","pairs":[{"path":"lead","source":{"kind":"token","token":"context.lead_id"}}]}}}));
+        let r = CompiledWebhook::compile(w, None).unwrap().render(&job()).unwrap();
+        let c = r.context.clone().expect("the query uses context");
+        let (mut url, mut headers, mut body) = (r.url.clone(), r.headers.clone(), r.body.clone());
+        crate::context::resolve(&c, &mut url, &mut headers, &mut body, &values);
+        let url = url::Url::parse(&url).unwrap();
+        assert!(url.query_pairs().any(|(k, v)| k == "lead" && v == "L-42 \"x\" & <y>"), "{url}");
+        // A context name that is no name is refused at creation, naming the mapping.
+        let w = webhook(json!({"request":{"method":"GET","url":"https://crm.example.com/in",
+            "body":{"kind":"pairs","pairs":[{"path":"lead","source":{"kind":"token","token":"context.Lead"}}]}}}));
+        let e = CompiledWebhook::compile(w, None).err().expect("refused");
+        assert_eq!(e.field, "request.body.pairs[0].source.token");
+    }
+
+    #[test]
     fn no_template_sends_the_event() {
         let w = webhook(json!({"request":{"url":"https://crm.example.com/in"}}));
         let r = CompiledWebhook::compile(w, None).unwrap().render(&job()).unwrap();

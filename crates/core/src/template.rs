@@ -149,7 +149,9 @@ impl fmt::Display for ContentType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
-    /// A catalog token (`ani` or `%ani%`).
+    /// A catalog token (`ani` or `%ani%`), or a call-context value (`context.lead_id`, also
+    /// `{{ context.lead_id }}`), resolved by the dispatcher like `{{ context.* }}` in text
+    /// templates ([`crate::context`]).
     Token { token: String },
     /// A fixed value (any JSON value; in XML and form output its text).
     Constant { value: serde_json::Value },
@@ -261,9 +263,15 @@ pub fn extract_fields(format: ContentType, example: &str) -> Result<Vec<FieldMap
         .leaves
         .into_iter()
         .map(|leaf| {
-            let source = match leaf.example.as_str().and_then(token_ref) {
-                Some(name) => Source::Token { token: tokens::lookup(name).map_or(name, |d| d.name).to_string() },
-                None => Source::Constant { value: leaf.example },
+            let source = match leaf.example.as_str() {
+                Some(s) if context_ref(s).is_some() => {
+                    Source::Token { token: format!("context.{}", context_ref(s).expect("checked")) }
+                }
+                Some(s) if token_ref(s).is_some() => {
+                    let name = token_ref(s).expect("checked");
+                    Source::Token { token: tokens::lookup(name).map_or(name, |d| d.name).to_string() }
+                }
+                _ => Source::Constant { value: leaf.example },
             };
             FieldMapping { path: leaf.path, source }
         })
@@ -321,6 +329,20 @@ fn parse_example(format: ContentType, example: &str) -> Result<ParsedExample, Va
         }
     };
     Ok(ParsedExample { shape, leaves })
+}
+
+/// The call-context name a token reference names: `context.lead_id`, `%context.lead_id%`,
+/// `{{ context.lead_id }}` → `lead_id`.
+pub fn context_ref(s: &str) -> Option<&str> {
+    let s = s.trim();
+    let inner = if let Some(inner) = s.strip_prefix('%').and_then(|r| r.strip_suffix('%')) {
+        inner
+    } else if let Some(inner) = s.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
+        inner.trim()
+    } else {
+        s
+    };
+    inner.strip_prefix("context.").filter(|n| crate::context::is_name(n))
 }
 
 /// `%name%` or `{{ name }}` (whole value, whitespace trimmed) → `name`.
@@ -718,6 +740,8 @@ fn build_xml(el: RawElem, path: String, leaves: &mut Vec<Leaf>) -> XElem {
 #[derive(Debug, Clone)]
 enum Src {
     Token(&'static str),
+    /// A call-context value, by name.
+    Context(String),
     Constant(Value),
     Name,
 }
@@ -770,6 +794,15 @@ fn check_size(field: &str, len: usize) -> Result<(), ValidationError> {
 
 fn compile_source(source: &Source, field: &str) -> Result<Src, ValidationError> {
     Ok(match source {
+        Source::Token { token } if context_ref(token).is_some() => {
+            Src::Context(context_ref(token).expect("checked").to_string())
+        }
+        Source::Token { token } if token.trim().starts_with("context.") => {
+            return Err(ValidationError::new(
+                format!("{field}.source.token"),
+                format!("`{}` is not a context name (lowercase letters, digits and `_`)", token.trim()),
+            ))
+        }
         Source::Token { token } => Src::Token(
             tokens::lookup(token)
                 .ok_or_else(|| {
@@ -947,8 +980,13 @@ fn compile_fields(
     for (leaf, src) in parsed.leaves.into_iter().zip(mapped) {
         let source = match src {
             Some(src) => src,
-            None => match leaf.example.as_str().and_then(token_ref) {
-                Some(name) => Src::Token(
+            None => match leaf
+                .example
+                .as_str()
+                .and_then(|s| context_ref(s).map(|n| (n, true)).or(token_ref(s).map(|n| (n, false))))
+            {
+                Some((name, true)) => Src::Context(name.to_string()),
+                Some((name, false)) => Src::Token(
                     tokens::lookup(name)
                         .ok_or_else(|| {
                             ValidationError::new("example", format!("unknown token `{name}` in field `{}`", leaf.path))
@@ -1418,6 +1456,10 @@ fn slot_values(slots: &[Slot], ctx: &RenderContext) -> Vec<Value> {
         .iter()
         .map(|s| match &s.source {
             Src::Token(name) => ctx.token(name).unwrap_or(Value::Null),
+            // A placeholder the dispatcher fills (absent in previews and without a call).
+            Src::Context(name) => {
+                ctx.context.map_or(Value::Null, |nonce| Value::String(crate::context::placeholder(nonce, name)))
+            }
             Src::Constant(v) => v.clone(),
             Src::Name => Value::String(s.name.clone()),
         })
