@@ -25,8 +25,7 @@
 //!   key is deleted when a newer one is appended, so reading the config topic from the start
 //!   costs one record per live key. Besides, every second the writer thread deletes records of
 //!   non-compacted topics older than the retention ([`DEFAULT_RETENTION`], 7 days, as Kafka's
-//!   `retention.ms`), read or not: this bounds topics nobody consumes (`hookmesh.attempts`,
-//!   the DLQ). Offsets are never reused after a deletion.
+//!   `retention.ms`), read or not: this bounds topics nobody consumes (the DLQ). Offsets are never reused after a deletion.
 //! - **One process per directory**, a `FORMAT` file with the layout version
 //!   (`hookmesh-bus 1`) that a binary reading another version refuses naming the file, and a
 //!   damaged directory is an error naming it, never a panic.

@@ -81,6 +81,10 @@ pub struct DispatcherConfig {
     pub cipher: Option<hookmesh_registry::secrets::SecretCipher>,
     /// The Kafka clusters webhooks may deliver to, by name (`kafka://<name>/<topic>`).
     pub kafka_destinations: Arc<kafka::KafkaDestinations>,
+    /// Whether attempts also go to the `hookmesh.attempts` history stream. It is for consumers
+    /// outside hookmesh, so only a shared bus (Kafka) carries it: nothing can read an
+    /// in-process bus, where it would only cost a write per attempt and disk for 7 days.
+    pub attempt_history: bool,
 }
 
 impl Default for DispatcherConfig {
@@ -94,6 +98,7 @@ impl Default for DispatcherConfig {
             breaker: BreakerPolicy::default(),
             cipher: None,
             kafka_destinations: Arc::default(),
+            attempt_history: true,
         }
     }
 }

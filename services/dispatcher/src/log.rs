@@ -1,6 +1,7 @@
 //! The delivery log as the dispatcher writes it: deliveries and attempts go through the
 //! privacy vault (masked for storage, the exact request sealed), attempts also to the
-//! `hookmesh.attempts` history stream.
+//! `hookmesh.attempts` history stream when the bus is Kafka (see
+//! [`DispatcherConfig::attempt_history`]).
 
 use super::*;
 
@@ -44,6 +45,9 @@ impl Dispatcher {
         self.store.add_attempt(&d.id, attempt).await?;
         metrics().attempt(if attempt.succeeded() { "success" } else { "failure" }, client::class_label(attempt));
         metrics().response_time.observe(attempt.duration_ms as f64 / 1000.0);
+        if !self.config.attempt_history {
+            return Ok(());
+        }
         // The history stream is best effort: the delivery log is the record of truth, and a
         // failed publish must not cause the HTTP request to be sent again.
         #[derive(serde::Serialize)]

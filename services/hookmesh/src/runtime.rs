@@ -263,6 +263,7 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             breaker: s.breaker,
             cipher: s.cipher.clone(),
             retry_lease: s.retry_lease,
+            attempt_history: s.kafka.is_some(),
             kafka_destinations: Arc::new(
                 hookmesh_dispatcher::kafka::KafkaDestinations::new(&s.kafka_destinations, &[])
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
