@@ -444,6 +444,26 @@ impl Writer {
         Ok(())
     }
 
+    /// The key of the next attempt of delivery `id`; `None` when the log does not have it.
+    fn next_attempt_key(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        if !self.ks().deliveries.contains_key(id.as_bytes()).map_err(self.err("deliveries"))? {
+            return Ok(None);
+        }
+        let prefix = attempt_prefix(id.as_bytes());
+        let next = match self.ks().attempts.prefix(&prefix).next_back() {
+            Some(kv) => {
+                let k = kv.key().map_err(self.err("attempts"))?;
+                let mut n = [0u8; 4];
+                n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
+                u32::from_be_bytes(n) + 1
+            }
+            None => 0,
+        };
+        let mut key = prefix;
+        key.extend_from_slice(&next.to_be_bytes());
+        Ok(Some(key))
+    }
+
     fn webhook_count(&mut self, webhook: &str) -> usize {
         if let Some(n) = self.per_webhook.get(webhook) {
             return *n;
@@ -1025,22 +1045,29 @@ impl DeliveryLog for EmbeddedStore {
         let id = delivery_id.to_string();
         let json = encode(attempt, "attempts", delivery_id)?;
         self.write(move |w| {
-            if !w.ks().deliveries.contains_key(id.as_bytes()).map_err(w.err("deliveries"))? {
-                return Ok(());
-            }
-            let prefix = attempt_prefix(id.as_bytes());
-            let next = match w.ks().attempts.prefix(&prefix).next_back() {
-                Some(kv) => {
-                    let k = kv.key().map_err(w.err("attempts"))?;
-                    let mut n = [0u8; 4];
-                    n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
-                    u32::from_be_bytes(n) + 1
-                }
-                None => 0,
-            };
-            let mut key = prefix;
-            key.extend_from_slice(&next.to_be_bytes());
+            let Some(key) = w.next_attempt_key(&id)? else { return Ok(()) };
             w.ks().attempts.insert(key, json).map_err(w.err("attempts"))
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
+        let mut d = delivery.clone();
+        let json = encode(attempt, "attempts", &d.id)?;
+        self.write(move |w| {
+            // An update of a recorded delivery is one batch with its attempt; a delivery the
+            // log no longer has (retention took it) is stored anew, as put_delivery would.
+            let Some(existing) = w.ks().deliveries.get(d.id.as_bytes()).map_err(w.err("deliveries"))? else {
+                return w.put_delivery(d);
+            };
+            let old = decode::<Delivery>(&existing, "deliveries", &d.id)?;
+            d.created_at = old.created_at;
+            d.request.first_trigger_at = old.request.first_trigger_at;
+            let key = w.next_attempt_key(&d.id)?.expect("the delivery exists");
+            let mut b = w.batch();
+            b.insert(&w.ks().attempts, key, json);
+            b.insert(&w.ks().deliveries, d.id.as_bytes().to_vec(), encode(&d, "deliveries", &d.id)?);
+            b.commit().map_err(w.err("record attempt"))
         })
         .await
     }

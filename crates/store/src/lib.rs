@@ -202,6 +202,13 @@ pub trait DeliveryLog: Send + Sync + 'static {
         }
     }
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
+    /// Appends `attempt` to `delivery` (already recorded) and stores the delivery as the
+    /// attempt left it. A backend that can does both in one write, so the log never shows the
+    /// attempt without the status it led to, or the reverse; the others append, then store.
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
+        self.add_attempt(&delivery.id, attempt).await?;
+        self.put_delivery(delivery).await
+    }
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
     async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
     /// Removes up to `limit` deliveries of `webhook_id` first triggered before `before`, oldest
@@ -304,6 +311,9 @@ impl DeliveryLog for Split {
     }
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
         self.log.attempts(delivery_id).await
+    }
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
+        self.log.record_attempt(delivery, attempt).await
     }
     async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
         self.log.list_deliveries(query).await

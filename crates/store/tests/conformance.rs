@@ -172,6 +172,7 @@ suite!(delivery_log on [memory, embedded, redis, postgres, split] {
     create_records_once_and_answers_what_the_log_has;
     created_at_never_changes;
     attempts_keep_their_order;
+    record_attempt_stores_the_attempt_and_the_status_it_led_to;
     list_is_newest_first_and_filters;
     list_filters_by_campaign_direction_and_tracking;
     cursor_pages_have_no_overlap_or_gap;
@@ -506,6 +507,26 @@ async fn attempts_keep_their_order(store: Arc<dyn DeliveryLog>) {
     assert_eq!(store.attempts("msg_none").await.unwrap(), Vec::<Attempt>::new());
     store.add_attempt("msg_none", &tries[0]).await.expect("an attempt of an unknown delivery is ignored");
     assert_eq!(store.attempts("msg_none").await.unwrap(), Vec::<Attempt>::new(), "not kept without its delivery");
+}
+
+async fn record_attempt_stores_the_attempt_and_the_status_it_led_to(store: Arc<dyn DeliveryLog>) {
+    let at = now_ms() - secs(60);
+    let d = delivery("msg_rec", "t1", "wh1", at);
+    store.put_delivery(&d).await.unwrap();
+    store.add_attempt("msg_rec", &attempt(1, at)).await.unwrap();
+    let mut done = d.clone();
+    done.status = DeliveryStatus::Success;
+    done.attempts = 2;
+    done.created_at = now_ms(); // a later writer's clock: the first trigger stays
+    store.record_attempt(&done, &attempt(2, at + secs(5))).await.unwrap();
+    let got = store.get_delivery("msg_rec").await.unwrap().unwrap();
+    assert_eq!((got.status, got.attempts, got.created_at), (DeliveryStatus::Success, 2, at));
+    let numbers: Vec<u32> = store.attempts("msg_rec").await.unwrap().iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2], "appended after the first");
+    // A delivery the log does not have is stored, as a put would.
+    let gone = delivery("msg_new_rec", "t1", "wh1", at);
+    store.record_attempt(&gone, &attempt(1, at)).await.unwrap();
+    assert!(store.get_delivery("msg_new_rec").await.unwrap().is_some());
 }
 
 async fn list_is_newest_first_and_filters(store: Arc<dyn DeliveryLog>) {

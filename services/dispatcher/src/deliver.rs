@@ -135,7 +135,8 @@ impl Dispatcher {
         // Before the delivery can be marked delivered: a later delivery of the call that
         // waits for these values finds them once this one has succeeded.
         self.capture_context(&webhook, &d, &mut attempt).await?;
-        self.record_attempt(&mut d, &attempt).await?;
+        // Stored below with the status it leads to, in one write.
+        let stored = self.note_attempt(&mut d, &attempt).await;
         self.health
             .record(
                 &d.webhook_id,
@@ -165,7 +166,7 @@ impl Dispatcher {
                 let latency = (Utc::now() - d.created_at).to_std().unwrap_or_default();
                 metrics().delivery_latency.observe(latency.as_secs_f64());
                 d.updated_at = Utc::now();
-                self.save(&d).await?;
+                self.save_attempt(&d, &stored).await?;
                 self.advance_lane(&d).await?;
             }
             Decision::Retry(delay) => {
@@ -175,7 +176,7 @@ impl Dispatcher {
                 d.next_attempt_at = Some(due);
                 metrics().retries_scheduled.inc();
                 d.updated_at = Utc::now();
-                self.save(&d).await?;
+                self.save_attempt(&d, &stored).await?;
             }
             Decision::GiveUp(reason) => {
                 d.last_error = Some(format!("{}; gave up: {reason}", d.last_error.clone().unwrap_or_default()));
@@ -185,11 +186,11 @@ impl Dispatcher {
                         "attempts": d.attempts, "last_status": d.last_status, "reason": reason});
                     self.emit(EventType::WebhookAttemptExhausted, &webhook, details).await;
                 }
-                self.settle_error(d).await?;
+                self.settle_error_after(d, Some(&stored)).await?;
             }
             Decision::Disable => {
                 d.last_error = Some("receiver answered 410 Gone; webhook disabled".to_string());
-                self.settle_error(d).await?;
+                self.settle_error_after(d, Some(&stored)).await?;
                 self.disable_webhook(&webhook, "the receiver answered 410 Gone").await;
             }
         }
@@ -197,13 +198,25 @@ impl Dispatcher {
     }
 
     /// Ends a delivery in `error` and lets the next event of its call go.
-    pub(crate) async fn settle_error(&self, mut d: Delivery) -> Result<(), DispatchError> {
+    pub(crate) async fn settle_error(&self, d: Delivery) -> Result<(), DispatchError> {
+        self.settle_error_after(d, None).await
+    }
+
+    /// [`Dispatcher::settle_error`], storing the attempt that ended it with it.
+    pub(crate) async fn settle_error_after(
+        &self,
+        mut d: Delivery,
+        attempt: Option<&Attempt>,
+    ) -> Result<(), DispatchError> {
         self.store.cancel_retry(&d.id).await?;
         d.status = DeliveryStatus::Error;
         d.next_attempt_at = None;
         d.slot_at = None;
         d.updated_at = Utc::now();
-        self.save(&d).await?;
+        match attempt {
+            Some(a) => self.save_attempt(&d, a).await?,
+            None => self.save(&d).await?,
+        }
         metrics().completed("error");
         let shown = self.vault.for_display(&d);
         let error = shown.last_error.as_deref().unwrap_or("");

@@ -34,19 +34,25 @@ impl Dispatcher {
         }
     }
 
-    /// Appends an attempt to the log and the history stream, updating the delivery's summary.
-    pub async fn record_attempt(&self, d: &mut Delivery, attempt: &Attempt) -> Result<(), DispatchError> {
+    /// Stores `d` (in its working form) with `attempt` (as [`Dispatcher::note_attempt`] gave
+    /// it) in one write: the log never shows an attempt without the status it led to.
+    pub async fn save_attempt(&self, d: &Delivery, attempt: &Attempt) -> Result<(), DispatchError> {
+        Ok(self.store.record_attempt(&self.vault.for_storage(d), attempt).await?)
+    }
+
+    /// Takes an attempt into the delivery's summary, the metrics and the history stream;
+    /// answers it as the log stores it, for [`Dispatcher::save_attempt`].
+    pub async fn note_attempt(&self, d: &mut Delivery, attempt: &Attempt) -> Attempt {
         d.attempts += 1;
         d.last_status = attempt.response_status;
         d.last_error = attempt.error.clone();
         d.last_error_class = attempt.error_class;
-        let attempt = self.vault.attempt_for_storage(d, attempt);
-        let attempt = attempt.as_ref();
-        self.store.add_attempt(&d.id, attempt).await?;
+        let stored = self.vault.attempt_for_storage(d, attempt).into_owned();
+        let attempt = &stored;
         metrics().attempt(if attempt.succeeded() { "success" } else { "failure" }, client::class_label(attempt));
         metrics().response_time.observe(attempt.duration_ms as f64 / 1000.0);
         if !self.config.attempt_history {
-            return Ok(());
+            return stored;
         }
         // The history stream is best effort: the delivery log is the record of truth, and a
         // failed publish must not cause the HTTP request to be sent again.
@@ -69,6 +75,6 @@ impl Dispatcher {
         if let Err(e) = self.bus.publish(&self.topics.attempts, Record::new(d.id.clone(), Bytes::from(entry))).await {
             tracing::warn!(error = %e, delivery = %d.id, "attempt history publish failed");
         }
-        Ok(())
+        stored
     }
 }

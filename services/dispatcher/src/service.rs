@@ -110,7 +110,7 @@ impl DeliveryApi {
             client::send(&self.dispatcher.client, &self.dispatcher.config, &d.request, &keys, d.attempts + 1, trigger)
                 .await;
         let previous_error = d.last_error.clone();
-        self.dispatcher.record_attempt(&mut d, &attempt).await.map_err(Status::from)?;
+        let stored = self.dispatcher.note_attempt(&mut d, &attempt).await;
         if attempt.succeeded() {
             self.dispatcher.store.cancel_retry(&d.id).await.map_err(store_err)?;
             d.status = DeliveryStatus::Success;
@@ -120,9 +120,9 @@ impl DeliveryApi {
             d.last_error = attempt.error.clone().or(previous_error);
         }
         d.updated_at = Utc::now();
-        self.dispatcher.save(&d).await.map_err(Status::from)?;
+        self.dispatcher.save_attempt(&d, &stored).await.map_err(Status::from)?;
         let vault = &self.dispatcher.vault;
-        let shown = convert::attempt_to_proto(&vault.attempt_for_storage(&d, &attempt));
+        let shown = convert::attempt_to_proto(&stored);
         Ok((vault.for_display(&d).into_owned(), shown))
     }
 }
