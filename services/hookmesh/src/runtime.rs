@@ -2,7 +2,8 @@
 //! ingest|router|renderer|dispatcher` runs one. Either way the process builds its backends
 //! (Kafka and Redis; in standalone the durable embedded ones in its data directory, or the
 //! in-memory ones with `--ephemeral`), creates missing topics, materialises the registry,
-//! starts its stage loops, mounts its gRPC services on one port (plus server reflection, both
+//! starts its stage loops (a standalone on an in-process bus routes and renders in one stage,
+//! skipping the `hookmesh.jobs` hop: `hookmesh_renderer::run_routed`), mounts its gRPC services on one port (plus server reflection, both
 //! `grpc.reflection.v1` and `grpc.reflection.v1alpha`, and the standard `grpc.health.v1.Health`),
 //! and serves `/healthz`, `/readyz`, `/metrics` on the admin port. `/readyz` and gRPC health
 //! answer from the same readiness: not ready until the backends are connected and the registry
@@ -226,9 +227,17 @@ pub async fn run(roles: &[Role], s: Settings, label: &str) -> anyhow::Result<()>
             intercept.clone(),
         ));
     }
+    // One process on an in-process bus routes and renders in one stage (no `hookmesh.jobs`
+    // hop; see `hookmesh_renderer::run_routed`).
+    let fused = roles.contains(&Role::Router) && roles.contains(&Role::Renderer) && s.kafka.is_none();
     if roles.contains(&Role::Router) {
         let router = Router::new(bus.clone(), topics.clone(), registry.clone());
-        stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
+        if fused {
+            let renderer = Renderer::new(bus.clone(), topics.clone(), registry.clone());
+            stages.spawn(hookmesh_renderer::run_routed(router, renderer, group(Role::Router), shutdown.clone()));
+        } else {
+            stages.spawn(hookmesh_router::run(router, group(Role::Router), shutdown.clone()));
+        }
         let kafka_destinations: Arc<Vec<(String, Vec<String>)>> =
             Arc::new(s.kafka_destinations.iter().map(|d| (d.name.clone(), d.tenants.clone())).collect());
         let api = || hookmesh_router::service::RegistryApi {

@@ -162,3 +162,84 @@ pub async fn run(renderer: Renderer, group: String, shutdown: CancellationToken)
     )
     .await
 }
+
+/// Standalone's route-and-render stage: consumes `hookmesh.events` as the router does (under
+/// the router's consumer group, so it resumes where a router left off), routes each event and
+/// renders its jobs at once, and publishes the requests to `hookmesh.requests` in one batch
+/// before the event's offset is committed.
+///
+/// Why: on one machine the `hookmesh.jobs` hop buys nothing (the router and the renderer
+/// scale together, in one process) and costs, on the durable embedded bus, a journalled
+/// append, a read and a reclaim per job. Crash semantics are the two stages': nothing is
+/// committed before the requests are acknowledged, so a crash re-routes and re-renders (the
+/// delivery ids are stable), never drops. The spans (`router.route`, `renderer.render`) and
+/// metrics are the same. Distributed deployments keep the two stages; a standalone still runs
+/// the renderer over `hookmesh.jobs` too, for jobs an earlier version left there.
+pub async fn run_routed(
+    router: hookmesh_router::Router,
+    renderer: Renderer,
+    group: String,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    let (bus, topic) = (renderer.bus.clone(), renderer.topics.events.clone());
+    run_stage(
+        "router",
+        "router: routing and rendering",
+        Arc::new((router, renderer)),
+        bus,
+        &topic,
+        &group,
+        LoopOptions::default(),
+        shutdown,
+        |stages, msg, _order| async move {
+            let (router, renderer) = &*stages;
+            route_and_render(router, renderer, &msg).await
+        },
+    )
+    .await
+}
+
+async fn route_and_render(
+    router: &hookmesh_router::Router,
+    renderer: &Renderer,
+    msg: &Message,
+) -> Result<usize, BusError> {
+    let Some(payload) = &msg.payload else { return Ok(0) };
+    let event: hookmesh_core::event::Event = match serde_json::from_slice(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            renderer.bus.publish(&renderer.topics.dlq, unreadable(msg, "event", e)).await?;
+            return Ok(0);
+        }
+    };
+    let jobs = router.route(&event);
+    let span = otel::stage_span("router.route", SpanKind::Consumer, msg.header(TRACEPARENT), trace::child_of);
+    span.set_attribute("event.type", event.event_type.as_str());
+    span.set_attribute("jobs", jobs.len() as i64);
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    metrics().jobs_routed.inc_by(jobs.len() as u64);
+    let routed = span.traceparent();
+    let mut records = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let Some(mut request) = renderer.render(job).await else {
+            tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
+            continue;
+        };
+        let span = otel::stage_span("renderer.render", SpanKind::Consumer, Some(routed.as_bytes()), trace::child_of);
+        span.set_attribute("webhook.id", request.webhook_id.clone());
+        if let Some(e) = &request.render_error {
+            span.fail(e.clone());
+        }
+        let traceparent = span.traceparent();
+        request.traceparent = Some(traceparent.clone());
+        let bytes = serde_json::to_vec(&request).expect("requests serialise");
+        records.push(Record::new(request.key(), Bytes::from(bytes)).with_header(TRACEPARENT, traceparent.into_bytes()));
+    }
+    let n = records.len();
+    if n > 0 {
+        renderer.bus.publish_batch(&renderer.topics.requests, records).await?;
+    }
+    Ok(n)
+}
