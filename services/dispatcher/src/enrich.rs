@@ -68,6 +68,8 @@ impl Dispatcher {
             self.store.context_merge(&d.tenant_id, &call, &marker, CONTEXT_TTL).await?;
             hold.marked = true;
         }
+        // A call whose context is full (64 names) refuses the marker: the delivery then finds
+        // its data points on its next look (at most `POLL` later) instead of being woken.
         let values = self.store.context_get(&d.tenant_id, &call).await?;
         let (points, reason) = match enrich::decide(hold, d.created_at, now, &values) {
             Verdict::Wait(wait) => return Ok(HoldStep::Wait(wait)),
@@ -75,7 +77,10 @@ impl Dispatcher {
         };
         let Some(mut event) = hold.event.take() else {
             // Only a stored form without its sealed original lacks the event: nothing to render.
-            d.request.render_error = Some("the held event is not in the stored delivery".into());
+            let reason = "the held event is not in the stored delivery".to_string();
+            d.request.render_error = Some(reason.clone());
+            d.last_error = Some(reason);
+            d.last_error_class = Some(ErrorClass::Render);
             return Ok(HoldStep::Ready);
         };
         enrich::merge(&mut event, points);
