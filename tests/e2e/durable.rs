@@ -311,3 +311,26 @@ async fn ephemeral_runs_in_memory_and_says_so() {
     let hm = Hookmesh::start_with(&["--ephemeral"]);
     assert_eq!(hm.data.as_deref(), Some("memory"));
 }
+
+/// A data directory whose engine file was damaged is refused at start with an error naming the
+/// file, not a panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_engine_file_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    drop(Hookmesh::start_with(&["--data-dir", &data]));
+    let version = dir.path().join("store").join("engine").join("version");
+    std::fs::write(&version, b"garbage!").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["standalone", "--data-dir", &data, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .output()
+            .expect("hookmesh runs")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a damaged directory: {stderr}");
+    assert!(stderr.contains(&format!("{}: not the engine's version marker (damaged)", version.display())), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

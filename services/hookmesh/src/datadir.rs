@@ -10,7 +10,10 @@
 //! - **A format version**: `FORMAT` names the directory's layout (`hookmesh-data 1`); a
 //!   binary that does not know the version refuses to start and says which file and which
 //!   versions. The bus and the store keep their own `FORMAT` files as well.
-//! - Errors name the file or directory at fault; nothing here panics.
+//! - Errors name the file or directory at fault; nothing here panics. When the embedded bus or
+//!   store cannot open its engine, [`damaged_file`] names the file to blame where one can be
+//!   found from outside the engine (an unreadable file, a damaged version marker); damage
+//!   inside a table or journal is reported with the engine directory.
 //!
 //! Where it is: `--data-dir` or `HOOKMESH_DATA_DIR`, else `$XDG_DATA_HOME/hookmesh`, else
 //! `$HOME/.local/share/hookmesh`, else `./hookmesh-data`. `--ephemeral` keeps everything in
@@ -127,6 +130,51 @@ impl DataDir {
     /// The embedded store's directory.
     pub fn store(&self) -> PathBuf {
         self.path.join("store")
+    }
+}
+
+/// After the embedded bus or store in `dir` failed to open: the file to blame, when one can be
+/// named. The engine's own errors name no file (`InvalidVersion(None)`, say), so this looks
+/// for what it can check from outside: a file that cannot be read (an I/O error, a directory
+/// where a file belongs), and the engine's version marker (`engine/version`, which starts with
+/// `FJL`). Damage inside a table or journal is not found here: the error then names the
+/// engine directory.
+pub fn damaged_file(dir: &Path) -> Option<String> {
+    let engine = dir.join("engine");
+    let version = engine.join("version");
+    match std::fs::read(&version) {
+        Ok(bytes) if !bytes.starts_with(b"FJL") => {
+            return Some(format!("{}: not the engine's version marker (damaged)", version.display()))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Some(format!("{}: cannot be read: {e}", version.display()))
+        }
+        _ => {}
+    }
+    let mut dirs = vec![engine];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+                continue;
+            }
+            let readable = std::fs::File::open(&path).and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()));
+            if let Err(e) = readable {
+                return Some(format!("{}: cannot be read: {e}", path.display()));
+            }
+        }
+    }
+    None
+}
+
+/// `error` of opening the embedded bus or store in `dir`, with the damaged file when one can be
+/// named.
+pub fn open_error(dir: &Path, error: impl std::fmt::Display) -> anyhow::Error {
+    match damaged_file(dir) {
+        Some(file) => anyhow::anyhow!("data_dir: {error}; the damaged file: {file}"),
+        None => anyhow::anyhow!("data_dir: {error}"),
     }
 }
 

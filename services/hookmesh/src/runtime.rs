@@ -89,8 +89,9 @@ async fn build_bus(s: &Settings, data: Option<&DataDir>, standalone: bool, role:
         None if standalone => match data {
             Some(d) => {
                 let dir = d.bus();
-                let bus = tokio::task::spawn_blocking(move || EmbeddedBus::open(dir)).await?;
-                Ok(Arc::new(bus.map_err(|e| anyhow::anyhow!("data_dir: {e}"))?))
+                let opening = dir.clone();
+                let bus = tokio::task::spawn_blocking(move || EmbeddedBus::open(opening)).await?;
+                Ok(Arc::new(bus.map_err(|e| crate::datadir::open_error(&dir, e))?))
             }
             None => Ok(Arc::new(MemoryBus::new())),
         },
@@ -118,8 +119,9 @@ async fn build_store(
         None if standalone => match data {
             Some(d) => {
                 let dir = d.store();
-                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir, retention)).await?;
-                Arc::new(store.map_err(|e| anyhow::anyhow!("data_dir: {e}"))?)
+                let opening = dir.clone();
+                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(opening, retention)).await?;
+                Arc::new(store.map_err(|e| crate::datadir::open_error(&dir, e))?)
             }
             None => Arc::new(MemoryStore::with_retention(retention)),
         },
