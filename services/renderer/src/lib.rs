@@ -128,11 +128,20 @@ impl Renderer {
                 return Ok(());
             }
         };
-        let Some(mut request) = self.render(&job).await else {
+        if let Some(record) = self.request_record(&job, msg.header(TRACEPARENT)).await {
+            self.bus.publish(&self.topics.requests, record).await?;
+        }
+        Ok(())
+    }
+
+    /// The `hookmesh.requests` record of a job, in a `renderer.render` span under `parent` (the
+    /// job's trace context); `None` when its webhook no longer exists.
+    pub async fn request_record(&self, job: &DeliveryJob, parent: Option<&[u8]>) -> Option<Record> {
+        let Some(mut request) = self.render(job).await else {
             tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
-            return Ok(());
+            return None;
         };
-        let span = otel::stage_span("renderer.render", SpanKind::Consumer, msg.header(TRACEPARENT), trace::child_of);
+        let span = otel::stage_span("renderer.render", SpanKind::Consumer, parent, trace::child_of);
         span.set_attribute("webhook.id", request.webhook_id.clone());
         if let Some(e) = &request.render_error {
             span.fail(e.clone());
@@ -140,9 +149,7 @@ impl Renderer {
         let traceparent = span.traceparent();
         request.traceparent = Some(traceparent.clone());
         let bytes = serde_json::to_vec(&request).expect("requests serialise");
-        let record = Record::new(request.key(), Bytes::from(bytes)).with_header(TRACEPARENT, traceparent.into_bytes());
-        self.bus.publish(&self.topics.requests, record).await?;
-        Ok(())
+        Some(Record::new(request.key(), Bytes::from(bytes)).with_header(TRACEPARENT, traceparent.into_bytes()))
     }
 }
 
@@ -204,39 +211,16 @@ async fn route_and_render(
     renderer: &Renderer,
     msg: &Message,
 ) -> Result<usize, BusError> {
-    let Some(payload) = &msg.payload else { return Ok(0) };
-    let event: hookmesh_core::event::Event = match serde_json::from_slice(payload) {
-        Ok(e) => e,
-        Err(e) => {
-            renderer.bus.publish(&renderer.topics.dlq, unreadable(msg, "event", e)).await?;
-            return Ok(0);
-        }
-    };
-    let jobs = router.route(&event);
-    let span = otel::stage_span("router.route", SpanKind::Consumer, msg.header(TRACEPARENT), trace::child_of);
-    span.set_attribute("event.type", event.event_type.as_str());
-    span.set_attribute("jobs", jobs.len() as i64);
+    let Some((jobs, span)) = router.route_message(msg).await? else { return Ok(0) };
     if jobs.is_empty() {
         return Ok(0);
     }
-    metrics().jobs_routed.inc_by(jobs.len() as u64);
     let routed = span.traceparent();
     let mut records = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        let Some(mut request) = renderer.render(job).await else {
-            tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id, "webhook deleted since routing; job dropped");
-            continue;
-        };
-        let span = otel::stage_span("renderer.render", SpanKind::Consumer, Some(routed.as_bytes()), trace::child_of);
-        span.set_attribute("webhook.id", request.webhook_id.clone());
-        if let Some(e) = &request.render_error {
-            span.fail(e.clone());
-        }
-        let traceparent = span.traceparent();
-        request.traceparent = Some(traceparent.clone());
-        let bytes = serde_json::to_vec(&request).expect("requests serialise");
-        records.push(Record::new(request.key(), Bytes::from(bytes)).with_header(TRACEPARENT, traceparent.into_bytes()));
+        records.extend(renderer.request_record(job, Some(routed.as_bytes())).await);
     }
+    metrics().jobs_routed.inc_by(jobs.len() as u64);
     let n = records.len();
     if n > 0 {
         renderer.bus.publish_batch(&renderer.topics.requests, records).await?;

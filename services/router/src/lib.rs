@@ -22,6 +22,7 @@ use hookmesh_core::expression::ExpressionFilter;
 use hookmesh_core::matching::matches_with_expression;
 use hookmesh_core::webhook::Webhook;
 use hookmesh_registry::ConfigView;
+use hookmesh_telemetry::otel::StageSpan;
 use hookmesh_telemetry::{metrics, otel, SpanKind};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -106,21 +107,29 @@ impl Router {
             .collect()
     }
 
-    async fn handle(&self, msg: &Message) -> Result<usize, BusError> {
-        let Some(payload) = &msg.payload else { return Ok(0) };
+    /// The jobs of an `hookmesh.events` record and the `router.route` span they continue (keep
+    /// it open while publishing them); `None` for a tombstone, or a record that is not an event
+    /// (sent to the DLQ).
+    pub async fn route_message(&self, msg: &Message) -> Result<Option<(Vec<DeliveryJob>, StageSpan)>, BusError> {
+        let Some(payload) = &msg.payload else { return Ok(None) };
         let event: Event = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
                 // Ingest validated it, so this is a bug or a foreign producer: keep it.
                 self.bus.publish(&self.topics.dlq, unreadable(msg, "event", e)).await?;
-                return Ok(0);
+                return Ok(None);
             }
         };
         let jobs = self.route(&event);
-        let n = jobs.len();
         let span = otel::stage_span("router.route", SpanKind::Consumer, msg.header(TRACEPARENT), trace::child_of);
         span.set_attribute("event.type", event.event_type.as_str());
-        span.set_attribute("jobs", n as i64);
+        span.set_attribute("jobs", jobs.len() as i64);
+        Ok(Some((jobs, span)))
+    }
+
+    async fn handle(&self, msg: &Message) -> Result<usize, BusError> {
+        let Some((jobs, span)) = self.route_message(msg).await? else { return Ok(0) };
+        let n = jobs.len();
         if n > 0 {
             let records = jobs
                 .iter()
