@@ -21,17 +21,6 @@ fn on(w: &mut v1::Webhook, event_type: &str) {
     w.trigger = Some(v1::Trigger { event_types: vec![event_type.into()], ..Default::default() });
 }
 
-/// The deliveries of one webhook, newest first.
-async fn deliveries_of(hm: &Hookmesh, webhook_id: &str) -> Vec<v1::Delivery> {
-    hm.deliveries()
-        .await
-        .list_deliveries(v1::ListDeliveriesRequest { webhook_id: webhook_id.into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries
-}
-
 async fn lead_created_on_start_is_updated_at_its_captured_id_on_end(backend: Backend) {
     let env = start(backend, &[]).await;
     let hm = &env.hm;
@@ -86,16 +75,7 @@ async fn lead_created_on_start_is_updated_at_its_captured_id_on_end(backend: Bac
     // The end of the call arrives first: its delivery waits for the lead id...
     let ended = event("c1-end", "call.ended", "acme", "call-1", json!({"call_duration": 42}));
     assert_eq!(hm.publish(&[ended]).await.accepted, 1);
-    let mut waiting = Vec::new();
-    let deferred = wait_until_async(
-        WAIT,
-        || deliveries_of(hm, &update_id),
-        |l| {
-            waiting = l.clone();
-            l.first().is_some_and(|d| d.status == "pending" && !d.next_attempt_at.is_empty())
-        },
-    )
-    .await;
+    let (deferred, waiting) = wait_for_deferred(hm, &update_id, WAIT).await;
     assert!(deferred, "the update should wait for the lead id: {waiting:?}");
     assert_eq!(crm.count(), 0, "nothing is sent before the lead exists");
 

@@ -18,17 +18,6 @@ on_both_backends!(
     a_held_call_is_sent_at_its_deadline_with_what_arrived,
 );
 
-/// The deliveries of one webhook, newest first.
-async fn deliveries_of(hm: &Hookmesh, webhook_id: &str) -> Vec<v1::Delivery> {
-    hm.deliveries()
-        .await
-        .list_deliveries(v1::ListDeliveriesRequest { webhook_id: webhook_id.into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries
-}
-
 /// Creates a webhook through ctl, as the README shows; its id.
 fn ctl_create(hm: &Hookmesh, args: &[&str]) -> String {
     let mut all = vec!["webhook", "create", "--tenant", "acme", "--output", "json"];
@@ -81,16 +70,7 @@ async fn an_ended_call_is_held_until_its_recording_and_transcript_arrive(backend
 
     let ended = event("e-end", "call.ended", "acme", "call-1", json!({"campaign_name": "Sales", "call_duration": 42}));
     assert_eq!(hm.publish(&[ended]).await.accepted, 1);
-    let mut held = Vec::new();
-    let waiting = wait_until_async(
-        WAIT,
-        || deliveries_of(hm, &id),
-        |l| {
-            held = l.clone();
-            l.first().is_some_and(|d| d.status == "pending" && !d.next_attempt_at.is_empty())
-        },
-    )
-    .await;
+    let (waiting, held) = wait_for_deferred(hm, &id, WAIT).await;
     assert!(waiting, "the ended call should be held: {held:?}");
     assert_eq!(held[0].held_for, vec!["recording_url".to_string(), "transcript".to_string()]);
     assert_eq!(held[0].hold_fired, "", "still held");
@@ -222,16 +202,7 @@ async fn a_held_delivery_survives_sigkill_and_is_released_after_the_restart() {
         &["--name", "CRM", "--url", &crm.url("/calls"), "--event", "call.ended", "--wait-for", "transcript"],
     );
     assert_eq!(hm.publish(&[event("k-end", "call.ended", "acme", "call-k", json!({}))]).await.accepted, 1);
-    let mut held = Vec::new();
-    let waiting = wait_until_async(
-        WAIT,
-        || deliveries_of(&hm, &id),
-        |l| {
-            held = l.clone();
-            l.first().is_some_and(|d| d.status == "pending" && !d.next_attempt_at.is_empty())
-        },
-    )
-    .await;
+    let (waiting, held) = wait_for_deferred(&hm, &id, WAIT).await;
     assert!(waiting, "held before the kill: {held:?}");
     hm.kill_hard();
 

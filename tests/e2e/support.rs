@@ -233,3 +233,31 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+
+/// The deliveries of one webhook, newest first.
+pub async fn deliveries_of(hm: &Hookmesh, webhook_id: &str) -> Vec<v1::Delivery> {
+    hm.deliveries()
+        .await
+        .list_deliveries(v1::ListDeliveriesRequest { webhook_id: webhook_id.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+}
+
+/// Waits (up to `timeout`) until the newest delivery of `webhook_id` is `pending` with a next
+/// attempt time: deferred without an attempt (waiting for a context value or data points).
+/// Answers whether it came to that, and the deliveries as last listed.
+pub async fn wait_for_deferred(hm: &Hookmesh, webhook_id: &str, timeout: Duration) -> (bool, Vec<v1::Delivery>) {
+    let mut listed = Vec::new();
+    let deferred = wait_until_async(
+        timeout,
+        || deliveries_of(hm, webhook_id),
+        |l| {
+            listed = l.clone();
+            l.first().is_some_and(|d| d.status == "pending" && !d.next_attempt_at.is_empty())
+        },
+    )
+    .await;
+    (deferred, listed)
+}
