@@ -206,6 +206,14 @@ fn decode(topic: &Arc<str>, partition: i32, offset: i64, v: &[u8]) -> Option<Mes
     Some(Message { topic: topic.clone(), partition, offset, key, payload, headers, timestamp_ms: ts })
 }
 
+/// Options of every keyspace: writes are made durable by the writer thread's one
+/// `persist(SyncAll)` per group, so the engine must not also flush its journal buffer to the OS
+/// after each write (a `write` syscall per write, most of the journal's cost). A keyspace keeps
+/// the options it was created with.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().manual_journal_persist(true)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -261,9 +269,9 @@ impl EmbeddedBus {
         check_format(&dir).map_err(BusError::Backend)?;
         let engine = dir.join("engine");
         let opened = std::panic::catch_unwind(|| -> std::result::Result<_, fjall::Error> {
-            let db = Database::builder(&engine).open()?;
-            let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
-            let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+            let db = Database::builder(&engine).manual_journal_persist(true).open()?;
+            let log = db.keyspace("log", keyspace_options)?;
+            let meta = db.keyspace("meta", keyspace_options)?;
             Ok((db, log, meta))
         });
         let (db, log, meta) = match opened {

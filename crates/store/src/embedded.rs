@@ -229,6 +229,14 @@ pub(crate) fn check_format(dir: &Path, format: &str) -> std::result::Result<(), 
     }
 }
 
+/// Options of every keyspace: writes are made durable by the writer thread's one
+/// `persist(SyncAll)` per group, so the engine must not also flush its journal buffer to the OS
+/// after each write (a `write` syscall per write, most of the journal's cost). A keyspace keeps
+/// the options it was created with.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().manual_journal_persist(true)
+}
+
 impl EmbeddedStore {
     /// Opens (creating when missing) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, retention: Retention) -> Result<EmbeddedStore> {
@@ -239,8 +247,8 @@ impl EmbeddedStore {
         let engine = dir.join("engine");
         // The engine may panic on a damaged file while recovering; that is an error here.
         let opened = std::panic::catch_unwind(|| -> std::result::Result<(Database, Tables), fjall::Error> {
-            let db = Database::builder(&engine).open()?;
-            let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+            let db = Database::builder(&engine).manual_journal_persist(true).open()?;
+            let ks = |name: &str| db.keyspace(name, keyspace_options);
             let tables = Tables {
                 // key → expiry (unix ms, i64 BE)
                 seen: ks("seen")?,
