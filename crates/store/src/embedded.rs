@@ -123,7 +123,14 @@ struct Writer {
     seq: u64,
     /// Where the live keys of the indexes trimmed from the front begin.
     low: LowMarks,
+    /// The number of the next attempt of recently written deliveries, so recording an attempt
+    /// needs no scan of the attempts table (cleared past [`ATTEMPT_CACHE_MAX`] entries; a
+    /// delivery missing here is scanned).
+    next_attempt: HashMap<String, u32>,
 }
+
+/// Most deliveries whose next attempt number the writer remembers.
+const ATTEMPT_CACHE_MAX: usize = 65_536;
 
 /// The indexes trimmed from the front (oldest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,6 +311,7 @@ impl EmbeddedStore {
             shared: shared.clone(),
             retention,
             per_webhook: HashMap::new(),
+            next_attempt: HashMap::new(),
             health_counts: HashMap::new(),
             seq: (Utc::now().timestamp_micros().max(0) as u64) << 8,
             low: LowMarks::default(),
@@ -440,6 +448,9 @@ impl Writer {
 
     fn remove_delivery(&mut self, b: &mut fjall::OwnedWriteBatch, time_key: &[u8], webhook: &str) -> Result<()> {
         let id = &time_key[8..];
+        if let Ok(id) = std::str::from_utf8(id) {
+            self.next_attempt.remove(id);
+        }
         b.remove(&self.ks().by_time, time_key.to_vec());
         b.remove(&self.ks().by_webhook, webhook_key(webhook, time_key));
         b.remove(&self.ks().deliveries, id.to_vec());
@@ -452,24 +463,33 @@ impl Writer {
         Ok(())
     }
 
-    /// The key of the next attempt of delivery `id`; `None` when the log does not have it.
-    fn next_attempt_key(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        if !self.ks().deliveries.contains_key(id.as_bytes()).map_err(self.err("deliveries"))? {
-            return Ok(None);
-        }
+    /// The key of the next attempt of delivery `id`, which the log holds (the caller checked),
+    /// counted as taken.
+    fn take_attempt_key(&mut self, id: &str) -> Result<Vec<u8>> {
         let prefix = attempt_prefix(id.as_bytes());
-        let next = match self.ks().attempts.prefix(&prefix).next_back() {
-            Some(kv) => {
-                let k = kv.key().map_err(self.err("attempts"))?;
-                let mut n = [0u8; 4];
-                n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
-                u32::from_be_bytes(n) + 1
-            }
-            None => 0,
+        let next = match self.next_attempt.get(id) {
+            Some(n) => *n,
+            None => match self.ks().attempts.prefix(&prefix).next_back() {
+                Some(kv) => {
+                    let k = kv.key().map_err(self.err("attempts"))?;
+                    let mut n = [0u8; 4];
+                    n.copy_from_slice(&k[prefix.len()..prefix.len() + 4]);
+                    u32::from_be_bytes(n) + 1
+                }
+                None => 0,
+            },
         };
+        self.remember_attempts(id, next + 1);
         let mut key = prefix;
         key.extend_from_slice(&next.to_be_bytes());
-        Ok(Some(key))
+        Ok(key)
+    }
+
+    fn remember_attempts(&mut self, id: &str, next: u32) {
+        if self.next_attempt.len() >= ATTEMPT_CACHE_MAX {
+            self.next_attempt.clear();
+        }
+        self.next_attempt.insert(id.to_string(), next);
     }
 
     fn webhook_count(&mut self, webhook: &str) -> usize {
@@ -481,24 +501,30 @@ impl Writer {
         n
     }
 
-    fn put_delivery(&mut self, mut d: Delivery) -> Result<()> {
+    /// Stores a delivery (encoded by the caller, off this thread), keeping the dates of the
+    /// stored one. `create`: leave a stored one as it is and answer it.
+    fn put_delivery(&mut self, d: Encoded, create: bool) -> Result<Option<fjall::Slice>> {
         let existing = self.ks().deliveries.get(d.id.as_bytes()).map_err(self.err("deliveries"))?;
         let mut b = self.batch();
         if let Some(existing) = existing {
-            let old = decode::<Delivery>(&existing, "deliveries", &d.id)?;
-            d.created_at = old.created_at;
-            d.request.first_trigger_at = old.request.first_trigger_at;
-            b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), encode(&d, "deliveries", &d.id)?);
-            return b.commit().map_err(self.err("put delivery"));
+            if create {
+                return Ok(Some(existing));
+            }
+            let old = decode::<StoredDates>(&existing, "deliveries", &d.id)?;
+            let id = d.id.clone();
+            b.insert(&self.ks().deliveries, id.into_bytes(), d.with_dates(old)?);
+            b.commit().map_err(self.err("put delivery"))?;
+            return Ok(None);
         }
         let time_key = time_key(d.created_at, &d.id);
         let count = self.webhook_count(&d.webhook_id);
-        b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), encode(&d, "deliveries", &d.id)?);
+        b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), d.json);
         b.insert(&self.ks().by_time, time_key.clone(), d.webhook_id.as_bytes().to_vec());
         b.insert(&self.ks().by_webhook, webhook_key(&d.webhook_id, &time_key), Vec::new());
         // Applied before retention runs: a new delivery that is itself the oldest (past the max
         // age, or the oldest of a full webhook) is dropped like any other.
         b.commit().map_err(self.err("put delivery"))?;
+        self.remember_attempts(&d.id, 0);
         self.per_webhook.insert(d.webhook_id.clone(), count + 1);
         let wprefix = webhook_prefix(&d.webhook_id);
         self.low.inserted(Front::ByWebhook, &wprefix, &webhook_key(&d.webhook_id, &time_key));
@@ -534,7 +560,7 @@ impl Writer {
         if let Some(last) = aged {
             self.low.removed_through(Front::ByTime, &[], &last);
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Removes (into `b`) up to 1024 deliveries older than the max age, except `skip`; answers
@@ -682,6 +708,52 @@ fn attempt_prefix(id: &[u8]) -> Vec<u8> {
 
 fn encode<T: serde::Serialize>(v: &T, table: &str, key: &str) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(format!("{table}/{key}: cannot encode: {e}")))
+}
+
+/// A delivery encoded by the task that writes it, so the writer thread does not spend its time
+/// on JSON: the JSON and what the writer needs to file it.
+struct Encoded {
+    id: String,
+    webhook_id: String,
+    created_at: DateTime<Utc>,
+    first_trigger_at: DateTime<Utc>,
+    json: Vec<u8>,
+}
+
+impl Encoded {
+    fn of(d: &Delivery) -> Result<Encoded> {
+        Ok(Encoded {
+            id: d.id.clone(),
+            webhook_id: d.webhook_id.clone(),
+            created_at: d.created_at,
+            first_trigger_at: d.request.first_trigger_at,
+            json: encode(d, "deliveries", &d.id)?,
+        })
+    }
+
+    /// The JSON with the dates of the stored version (encoded again only if they differ).
+    fn with_dates(self, old: StoredDates) -> Result<Vec<u8>> {
+        if old.created_at == self.created_at && old.request.first_trigger_at == self.first_trigger_at {
+            return Ok(self.json);
+        }
+        let mut d: Delivery = decode(&self.json, "deliveries", &self.id)?;
+        d.created_at = old.created_at;
+        d.request.first_trigger_at = old.request.first_trigger_at;
+        encode(&d, "deliveries", &self.id)
+    }
+}
+
+/// The dates of a stored delivery that an update keeps (the rest of the JSON is skipped, not
+/// built).
+#[derive(serde::Deserialize)]
+struct StoredDates {
+    created_at: DateTime<Utc>,
+    request: StoredRequestDates,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredRequestDates {
+    first_trigger_at: DateTime<Utc>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], table: &str, key: &str) -> Result<T> {
@@ -894,6 +966,12 @@ impl HotState for EmbeddedStore {
             let before = self.get_breaker(endpoint).await?;
             let mut after = before.clone();
             change(&mut after);
+            if after == before {
+                // Nothing to write (the common case: a closed circuit admitting an attempt).
+                // What was read may belong to a group whose fsync is still running; a crash
+                // can only take back a breaker state nobody was answered about yet.
+                return Ok((before, after));
+            }
             let endpoint_s = endpoint.to_string();
             let (b2, a2) = (before.clone(), after.clone());
             let done = self
@@ -1005,8 +1083,16 @@ impl HotState for EmbeddedStore {
 #[async_trait]
 impl DeliveryLog for EmbeddedStore {
     async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
-        let d = delivery.clone();
-        self.write(move |w| w.put_delivery(d)).await
+        let d = Encoded::of(delivery)?;
+        self.write(move |w| w.put_delivery(d, false).map(|_| ())).await
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        let d = Encoded::of(delivery)?;
+        match self.write(move |w| w.put_delivery(d, true)).await? {
+            Some(existing) => Ok(Some(decode(&existing, "deliveries", &delivery.id)?)),
+            None => Ok(None),
+        }
     }
 
     async fn expire_webhook(&self, webhook_id: &str, before: DateTime<Utc>, limit: usize) -> Result<usize> {
@@ -1053,28 +1139,30 @@ impl DeliveryLog for EmbeddedStore {
         let id = delivery_id.to_string();
         let json = encode(attempt, "attempts", delivery_id)?;
         self.write(move |w| {
-            let Some(key) = w.next_attempt_key(&id)? else { return Ok(()) };
+            if !w.ks().deliveries.contains_key(id.as_bytes()).map_err(w.err("deliveries"))? {
+                return Ok(());
+            }
+            let key = w.take_attempt_key(&id)?;
             w.ks().attempts.insert(key, json).map_err(w.err("attempts"))
         })
         .await
     }
 
     async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
-        let mut d = delivery.clone();
+        let d = Encoded::of(delivery)?;
         let json = encode(attempt, "attempts", &d.id)?;
         self.write(move |w| {
             // An update of a recorded delivery is one batch with its attempt; a delivery the
             // log no longer has (retention took it) is stored anew, as put_delivery would.
             let Some(existing) = w.ks().deliveries.get(d.id.as_bytes()).map_err(w.err("deliveries"))? else {
-                return w.put_delivery(d);
+                return w.put_delivery(d, false).map(|_| ());
             };
-            let old = decode::<Delivery>(&existing, "deliveries", &d.id)?;
-            d.created_at = old.created_at;
-            d.request.first_trigger_at = old.request.first_trigger_at;
-            let key = w.next_attempt_key(&d.id)?.expect("the delivery exists");
+            let old = decode::<StoredDates>(&existing, "deliveries", &d.id)?;
+            let key = w.take_attempt_key(&d.id)?;
+            let id = d.id.clone();
             let mut b = w.batch();
             b.insert(&w.ks().attempts, key, json);
-            b.insert(&w.ks().deliveries, d.id.as_bytes().to_vec(), encode(&d, "deliveries", &d.id)?);
+            b.insert(&w.ks().deliveries, id.into_bytes(), d.with_dates(old)?);
             b.commit().map_err(w.err("record attempt"))
         })
         .await

@@ -127,6 +127,48 @@ async fn every_operation_survives_close_and_reopen() {
     assert_eq!(s.lane_pop("lane", "a").await.unwrap(), Some("b".to_string()), "lane order");
 }
 
+/// Recording an attempt numbers it after the ones stored, whether the writer remembers the
+/// delivery (just written), has forgotten it (a reopen), or the delivery was dropped by
+/// retention and created again (its old attempts went with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_follow_each_other_across_reopen_and_recreation() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms() - TimeDelta::seconds(60);
+    let numbers = |a: Vec<Attempt>| a.iter().map(|a| a.number).collect::<Vec<_>>();
+    let mut d = delivery("d", "wh1", t0);
+    {
+        let s = open(dir.path());
+        assert!(s.create_delivery(&d).await.unwrap().is_none(), "a new delivery");
+        for n in 1..=2 {
+            d.attempts = n;
+            d.status = DeliveryStatus::Retrying;
+            s.record_attempt(&d, &attempt(n, t0 + TimeDelta::seconds(n.into()))).await.unwrap();
+        }
+    }
+    let s = open(dir.path());
+    let again = s.create_delivery(&delivery("d", "wh1", t0 + TimeDelta::seconds(9))).await.unwrap();
+    assert_eq!(again.map(|x| (x.status, x.attempts)), Some((DeliveryStatus::Retrying, 2)), "the stored one answers");
+    d.attempts = 3;
+    d.status = DeliveryStatus::Success;
+    // A caller's copy with other dates does not move the stored ones.
+    let mut later = d.clone();
+    later.created_at = t0 + TimeDelta::seconds(30);
+    later.request.first_trigger_at = t0 + TimeDelta::seconds(30);
+    s.record_attempt(&later, &attempt(3, t0 + TimeDelta::seconds(3))).await.unwrap();
+    assert_eq!(numbers(s.attempts("d").await.unwrap()), vec![1, 2, 3]);
+    let stored = s.get_delivery("d").await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.created_at, stored.request.first_trigger_at), (DeliveryStatus::Success, t0, t0));
+    drop(s);
+
+    // One delivery per webhook: a second one drops the first with its attempts.
+    let s = EmbeddedStore::open(dir.path(), Retention { per_webhook: 1, ..Retention::default() }).unwrap();
+    s.put_delivery(&delivery("e", "wh1", t0 + TimeDelta::seconds(40))).await.unwrap();
+    assert!(s.get_delivery("d").await.unwrap().is_none(), "dropped by retention");
+    s.put_delivery(&delivery("d", "wh1", t0 + TimeDelta::seconds(50))).await.unwrap();
+    s.record_attempt(&d, &attempt(1, t0 + TimeDelta::seconds(51))).await.unwrap();
+    assert_eq!(numbers(s.attempts("d").await.unwrap()), vec![1], "a recreated delivery starts afresh");
+}
+
 /// Marker of the child process of the SIGKILL test.
 const CHILD_DIR: &str = "HOOKMESH_STORE_KILL_CHILD_DIR";
 
