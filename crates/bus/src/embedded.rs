@@ -99,7 +99,8 @@ struct Group {
 
 struct Job {
     topic: Arc<Topic>,
-    records: Vec<Record>,
+    /// The records, encoded by the publishing task (off the writer thread).
+    records: Vec<Encoded>,
     reply: tokio::sync::oneshot::Sender<Result<Vec<(i32, i64)>>>,
 }
 
@@ -143,6 +144,14 @@ fn latest_key(topic: u32, key: &str) -> Vec<u8> {
     k.extend_from_slice(&topic.to_be_bytes());
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// A record as the writer thread appends it: its partition, its key (for compaction) and its
+/// stored form.
+struct Encoded {
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
 }
 
 /// Record encoding: timestamp (i64 BE), key, payload flag and bytes, headers; lengths u32 BE.
@@ -485,10 +494,11 @@ impl Writer {
                 if min <= base {
                     continue;
                 }
+                // Offsets of a non-compacted topic are dense from the base up (only the front is
+                // ever deleted): their keys need no reading.
                 let mut b = self.db.batch();
-                for kv in self.log.range(log_key(t.id, p as i32, base)..log_key(t.id, p as i32, min)) {
-                    let Ok(k) = kv.key() else { break };
-                    b.remove(&self.log, k.to_vec());
+                for offset in base..min {
+                    b.remove(&self.log, log_key(t.id, p as i32, offset).to_vec());
                 }
                 match b.commit() {
                     Ok(()) => {
@@ -543,42 +553,41 @@ impl Writer {
             BusError::Backend(format!("embedded bus {}: {what}: {e}", self.dir.display()))
         };
         let mut done = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for mut job in jobs {
             let t = job.topic.clone();
             let mut b = db.batch();
             let mut out = Vec::with_capacity(job.records.len());
             let mut touched: Vec<(i32, i64)> = Vec::new();
-            for r in &job.records {
-                let p = crate::partition_for(&r.key, t.partitions.len() as u32);
+            // The keys of this batch's records so far (compacted topics).
+            let mut keys: Vec<String> = Vec::new();
+            for Encoded { partition: p, key, value } in std::mem::take(&mut job.records) {
                 let part = &t.partitions[p as usize];
                 let offset = part.next.load(Ordering::SeqCst) + out.iter().filter(|(q, _)| *q == p).count() as i64;
-                b.insert(log, log_key(t.id, p, offset).to_vec(), encode(now_ms(), r));
+                b.insert(log, log_key(t.id, p, offset).to_vec(), value);
                 if t.compacted {
-                    let lk = latest_key(t.id, &r.key);
+                    let lk = latest_key(t.id, &key);
                     // The newest record of the key replaces the previous one (which may be in
                     // this very batch: then it is overwritten by the later `latest`).
-                    let previous = out
-                        .iter()
-                        .zip(&job.records)
-                        .rev()
-                        .find(|(_, rec)| rec.key == r.key)
-                        .map(|((q, o), _)| (*q, *o))
-                        .or_else(|| {
-                            meta.get(&lk).ok().flatten().and_then(|v| {
-                                let v = v.as_ref();
-                                (v.len() == 12).then(|| {
-                                    let q = u32::from_be_bytes(v[..4].try_into().expect("4")) as i32;
-                                    let o = i64::from_be_bytes(v[4..].try_into().expect("8"));
-                                    (q, o)
+                    let previous =
+                        out.iter().zip(&keys).rev().find(|(_, k)| **k == key).map(|((q, o), _)| (*q, *o)).or_else(
+                            || {
+                                meta.get(&lk).ok().flatten().and_then(|v| {
+                                    let v = v.as_ref();
+                                    (v.len() == 12).then(|| {
+                                        let q = u32::from_be_bytes(v[..4].try_into().expect("4")) as i32;
+                                        let o = i64::from_be_bytes(v[4..].try_into().expect("8"));
+                                        (q, o)
+                                    })
                                 })
-                            })
-                        });
+                            },
+                        );
                     if let Some((q, o)) = previous {
                         b.remove(log, log_key(t.id, q, o).to_vec());
                     }
                     let mut v = (p as u32).to_be_bytes().to_vec();
                     v.extend_from_slice(&offset.to_be_bytes());
                     b.insert(meta, lk, v);
+                    keys.push(key);
                 }
                 out.push((p, offset));
                 match touched.iter_mut().find(|(q, _)| *q == p) {
@@ -642,6 +651,12 @@ impl Bus for EmbeddedBus {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let now = now_ms();
+        let n = t.partitions.len() as u32;
+        let records = records
+            .into_iter()
+            .map(|r| Encoded { partition: crate::partition_for(&r.key, n), value: encode(now, &r), key: r.key })
+            .collect();
         let (reply, rx) = tokio::sync::oneshot::channel();
         let sent = match self.inner.jobs.lock().as_ref() {
             Some(tx) => tx.send(Job { topic: t, records, reply }).is_ok(),
