@@ -8,7 +8,9 @@
 //! - **A publish answered OK is on disk**: [`Bus::publish`] answers only after the journal
 //!   holding the record was fsynced. One writer thread appends every record and shares one
 //!   fsync among all publishes that arrived meanwhile (group commit); a `publish_batch` is
-//!   appended atomically. It survives SIGKILL and power loss.
+//!   appended atomically. It survives SIGKILL and power loss. Records are encoded by the
+//!   publishing task; the writer thread only appends, fsyncs and answers, and the journal is
+//!   flushed to the OS once per group (`manual_journal_persist`), not after every append.
 //! - Consumers see a record only once it is durable (never one that a crash could take back).
 //! - Records with one key go to one partition (the same function as Kafka's producer here),
 //!   in publish order; offsets grow per partition and are never reused, across restarts too.

@@ -12,7 +12,12 @@
 //!   fsync among every write that arrived while the previous fsync ran, so concurrent writers
 //!   do not queue for a disk flush each. Each write is applied atomically (one engine batch),
 //!   and read-modify-write operations (`mark_seen`, `claim_due`, lanes, `rate_reserve`, breaker
-//!   updates) are serialised by that thread, so they are atomic without locks.
+//!   updates) are serialised by that thread, so they are atomic without locks. The thread is
+//!   the one serial point of the store, so it is kept to the engine's work: deliveries are
+//!   encoded by the task that writes them, an update reads only the stored dates it keeps,
+//!   the next attempt number of recent deliveries is remembered rather than scanned, and a
+//!   breaker update that changes nothing writes nothing. The engine's journal is flushed to
+//!   the OS once per group by that fsync, not after every write (`manual_journal_persist`).
 //! - Reads see every applied write, including writes of a group whose fsync is still running
 //!   (their writers have not been answered yet).
 //! - **One process per directory**: the engine locks it; a second open fails naming it.
