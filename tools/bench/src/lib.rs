@@ -116,6 +116,48 @@ pub struct BenchArgs {
     /// unless a run fails).
     #[arg(long)]
     pub logs: Option<PathBuf>,
+    /// Also run the scenario on this backend, alternately with `--backend` (this one first in
+    /// each pair), and report `--backend`'s deliveries/s as a share of this one's, per pair
+    /// and their median: e.g. `--backend embedded --against memory`. One scenario, not `all`.
+    #[arg(long, value_enum)]
+    pub against: Option<Backend>,
+    /// Pairs of runs with `--against`.
+    #[arg(long, default_value_t = 3, requires = "against")]
+    pub pairs: usize,
+}
+
+/// Deliveries/s of `--backend` as a share of `--against`'s in each pair `(against, backend)`,
+/// and the median of those shares (`None` without pairs).
+pub(crate) fn shares(pairs: &[(f64, f64)]) -> (Vec<f64>, Option<f64>) {
+    let shares: Vec<f64> =
+        pairs.iter().map(|(against, backend)| if *against > 0.0 { backend / against } else { 0.0 }).collect();
+    let mut sorted = shares.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    };
+    (shares, median)
+}
+
+/// The bytes on disk per delivery of the runs that keep a data directory.
+fn print_disk(rows: &[report::RunReport]) {
+    for r in rows {
+        if let Some(bytes) = r.extra.get("disk_bytes_per_delivery") {
+            let variant = if r.variant.is_empty() { String::new() } else { format!(" {}", r.variant) };
+            println!(
+                "{}{variant} on {}: {bytes} bytes on disk per delivery ({} bytes in the data directory after the run)",
+                r.scenario,
+                r.backend,
+                r.extra.get("disk_bytes").cloned().unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn per_s(report: &Value) -> f64 {
+    report.get("deliveries_per_s").and_then(Value::as_f64).unwrap_or(0.0)
 }
 
 /// Runs the scenarios of `args` against the `hookmesh` executable at `hookmesh`, prints the
@@ -132,6 +174,78 @@ pub async fn run(args: BenchArgs, hookmesh: PathBuf, interrupted: impl Future<Ou
     };
     std::fs::create_dir_all(&logdir).with_context(|| format!("creating {}", logdir.display()))?;
     tokio::pin!(interrupted);
+    if let Some(against) = args.against {
+        if args.scenario == Scenario::All {
+            bail!("--against compares one scenario: pick one with --scenario");
+        }
+        if args.pairs == 0 {
+            bail!("--pairs: at least 1");
+        }
+        let mut rows = Vec::new();
+        let mut pairs = Vec::new();
+        for i in 1..=args.pairs {
+            let mut pair = Vec::new();
+            for backend in [against, args.backend] {
+                let one = BenchArgs { backend, against: None, ..args.clone() };
+                eprintln!("pair {i}/{}: {} on {}", args.pairs, args.scenario.name(), backend.name());
+                let (report, runs) = tokio::select! {
+                    r = run::run_scenario(&one, &hookmesh, args.scenario, &logdir) => r
+                        .with_context(|| format!("pair {i}, backend {}; process logs are in {}", backend.name(), logdir.display()))?,
+                    _ = &mut interrupted => {
+                        eprintln!("interrupted: every process the bench started was stopped; logs in {}", logdir.display());
+                        bail!("interrupted");
+                    }
+                };
+                rows.extend(runs);
+                pair.push(report);
+            }
+            pairs.push(pair);
+        }
+        let figures: Vec<(f64, f64)> = pairs.iter().map(|p| (per_s(&p[0]), per_s(&p[1]))).collect();
+        let (each, median) = shares(&figures);
+        println!();
+        println!(
+            "hookmesh bench, backend {} against {}, {} pairs, {} cores; cpu-s/1k = CPU seconds of the hookmesh processes per 1000 deliveries",
+            args.backend.name(),
+            against.name(),
+            args.pairs,
+            stats::machine()["cores"]
+        );
+        print!("{}", report::table(&rows));
+        print_disk(&rows);
+        let listed: Vec<String> = figures
+            .iter()
+            .zip(&each)
+            .map(|((a, b), share)| format!("{b:.0}/{a:.0} = {:.0} %", share * 100.0))
+            .collect();
+        println!(
+            "{} deliveries/s as a share of {}'s, per pair: {}; median {:.0} %",
+            args.backend.name(),
+            against.name(),
+            listed.join(" · "),
+            median.unwrap_or(0.0) * 100.0
+        );
+        if let Some(out) = &args.out {
+            let value = serde_json::json!({
+                "scenario": args.scenario.name(),
+                "backend": args.backend.name(),
+                "against": against.name(),
+                "shares": each,
+                "median_share": median,
+                "pairs": pairs.into_iter().map(|p| serde_json::json!({"against": p[0], "backend": p[1]})).collect::<Vec<_>>(),
+            });
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(out, serde_json::to_string_pretty(&value)? + "\n")
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+        }
+        if !keep_logs {
+            let _ = std::fs::remove_dir_all(&logdir);
+        }
+        return Ok(());
+    }
     let mut reports = Vec::new();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
@@ -161,16 +275,7 @@ pub async fn run(args: BenchArgs, hookmesh: PathBuf, interrupted: impl Future<Ou
         stats::machine()["cores"]
     );
     print!("{}", report::table(&rows));
-    for r in &rows {
-        if let Some(bytes) = r.extra.get("disk_bytes_per_delivery") {
-            let variant = if r.variant.is_empty() { String::new() } else { format!(" {}", r.variant) };
-            println!(
-                "{}{variant}: {bytes} bytes on disk per delivery ({} bytes in the data directory after the run)",
-                r.scenario,
-                r.extra.get("disk_bytes").cloned().unwrap_or_default()
-            );
-        }
-    }
+    print_disk(&rows);
     if let Some(out) = &args.out {
         let value =
             if args.scenario == Scenario::All { Value::Array(reports) } else { reports.pop().unwrap_or(Value::Null) };
@@ -188,4 +293,20 @@ pub async fn run(args: BenchArgs, hookmesh: PathBuf, interrupted: impl Future<Ou
         let _ = std::fs::remove_dir_all(&logdir);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+
+    #[test]
+    fn shares_are_per_pair_with_their_median() {
+        let (each, median) = shares(&[(10_000.0, 6_000.0), (20_000.0, 15_000.0), (8_000.0, 4_000.0)]);
+        assert_eq!(each, vec![0.6, 0.75, 0.5]);
+        assert_eq!(median, Some(0.6));
+        let (_, even) = shares(&[(100.0, 50.0), (100.0, 70.0)]);
+        assert!((even.unwrap() - 0.6).abs() < 1e-9, "the mean of the middle two");
+        assert_eq!(shares(&[]).1, None);
+        assert_eq!(shares(&[(0.0, 5.0)]).0, vec![0.0], "no figure to compare against");
+    }
 }
