@@ -23,11 +23,18 @@ impl OffsetTracker {
     }
 
     /// Records that `offset` of `partition` is now being worked on.
+    ///
+    /// An offset at or below the commit point is a record delivered again: the broker did not
+    /// keep that commit (a rebalance took the partition while it was being stored, say), so
+    /// the commit point steps back below it and finishing it commits again. Without this the
+    /// group's offset stays behind for good, the partition looks stalled, and every member
+    /// keeps rejoining the group.
     pub fn start(&mut self, partition: i32, offset: i64) {
         let p =
             self.partitions.entry(partition).or_insert(PartitionState { committed: offset - 1, ..Default::default() });
         p.in_flight.insert(offset);
         p.highest = p.highest.max(offset);
+        p.committed = p.committed.min(offset - 1);
     }
 
     /// Records that `offset` is done; answers the offset that may now be committed, if the
@@ -75,5 +82,24 @@ mod tests {
         assert_eq!(t.in_flight(), 0);
         t.start(1, 0);
         assert_eq!(t.finish(1, 0), Some(0));
+    }
+
+    #[test]
+    fn a_record_delivered_again_is_committed_again() {
+        let mut t = OffsetTracker::new();
+        for o in 5..8 {
+            t.start(0, o);
+            t.finish(0, o);
+        }
+        // The commit of 7 was lost in a rebalance; the broker hands out 7 again (and later 8).
+        t.start(0, 7);
+        assert_eq!(t.finish(0, 7), Some(7), "committed again");
+        t.start(0, 8);
+        assert_eq!(t.finish(0, 8), Some(8));
+        // Redelivered from further back while a newer record is in flight: never past it.
+        t.start(0, 9);
+        t.start(0, 6);
+        assert_eq!(t.finish(0, 6), Some(8));
+        assert_eq!(t.finish(0, 9), Some(9));
     }
 }
