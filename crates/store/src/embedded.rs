@@ -507,17 +507,24 @@ impl Writer {
     }
 
     /// Stores a delivery (encoded by the caller, off this thread), keeping the dates of the
-    /// stored one. `create`: leave a stored one as it is and answer it.
-    fn put_delivery(&mut self, d: Encoded, create: bool) -> Result<Option<fjall::Slice>> {
+    /// stored one; see [`Put`] for what happens to a stored one. A delivery the log does not
+    /// hold is stored anew (an attempt for it is dropped with the one retention took).
+    fn put_delivery(&mut self, d: Encoded, how: Put) -> Result<Option<fjall::Slice>> {
         let existing = self.ks().deliveries.get(d.id.as_bytes()).map_err(self.err("deliveries"))?;
         let mut b = self.batch();
         if let Some(existing) = existing {
-            if create {
-                return Ok(Some(existing));
-            }
+            let attempt = match how {
+                Put::Create => return Ok(Some(existing)),
+                Put::Replace => None,
+                Put::WithAttempt(json) => Some(json),
+            };
             let old = decode::<StoredDates>(&existing, "deliveries", &d.id)?;
-            let id = d.id.clone();
-            b.insert(&self.ks().deliveries, id.into_bytes(), d.with_dates(old)?);
+            if let Some(json) = attempt {
+                let key = self.take_attempt_key(&d.id)?;
+                b.insert(&self.ks().attempts, key, json);
+            }
+            let key = d.id.as_bytes().to_vec();
+            b.insert(&self.ks().deliveries, key, d.with_dates(old)?);
             b.commit().map_err(self.err("put delivery"))?;
             return Ok(None);
         }
@@ -713,6 +720,16 @@ fn attempt_prefix(id: &[u8]) -> Vec<u8> {
 
 fn encode<T: serde::Serialize>(v: &T, table: &str, key: &str) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(format!("{table}/{key}: cannot encode: {e}")))
+}
+
+/// What [`Writer::put_delivery`] does with a delivery the log already holds.
+enum Put {
+    /// Leave it as it is and answer it.
+    Create,
+    /// Replace it (keeping its dates).
+    Replace,
+    /// Replace it and append this attempt (JSON), in one batch.
+    WithAttempt(Vec<u8>),
 }
 
 /// A delivery encoded by the task that writes it, so the writer thread does not spend its time
@@ -1089,12 +1106,12 @@ impl HotState for EmbeddedStore {
 impl DeliveryLog for EmbeddedStore {
     async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
         let d = Encoded::of(delivery)?;
-        self.write(move |w| w.put_delivery(d, false).map(|_| ())).await
+        self.write(move |w| w.put_delivery(d, Put::Replace).map(|_| ())).await
     }
 
     async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
         let d = Encoded::of(delivery)?;
-        match self.write(move |w| w.put_delivery(d, true)).await? {
+        match self.write(move |w| w.put_delivery(d, Put::Create)).await? {
             Some(existing) => Ok(Some(decode(&existing, "deliveries", &delivery.id)?)),
             None => Ok(None),
         }
@@ -1156,21 +1173,7 @@ impl DeliveryLog for EmbeddedStore {
     async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
         let d = Encoded::of(delivery)?;
         let json = encode(attempt, "attempts", &d.id)?;
-        self.write(move |w| {
-            // An update of a recorded delivery is one batch with its attempt; a delivery the
-            // log no longer has (retention took it) is stored anew, as put_delivery would.
-            let Some(existing) = w.ks().deliveries.get(d.id.as_bytes()).map_err(w.err("deliveries"))? else {
-                return w.put_delivery(d, false).map(|_| ());
-            };
-            let old = decode::<StoredDates>(&existing, "deliveries", &d.id)?;
-            let key = w.take_attempt_key(&d.id)?;
-            let id = d.id.clone();
-            let mut b = w.batch();
-            b.insert(&w.ks().attempts, key, json);
-            b.insert(&w.ks().deliveries, id.into_bytes(), d.with_dates(old)?);
-            b.commit().map_err(w.err("record attempt"))
-        })
-        .await
+        self.write(move |w| w.put_delivery(d, Put::WithAttempt(json)).map(|_| ())).await
     }
 
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
