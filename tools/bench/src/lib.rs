@@ -141,6 +141,17 @@ pub(crate) fn shares(pairs: &[(f64, f64)]) -> (Vec<f64>, Option<f64>) {
     (shares, median)
 }
 
+/// Writes the JSON report to `out`, creating its directory.
+fn write_report(out: &std::path::Path, value: &Value) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("report written to {}", out.display());
+    Ok(())
+}
+
 /// The bytes on disk per delivery of the runs that keep a data directory.
 fn print_disk(rows: &[report::RunReport]) {
     for r in rows {
@@ -234,12 +245,7 @@ pub async fn run(args: BenchArgs, hookmesh: PathBuf, interrupted: impl Future<Ou
                 "median_share": median,
                 "pairs": pairs.into_iter().map(|p| serde_json::json!({"against": p[0], "backend": p[1]})).collect::<Vec<_>>(),
             });
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(out, serde_json::to_string_pretty(&value)? + "\n")
-                .with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("report written to {}", out.display());
+            write_report(out, &value)?;
         }
         if !keep_logs {
             let _ = std::fs::remove_dir_all(&logdir);
@@ -279,12 +285,7 @@ pub async fn run(args: BenchArgs, hookmesh: PathBuf, interrupted: impl Future<Ou
     if let Some(out) = &args.out {
         let value =
             if args.scenario == Scenario::All { Value::Array(reports) } else { reports.pop().unwrap_or(Value::Null) };
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(out, serde_json::to_string_pretty(&value)? + "\n")
-            .with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("report written to {}", out.display());
+        write_report(out, &value)?;
     }
     if !failures.is_empty() {
         bail!("{} failed; process logs are in {}", failures.join(", "), logdir.display());
