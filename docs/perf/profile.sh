@@ -26,6 +26,9 @@ while [ -z "$pid" ]; do
     pid=$(pgrep -P "$bench" -f "hookmesh $role" | head -1 || true)
     sleep 0.01
 done
+# Threads started after perf attaches are not sampled: wait until the process has started its
+# backends (the bench publishes only once it is ready).
+sleep "${ATTACH_DELAY:-2}"
 perf record -e cpu-clock -F "${FREQ:-999}" --call-graph dwarf,16384 -p "$pid" -o "$out/perf.data" \
     >"$out/perf.out" 2>&1 &
 wait "$bench"

@@ -188,3 +188,35 @@ async fn failing_receiver_is_retried_until_it_recovers() {
     assert_eq!(d.webhook_id, created.id);
     assert_eq!(d.attempts, 3);
 }
+
+/// A new delivery is written to the log by its first attempt's record (see the dispatcher's
+/// `deliver` module), but one whose first attempt is still running after a second is shown
+/// `pending` meanwhile, then settled by that same attempt: one request, one attempt.
+#[tokio::test]
+async fn a_slow_first_attempt_is_shown_pending_while_it_runs() {
+    let hm = Hookmesh::start();
+    let rx = Recorder::start().await;
+    rx.set_delay(Duration::from_secs(4));
+    let mut w = webhook("acme", "Slow CRM", &rx.url("/slow"));
+    w.policy = Some(v1::DeliveryPolicy { timeout_ms: Some(10_000), ..Default::default() });
+    let (created, _) = create(&hm, w).await;
+    hm.publish(&[event("slow-1", "call.ended", "acme", "c-slow", json!({}))]).await;
+    let hits = rx.wait_for_hits(1, WAIT).await;
+    assert_eq!(hits.len(), 1);
+    let mut listed = Vec::new();
+    let shown = wait_until_async(
+        Duration::from_secs(3),
+        || deliveries_of(&hm, &created.id),
+        |l| {
+            listed = l.clone();
+            l.first().is_some_and(|d| d.status == "pending" && d.attempts == 0)
+        },
+    )
+    .await;
+    assert!(shown, "the running attempt's delivery is listed as pending: {listed:?}");
+    let id = listed[0].id.clone();
+    let detail = delivery_when(&hm, &id, |d| d.status == "success").await;
+    assert_eq!(detail.delivery.unwrap().attempts, 1);
+    assert_eq!(detail.attempts.len(), 1, "one attempt, recorded once: {:?}", detail.attempts);
+    assert_eq!(rx.count(), 1);
+}

@@ -124,6 +124,8 @@ struct Writer {
     per_webhook: HashMap<String, usize>,
     /// Health samples per endpoint, counted on first use.
     health_counts: HashMap<String, usize>,
+    /// The time of each endpoint's newest health sample, found on first use.
+    health_newest: HashMap<String, DateTime<Utc>>,
     /// Tie-breaker of health samples with one timestamp: increases across restarts too.
     seq: u64,
     /// Where the live keys of the indexes trimmed from the front begin.
@@ -318,6 +320,7 @@ impl EmbeddedStore {
             per_webhook: HashMap::new(),
             next_attempt: HashMap::new(),
             health_counts: HashMap::new(),
+            health_newest: HashMap::new(),
             seq: (Utc::now().timestamp_micros().max(0) as u64) << 8,
             low: LowMarks::default(),
         };
@@ -508,7 +511,7 @@ impl Writer {
 
     /// Stores a delivery (encoded by the caller, off this thread), keeping the dates of the
     /// stored one; see [`Put`] for what happens to a stored one. A delivery the log does not
-    /// hold is stored anew (an attempt for it is dropped with the one retention took).
+    /// hold is stored anew, with its attempt if there is one.
     fn put_delivery(&mut self, d: Encoded, how: Put) -> Result<Option<fjall::Slice>> {
         let existing = self.ks().deliveries.get(d.id.as_bytes()).map_err(self.err("deliveries"))?;
         let mut b = self.batch();
@@ -530,13 +533,19 @@ impl Writer {
         }
         let time_key = time_key(d.created_at, &d.id);
         let count = self.webhook_count(&d.webhook_id);
+        let attempted = matches!(how, Put::WithAttempt(_));
+        if let Put::WithAttempt(json) = how {
+            let mut key = attempt_prefix(d.id.as_bytes());
+            key.extend_from_slice(&0u32.to_be_bytes());
+            b.insert(&self.ks().attempts, key, json);
+        }
         b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), d.json);
         b.insert(&self.ks().by_time, time_key.clone(), d.webhook_id.as_bytes().to_vec());
         b.insert(&self.ks().by_webhook, webhook_key(&d.webhook_id, &time_key), Vec::new());
         // Applied before retention runs: a new delivery that is itself the oldest (past the max
         // age, or the oldest of a full webhook) is dropped like any other.
         b.commit().map_err(self.err("put delivery"))?;
-        self.remember_attempts(&d.id, 0);
+        self.remember_attempts(&d.id, u32::from(attempted));
         self.per_webhook.insert(d.webhook_id.clone(), count + 1);
         let wprefix = webhook_prefix(&d.webhook_id);
         self.low.inserted(Front::ByWebhook, &wprefix, &webhook_key(&d.webhook_id, &time_key));
@@ -618,31 +627,44 @@ impl Writer {
         }
     }
 
-    fn record_health(&mut self, endpoint: &str, sample: &HealthSample) -> Result<()> {
+    /// Records `samples` (encoded by the caller) of `endpoint` in one batch, then trims the
+    /// endpoint's samples to the window and the cap in a second: two engine writes per batch,
+    /// however many samples it holds. The newest sample's time is remembered, so the window
+    /// needs no reverse scan.
+    fn record_health(&mut self, endpoint: &str, samples: Vec<(DateTime<Utc>, Vec<u8>)>) -> Result<()> {
         let prefix = webhook_prefix(endpoint);
         if !self.health_counts.contains_key(endpoint) {
             let n = self.ks().health.prefix(&prefix).count();
             self.health_counts.insert(endpoint.to_string(), n);
         }
-        self.seq += 1;
-        let mut key = prefix.clone();
-        key.extend_from_slice(&sortable_time(sample.at));
-        key.extend_from_slice(&self.seq.to_be_bytes());
-        let json = encode(sample, "health", endpoint)?;
-        self.ks().health.insert(key.clone(), json).map_err(self.err("health"))?;
-        self.low.inserted(Front::Health, &prefix, &key);
-        let mut count = self.health_counts[endpoint] + 1;
-        // The window is relative to the newest sample, not to the one just recorded.
-        let newest = match self.ks().health.prefix(&prefix).next_back() {
-            Some(kv) => {
-                let k = kv.key().map_err(self.err("health"))?;
-                k[prefix.len()..prefix.len() + 8].to_vec()
-            }
-            None => sortable_time(sample.at).to_vec(),
+        let newest = match self.health_newest.get(endpoint) {
+            Some(at) => Some(*at),
+            None => match self.ks().health.prefix(&prefix).next_back() {
+                Some(kv) => {
+                    let k = kv.key().map_err(self.err("health"))?;
+                    Some(unsortable_time(&k[prefix.len()..prefix.len() + 8]))
+                }
+                None => None,
+            },
         };
+        let mut newest = newest.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut count = self.health_counts[endpoint];
+        let mut b = self.batch();
+        for (at, json) in samples {
+            self.seq += 1;
+            let mut key = prefix.clone();
+            key.extend_from_slice(&sortable_time(at));
+            key.extend_from_slice(&self.seq.to_be_bytes());
+            self.low.inserted(Front::Health, &prefix, &key);
+            b.insert(&self.ks().health, key, json);
+            count += 1;
+            newest = newest.max(at);
+        }
+        b.commit().map_err(self.err("health"))?;
+        self.health_newest.insert(endpoint.to_string(), newest);
+        // The window is relative to the newest sample, not to the ones just recorded.
         let window = chrono::Duration::from_std(crate::HEALTH_WINDOW).unwrap_or(chrono::Duration::MAX);
-        let newest_at = unsortable_time(&newest);
-        let cutoff = newest_at.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let cutoff = newest.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut cutoff_key = prefix.clone();
         cutoff_key.extend_from_slice(&sortable_time(cutoff));
         let mut b = self.batch();
@@ -932,16 +954,17 @@ impl HotState for EmbeddedStore {
     }
 
     async fn record_health(&self, endpoint: &str, sample: &HealthSample) -> Result<()> {
-        let endpoint = endpoint.to_string();
-        let sample = *sample;
-        self.write(move |w| w.record_health(&endpoint, &sample)).await
+        self.record_health_batch(endpoint, std::slice::from_ref(sample)).await
     }
 
     async fn record_health_batch(&self, endpoint: &str, samples: &[HealthSample]) -> Result<()> {
-        // One write (one group commit) for the whole batch, not one per sample.
+        // One job (one group commit) for the whole batch, encoded here, off the writer thread.
+        let encoded = samples
+            .iter()
+            .map(|s| encode(s, "health", endpoint).map(|json| (s.at, json)))
+            .collect::<Result<Vec<_>>>()?;
         let endpoint = endpoint.to_string();
-        let samples = samples.to_vec();
-        self.write(move |w| samples.iter().try_for_each(|s| w.record_health(&endpoint, s))).await
+        self.write(move |w| w.record_health(&endpoint, encoded)).await
     }
 
     async fn health_samples(&self, endpoint: &str, since: DateTime<Utc>) -> Result<Vec<HealthSample>> {

@@ -202,13 +202,13 @@ pub trait DeliveryLog: Send + Sync + 'static {
         }
     }
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
-    /// Appends `attempt` to `delivery` (already recorded) and stores the delivery as the
-    /// attempt left it. A backend that can does both in one write, so the log never shows the
-    /// attempt without the status it led to, or the reverse; the others append, then store.
-    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
-        self.add_attempt(&delivery.id, attempt).await?;
-        self.put_delivery(delivery).await
-    }
+    /// Appends `attempt` to `delivery` and stores the delivery as the attempt left it; a
+    /// delivery the log does not hold yet is created with it (the dispatcher does not record a
+    /// new delivery as `pending` before an attempt that goes at once, see its `deliver` module).
+    /// A backend that can does both in one write, so the log never shows the attempt without
+    /// the status it led to, or the reverse; the others append, then store (for a delivery
+    /// the log did not hold: store, then append).
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()>;
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
     async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
     /// Removes up to `limit` deliveries of `webhook_id` first triggered before `before`, oldest

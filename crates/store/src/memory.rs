@@ -304,6 +304,17 @@ impl DeliveryLog for MemoryStore {
         Ok(old.len())
     }
 
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
+        let held = self.log.lock().deliveries.contains_key(&delivery.id);
+        if held {
+            self.add_attempt(&delivery.id, attempt).await?;
+            self.put_delivery(delivery).await
+        } else {
+            self.put_delivery(delivery).await?;
+            self.add_attempt(&delivery.id, attempt).await
+        }
+    }
+
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
         let mut log = self.log.lock();
         if log.deliveries.contains_key(delivery_id) {

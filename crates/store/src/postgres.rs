@@ -84,6 +84,9 @@ enum Op {
     /// Put unless the log has the id; the answer carries the one it has.
     Create(Box<Delivery>),
     Attempt(String, Box<Attempt>),
+    /// A put and an attempt of that delivery, in one transaction (the put goes first, so a
+    /// delivery the log did not hold gets its attempt too).
+    PutWithAttempt(Box<Delivery>, Box<Attempt>),
 }
 
 struct Job {
@@ -474,7 +477,9 @@ async fn write_batch(
     let days: HashSet<NaiveDate> = batch
         .iter()
         .filter_map(|job| match &job.op {
-            Op::Put(d) | Op::Create(d) if d.created_at >= cutoff => Some(d.created_at.date_naive()),
+            Op::Put(d) | Op::Create(d) | Op::PutWithAttempt(d, _) if d.created_at >= cutoff => {
+                Some(d.created_at.date_naive())
+            }
             _ => None,
         })
         .collect();
@@ -486,7 +491,7 @@ async fn write_batch(
     let ids: HashSet<&str> = batch
         .iter()
         .map(|job| match &job.op {
-            Op::Put(d) | Op::Create(d) => d.id.as_str(),
+            Op::Put(d) | Op::Create(d) | Op::PutWithAttempt(d, _) => d.id.as_str(),
             Op::Attempt(id, _) => id.as_str(),
         })
         .collect();
@@ -542,6 +547,10 @@ async fn write_batch(
             }
             Op::Attempt(id, a) => {
                 attempts.push((id, encode(a, "attempt")?));
+            }
+            Op::PutWithAttempt(d, a) => {
+                puts.entry(&d.id).and_modify(|e| e.0 = d).or_insert((d, d.created_at));
+                attempts.push((d.id.as_str(), encode(a, "attempt")?));
             }
         }
     }
@@ -685,6 +694,11 @@ impl DeliveryLog for PostgresLog {
 
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
         self.submit(Op::Attempt(delivery_id.to_string(), Box::new(attempt.clone()))).await.map(|_| ())
+    }
+
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
+        let op = Op::PutWithAttempt(Box::new(delivery.clone()), Box::new(attempt.clone()));
+        self.submit(op).await.map(|_| ())
     }
 
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {

@@ -1016,6 +1016,25 @@ impl HotState for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Appends an attempt to a delivery the log holds; answers false (appending nothing) when
+    /// it holds none.
+    async fn append_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<bool> {
+        self.log_here("add_attempt")?;
+        let json = serde_json::to_string(attempt)
+            .map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}")))?;
+        let appended = self
+            .attempt_script
+            .key(self.keys.delivery(delivery_id))
+            .key(self.keys.attempts(delivery_id))
+            .arg(json)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(backend("add_attempt"))?;
+        Ok(appended == 1)
+    }
+}
+
 #[async_trait]
 impl DeliveryLog for RedisStore {
     async fn put_delivery(&self, d: &Delivery) -> Result<()> {
@@ -1072,17 +1091,16 @@ impl DeliveryLog for RedisStore {
     }
 
     async fn add_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {
-        self.log_here("add_attempt")?;
-        let json = serde_json::to_string(attempt)
-            .map_err(|e| StoreError::Corrupt(format!("attempt of {delivery_id}: {e}")))?;
-        self.attempt_script
-            .key(self.keys.delivery(delivery_id))
-            .key(self.keys.attempts(delivery_id))
-            .arg(json)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await
-            .map_err(backend("add_attempt"))?;
-        Ok(())
+        self.append_attempt(delivery_id, attempt).await.map(|_| ())
+    }
+
+    async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
+        if self.append_attempt(&delivery.id, attempt).await? {
+            return self.put_delivery(delivery).await;
+        }
+        // Not held yet: stored, then the attempt appended.
+        self.put_delivery(delivery).await?;
+        self.append_attempt(&delivery.id, attempt).await.map(|_| ())
     }
 
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {

@@ -523,10 +523,26 @@ async fn record_attempt_stores_the_attempt_and_the_status_it_led_to(store: Arc<d
     assert_eq!((got.status, got.attempts, got.created_at), (DeliveryStatus::Success, 2, at));
     let numbers: Vec<u32> = store.attempts("msg_rec").await.unwrap().iter().map(|a| a.number).collect();
     assert_eq!(numbers, [1, 2], "appended after the first");
-    // A delivery the log does not have is stored, as a put would.
-    let gone = delivery("msg_new_rec", "t1", "wh1", at);
-    store.record_attempt(&gone, &attempt(1, at)).await.unwrap();
-    assert!(store.get_delivery("msg_new_rec").await.unwrap().is_some());
+    // A delivery the log does not have (the dispatcher's first attempt of a new delivery) is
+    // stored with its attempt, and listed like any other.
+    let mut first = delivery("msg_new_rec", "t1", "wh1", at);
+    first.status = DeliveryStatus::Success;
+    first.attempts = 1;
+    store.record_attempt(&first, &attempt(1, at)).await.unwrap();
+    let got = store.get_delivery("msg_new_rec").await.unwrap().expect("stored with its attempt");
+    assert_eq!((got.status, got.attempts, got.created_at), (DeliveryStatus::Success, 1, at));
+    assert_eq!(store.attempts("msg_new_rec").await.unwrap(), vec![attempt(1, at)]);
+    let listed = store.list_deliveries(&DeliveryQuery::default()).await.unwrap();
+    assert!(
+        listed.iter().any(|d| d.id == "msg_new_rec"),
+        "listed: {:?}",
+        listed.iter().map(|d| &d.id).collect::<Vec<_>>()
+    );
+    // Its next attempt follows it.
+    first.attempts = 2;
+    store.record_attempt(&first, &attempt(2, at + secs(1))).await.unwrap();
+    let numbers: Vec<u32> = store.attempts("msg_new_rec").await.unwrap().iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2]);
 }
 
 async fn list_is_newest_first_and_filters(store: Arc<dyn DeliveryLog>) {

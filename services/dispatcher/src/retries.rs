@@ -57,6 +57,6 @@ impl Dispatcher {
         let trigger =
             if d.status == DeliveryStatus::Retrying { AttemptTrigger::Retry } else { AttemptTrigger::Scheduled };
         let span = hookmesh_bus::trace::log_span("dispatcher", d.request.traceparent.as_deref().map(str::as_bytes));
-        self.attempt(d, trigger, true).instrument(span).await
+        self.attempt(d, trigger, true, true).instrument(span).await
     }
 }
