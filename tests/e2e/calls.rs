@@ -451,14 +451,20 @@ async fn kafka_destination_records_carry_verifiable_signatures(backend: Backend)
         let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         assert_eq!(body["call_id"], String::from_utf8_lossy(m.key().unwrap()).as_ref());
     }
-    // The delivery log and health know them like HTTP deliveries.
+    // The delivery log and health know them like HTTP deliveries (each logged once its
+    // attempt's outcome is recorded, just after the record was acknowledged).
     let mut deliveries = hm.deliveries().await;
-    let listed = deliveries
-        .list_deliveries(v1::ListDeliveriesRequest { webhook_id: id.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
+    let mut listed = Vec::new();
+    let both = wait_until_async(
+        WAIT,
+        || deliveries_of(hm, &id),
+        |l| {
+            listed = l.clone();
+            l.len() >= 2
+        },
+    )
+    .await;
+    assert!(both, "{listed:?}");
     assert_eq!(listed.len(), 2);
     let first = delivery_when(hm, &listed[0].id, |d| d.status == "success").await;
     let attempt = &first.attempts[0];

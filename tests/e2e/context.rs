@@ -90,7 +90,20 @@ async fn lead_created_on_start_is_updated_at_its_captured_id_on_end(backend: Bac
     assert_eq!(put.json(), json!({"lead": "L-42", "note": "owner Ann \"A\" <ann@example.com>", "seconds": 42}));
 
     // The log: the create attempt says what it captured, the update shows the values used.
-    let created = delivery_when(hm, &deliveries_of(hm, &create.id).await[0].id, |d| d.status == "success").await;
+    // The create's record may land just after the update went out (it is written with its
+    // attempt's outcome).
+    let mut listed = Vec::new();
+    let logged = wait_until_async(
+        WAIT,
+        || deliveries_of(hm, &create.id),
+        |l| {
+            listed = l.clone();
+            !l.is_empty()
+        },
+    )
+    .await;
+    assert!(logged, "the create delivery is logged");
+    let created = delivery_when(hm, &listed[0].id, |d| d.status == "success").await;
     assert_eq!(created.attempts[0].context_note, "context: captured lead_id, owner");
     let updated = delivery_when(hm, &waiting[0].id, |d| d.status == "success").await;
     let used = &updated.delivery.as_ref().unwrap().context;

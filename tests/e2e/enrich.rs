@@ -122,7 +122,19 @@ async fn an_ended_call_is_held_until_its_recording_and_transcript_arrive(backend
     assert_eq!(hm.publish(&[complete]).await.accepted, 1);
     let got = crm.wait_for(2, WAIT).await;
     assert_eq!(got[1].json()["data"]["transcript"], "hi");
-    let direct = deliveries_of(hm, &id).await.into_iter().find(|d| d.call_id == "call-2").unwrap();
+    // Logged with its outcome once the attempt is recorded (it was never `pending`).
+    let mut listed = Vec::new();
+    let logged = wait_until_async(
+        WAIT,
+        || deliveries_of(hm, &id),
+        |l| {
+            listed = l.clone();
+            l.iter().any(|d| d.call_id == "call-2")
+        },
+    )
+    .await;
+    assert!(logged, "{listed:?}");
+    let direct = listed.into_iter().find(|d| d.call_id == "call-2").unwrap();
     assert!(direct.held_for.is_empty(), "{direct:?}");
 
     // A name that is not a data point name is refused, naming the entry.

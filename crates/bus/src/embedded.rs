@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -686,25 +686,13 @@ impl Bus for EmbeddedBus {
             .clone();
         let generation = g.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let positions = g.committed.lock().clone();
-        Ok(Box::new(EmbeddedConsumer {
-            inner: self.inner.clone(),
-            topic: t,
-            group: Some((group.to_string(), g, generation)),
-            positions,
-            next_partition: 0,
-        }))
+        Ok(Box::new(EmbeddedConsumer::new(self.inner.clone(), t, Some((group.to_string(), g, generation)), positions)))
     }
 
     async fn reader(&self, topic: &str) -> Result<Box<dyn Consumer>> {
         let t = self.topic(topic)?;
         let positions = t.partitions.iter().map(|p| p.base.load(Ordering::SeqCst)).collect();
-        Ok(Box::new(EmbeddedConsumer {
-            inner: self.inner.clone(),
-            topic: t,
-            group: None,
-            positions,
-            next_partition: 0,
-        }))
+        Ok(Box::new(EmbeddedConsumer::new(self.inner.clone(), t, None, positions)))
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
@@ -713,42 +701,74 @@ impl Bus for EmbeddedBus {
     }
 }
 
+/// Records a consumer reads from one partition with one engine iterator (opening an iterator
+/// over the engine's memtables and tables costs more than reading a record).
+const READ_AHEAD: usize = 64;
+
 struct EmbeddedConsumer {
     inner: Arc<Inner>,
     topic: Arc<Topic>,
     group: Option<(String, Arc<Group>, u64)>,
+    /// Per partition, the offset after the last record handed out.
     positions: Vec<i64>,
+    /// Per partition, the offset after the last record read (into `ahead`).
+    read: Vec<i64>,
+    /// Records read but not handed out yet, in order.
+    ahead: VecDeque<Message>,
     next_partition: usize,
 }
 
 impl EmbeddedConsumer {
+    fn new(
+        inner: Arc<Inner>,
+        topic: Arc<Topic>,
+        group: Option<(String, Arc<Group>, u64)>,
+        positions: Vec<i64>,
+    ) -> Self {
+        let read = positions.clone();
+        EmbeddedConsumer { inner, topic, group, positions, read, ahead: VecDeque::new(), next_partition: 0 }
+    }
+
     fn try_next(&mut self) -> Result<Option<Message>> {
+        if self.ahead.is_empty() {
+            self.read_ahead()?;
+        }
+        let Some(msg) = self.ahead.pop_front() else { return Ok(None) };
+        self.positions[msg.partition as usize] = msg.offset + 1;
+        Ok(Some(msg))
+    }
+
+    /// Reads up to [`READ_AHEAD`] records of the next partition (round robin) that has any.
+    fn read_ahead(&mut self) -> Result<()> {
         let t = &self.topic;
         let n = t.partitions.len();
         for i in 0..n {
             let p = (self.next_partition + i) % n;
             let part = &t.partitions[p];
             let end = part.durable_end.load(Ordering::SeqCst);
-            let pos = self.positions[p].max(part.base.load(Ordering::SeqCst));
+            let pos = self.read[p].max(part.base.load(Ordering::SeqCst));
             if pos >= end {
                 continue;
             }
             let range = log_key(t.id, p as i32, pos)..log_key(t.id, p as i32, end);
-            match self.inner.log.range(range).next() {
-                Some(kv) => {
-                    let (k, v) = kv.into_inner().map_err(self.inner.err("read"))?;
-                    let offset = key_offset(&k);
-                    let msg = decode(&t.name, p as i32, offset, &v)
-                        .ok_or_else(|| self.inner.corrupt(format!("record {}/{p}/{offset}", t.name)))?;
-                    self.positions[p] = offset + 1;
-                    self.next_partition = (p + 1) % n;
-                    return Ok(Some(msg));
-                }
-                // Everything up to the durable end was reclaimed or compacted away.
-                None => self.positions[p] = end,
+            for kv in self.inner.log.range(range).take(READ_AHEAD) {
+                let (k, v) = kv.into_inner().map_err(self.inner.err("read"))?;
+                let offset = key_offset(&k);
+                let msg = decode(&t.name, p as i32, offset, &v)
+                    .ok_or_else(|| self.inner.corrupt(format!("record {}/{p}/{offset}", t.name)))?;
+                self.read[p] = offset + 1;
+                self.ahead.push_back(msg);
             }
+            if self.ahead.is_empty() {
+                // Everything up to the durable end was reclaimed or compacted away.
+                self.read[p] = end;
+                self.positions[p] = self.positions[p].max(end);
+                continue;
+            }
+            self.next_partition = (p + 1) % n;
+            return Ok(());
         }
-        Ok(None)
+        Ok(())
     }
 }
 

@@ -228,3 +228,40 @@ async fn records_past_the_retention_are_reclaimed_even_unread() {
     assert!(o >= 1);
     assert_eq!(read_all(&bus, "attempts").await.len(), 1);
 }
+
+/// A consumer reads records ahead in runs; what it reports as its position, and what a new
+/// member of its group resumes from, are only the records it handed out and committed. Across
+/// the runs every record comes once, in order per partition.
+#[tokio::test]
+async fn records_read_ahead_are_not_consumed_until_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = EmbeddedBus::open(dir.path()).unwrap();
+    bus.ensure_topic(&spec("events", 2, false)).await.unwrap();
+    for i in 0..300 {
+        bus.publish("events", Record::new(format!("k{}", i % 2), format!("{i}"))).await.unwrap();
+    }
+    let ends = bus.end_offsets("events").await.unwrap();
+    assert_eq!(ends.iter().sum::<i64>(), 300);
+    let mut c = bus.subscribe("events", "g").await.unwrap();
+    let first = recv(&mut c).await;
+    c.commit(first.partition, first.offset).unwrap();
+    let mut handed = vec![0i64; 2];
+    handed[first.partition as usize] = first.offset + 1;
+    assert_eq!(c.positions(), handed, "one record handed out");
+    drop(c);
+    // The next member resumes right after the one committed record, and sees each of the
+    // others once, in offset order per partition.
+    let mut c = bus.subscribe("events", "g").await.unwrap();
+    let mut next = handed.clone();
+    for _ in 1..300 {
+        let m = recv(&mut c).await;
+        assert_eq!(m.offset, next[m.partition as usize], "partition {} in order, no gap or repeat", m.partition);
+        next[m.partition as usize] += 1;
+        assert_eq!(c.positions(), next);
+    }
+    assert_eq!(next, ends);
+    // Records published after the consumer caught up are read too.
+    bus.publish("events", Record::new("k0", "late")).await.unwrap();
+    let late = recv(&mut c).await;
+    assert_eq!(late.payload.as_deref(), Some(&b"late"[..]));
+}
