@@ -103,8 +103,13 @@ struct Job {
     topic: Arc<Topic>,
     /// The records, encoded by the publishing task (off the writer thread).
     records: Vec<Encoded>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<(i32, i64)>>>,
+    /// The answer, and the records back, to be freed by the publishing task (a free on the
+    /// thread that allocated is cheaper than one from the writer thread).
+    reply: tokio::sync::oneshot::Sender<Answer>,
 }
+
+/// Where each record went (partition, offset), and the records themselves.
+type Answer = (Result<Vec<(i32, i64)>>, Vec<Encoded>);
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredSpec {
@@ -555,41 +560,45 @@ impl Writer {
             BusError::Backend(format!("embedded bus {}: {what}: {e}", self.dir.display()))
         };
         let mut done = Vec::with_capacity(jobs.len());
-        for mut job in jobs {
+        for job in jobs {
             let t = job.topic.clone();
             let mut b = db.batch();
             let mut out = Vec::with_capacity(job.records.len());
             let mut touched: Vec<(i32, i64)> = Vec::new();
             // The keys of this batch's records so far (compacted topics).
-            let mut keys: Vec<String> = Vec::new();
-            for Encoded { partition: p, key, value } in std::mem::take(&mut job.records) {
+            let mut keys: Vec<&str> = Vec::new();
+            for Encoded { partition, key, value } in &job.records {
+                let p = *partition;
                 let part = &t.partitions[p as usize];
                 let offset = part.next.load(Ordering::SeqCst) + out.iter().filter(|(q, _)| *q == p).count() as i64;
-                b.insert(log, log_key(t.id, p, offset).to_vec(), value);
+                b.insert(log, log_key(t.id, p, offset).to_vec(), &value[..]);
                 if t.compacted {
-                    let lk = latest_key(t.id, &key);
+                    let lk = latest_key(t.id, key);
                     // The newest record of the key replaces the previous one (which may be in
                     // this very batch: then it is overwritten by the later `latest`).
-                    let previous =
-                        out.iter().zip(&keys).rev().find(|(_, k)| **k == key).map(|((q, o), _)| (*q, *o)).or_else(
-                            || {
-                                meta.get(&lk).ok().flatten().and_then(|v| {
-                                    let v = v.as_ref();
-                                    (v.len() == 12).then(|| {
-                                        let q = u32::from_be_bytes(v[..4].try_into().expect("4")) as i32;
-                                        let o = i64::from_be_bytes(v[4..].try_into().expect("8"));
-                                        (q, o)
-                                    })
+                    let previous = out
+                        .iter()
+                        .zip(&keys)
+                        .rev()
+                        .find(|(_, k)| **k == key.as_str())
+                        .map(|((q, o), _)| (*q, *o))
+                        .or_else(|| {
+                            meta.get(&lk).ok().flatten().and_then(|v| {
+                                let v = v.as_ref();
+                                (v.len() == 12).then(|| {
+                                    let q = u32::from_be_bytes(v[..4].try_into().expect("4")) as i32;
+                                    let o = i64::from_be_bytes(v[4..].try_into().expect("8"));
+                                    (q, o)
                                 })
-                            },
-                        );
+                            })
+                        });
                     if let Some((q, o)) = previous {
                         b.remove(log, log_key(t.id, q, o).to_vec());
                     }
                     let mut v = (p as u32).to_be_bytes().to_vec();
                     v.extend_from_slice(&offset.to_be_bytes());
                     b.insert(meta, lk, v);
-                    keys.push(key);
+                    keys.push(key.as_str());
                 }
                 out.push((p, offset));
                 match touched.iter_mut().find(|(q, _)| *q == p) {
@@ -618,7 +627,7 @@ impl Writer {
                 }
                 job.topic.appended.notify_waiters();
             }
-            let _ = job.reply.send(res.map(|(out, _)| out));
+            let _ = job.reply.send((res.map(|(out, _)| out), job.records));
         }
     }
 }
@@ -667,7 +676,9 @@ impl Bus for EmbeddedBus {
         if !sent {
             return Err(BusError::Closed);
         }
-        rx.await.map_err(|_| BusError::Closed)?
+        let (res, records) = rx.await.map_err(|_| BusError::Closed)?;
+        drop(records);
+        res
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {

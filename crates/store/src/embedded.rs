@@ -512,7 +512,7 @@ impl Writer {
     /// Stores a delivery (encoded by the caller, off this thread), keeping the dates of the
     /// stored one; see [`Put`] for what happens to a stored one. A delivery the log does not
     /// hold is stored anew, with its attempt if there is one.
-    fn put_delivery(&mut self, d: Encoded, how: Put) -> Result<Option<fjall::Slice>> {
+    fn put_delivery(&mut self, d: &Encoded, how: Put<'_>) -> Result<Option<fjall::Slice>> {
         let existing = self.ks().deliveries.get(d.id.as_bytes()).map_err(self.err("deliveries"))?;
         let mut b = self.batch();
         if let Some(existing) = existing {
@@ -527,7 +527,7 @@ impl Writer {
                 b.insert(&self.ks().attempts, key, json);
             }
             let key = d.id.as_bytes().to_vec();
-            b.insert(&self.ks().deliveries, key, d.with_dates(old)?);
+            b.insert(&self.ks().deliveries, key, &*d.with_dates(old)?);
             b.commit().map_err(self.err("put delivery"))?;
             return Ok(None);
         }
@@ -539,7 +539,7 @@ impl Writer {
             key.extend_from_slice(&0u32.to_be_bytes());
             b.insert(&self.ks().attempts, key, json);
         }
-        b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), d.json);
+        b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), &d.json[..]);
         b.insert(&self.ks().by_time, time_key.clone(), d.webhook_id.as_bytes().to_vec());
         b.insert(&self.ks().by_webhook, webhook_key(&d.webhook_id, &time_key), Vec::new());
         // Applied before retention runs: a new delivery that is itself the oldest (past the max
@@ -745,13 +745,13 @@ fn encode<T: serde::Serialize>(v: &T, table: &str, key: &str) -> Result<Vec<u8>>
 }
 
 /// What [`Writer::put_delivery`] does with a delivery the log already holds.
-enum Put {
+enum Put<'a> {
     /// Leave it as it is and answer it.
     Create,
     /// Replace it (keeping its dates).
     Replace,
     /// Replace it and append this attempt (JSON), in one batch.
-    WithAttempt(Vec<u8>),
+    WithAttempt(&'a [u8]),
 }
 
 /// A delivery encoded by the task that writes it, so the writer thread does not spend its time
@@ -776,14 +776,14 @@ impl Encoded {
     }
 
     /// The JSON with the dates of the stored version (encoded again only if they differ).
-    fn with_dates(self, old: StoredDates) -> Result<Vec<u8>> {
+    fn with_dates(&self, old: StoredDates) -> Result<std::borrow::Cow<'_, [u8]>> {
         if old.created_at == self.created_at && old.request.first_trigger_at == self.first_trigger_at {
-            return Ok(self.json);
+            return Ok(std::borrow::Cow::Borrowed(&self.json));
         }
         let mut d: Delivery = decode(&self.json, "deliveries", &self.id)?;
         d.created_at = old.created_at;
         d.request.first_trigger_at = old.request.first_trigger_at;
-        encode(&d, "deliveries", &self.id)
+        encode(&d, "deliveries", &self.id).map(std::borrow::Cow::Owned)
     }
 }
 
@@ -1129,12 +1129,16 @@ impl HotState for EmbeddedStore {
 impl DeliveryLog for EmbeddedStore {
     async fn put_delivery(&self, delivery: &Delivery) -> Result<()> {
         let d = Encoded::of(delivery)?;
-        self.write(move |w| w.put_delivery(d, Put::Replace).map(|_| ())).await
+        // The buffers come back to be freed here: a free on the thread that allocated is
+        // cheaper than one from the writer thread.
+        let d = self.write(move |w| w.put_delivery(&d, Put::Replace).map(|_| d)).await?;
+        drop(d);
+        Ok(())
     }
 
     async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
         let d = Encoded::of(delivery)?;
-        match self.write(move |w| w.put_delivery(d, Put::Create)).await? {
+        match self.write(move |w| w.put_delivery(&d, Put::Create)).await? {
             Some(existing) => Ok(Some(decode(&existing, "deliveries", &delivery.id)?)),
             None => Ok(None),
         }
@@ -1196,7 +1200,10 @@ impl DeliveryLog for EmbeddedStore {
     async fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<()> {
         let d = Encoded::of(delivery)?;
         let json = encode(attempt, "attempts", &d.id)?;
-        self.write(move |w| w.put_delivery(d, Put::WithAttempt(json)).map(|_| ())).await
+        // The buffers come back to be freed here (see `put_delivery`).
+        let back = self.write(move |w| w.put_delivery(&d, Put::WithAttempt(&json)).map(|_| (d, json))).await?;
+        drop(back);
+        Ok(())
     }
 
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
