@@ -194,7 +194,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
     /// Records a new delivery unless the log has one with its id, and answers the one it has
     /// (a request consumed again after a crash finds what the first consumption did). The
-    /// dispatcher calls this for every new request, so a backend may do it in one step.
+    /// dispatcher calls this for every new request it records before attempting (one in a
+    /// call lane, held, or waiting for context), so a backend may do it in one step.
     async fn create_delivery(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
         match self.get_delivery(&delivery.id).await? {
             Some(existing) => Ok(Some(existing)),
