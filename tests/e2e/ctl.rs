@@ -777,7 +777,19 @@ async fn ctl_delivery_log_shows_and_filters_by_campaign_direction_and_tracking()
         let hm = &hm;
         async move { calls_of(&ok(hm, &[&["delivery", "list", "--tenant", "acme"][..], extra].concat()).await) }
     };
-    assert_eq!(list(&[]).await, ["call-1", "call-2", "call-3", "call-4"]);
+    // Each is logged once its attempt's outcome is recorded, just after the receiver got it.
+    let mut all = Vec::new();
+    let logged = wait_until_async(
+        WAIT,
+        || list(&[]),
+        |l| {
+            all = l.clone();
+            l.len() == 4
+        },
+    )
+    .await;
+    assert!(logged, "{all:?}");
+    assert_eq!(all, ["call-1", "call-2", "call-3", "call-4"]);
     assert_eq!(list(&["--campaign", "cmp-1"]).await, ["call-1", "call-2"]);
     assert_eq!(list(&["--campaign", "sales campaign"]).await, ["call-1", "call-2"]);
     assert_eq!(list(&["--campaign", "Support"]).await, ["call-3"]);
