@@ -122,10 +122,8 @@ struct Writer {
     retention: Retention,
     /// Deliveries per webhook, counted on first use.
     per_webhook: HashMap<String, usize>,
-    /// Health samples per endpoint, counted on first use.
-    health_counts: HashMap<String, usize>,
-    /// The time of each endpoint's newest health sample, found on first use.
-    health_newest: HashMap<String, DateTime<Utc>>,
+    /// Per endpoint, its health samples' count and newest time, found on first use.
+    health: HashMap<String, HealthSamples>,
     /// Tie-breaker of health samples with one timestamp: increases across restarts too.
     seq: u64,
     /// Where the live keys of the indexes trimmed from the front begin.
@@ -319,8 +317,7 @@ impl EmbeddedStore {
             retention,
             per_webhook: HashMap::new(),
             next_attempt: HashMap::new(),
-            health_counts: HashMap::new(),
-            health_newest: HashMap::new(),
+            health: HashMap::new(),
             seq: (Utc::now().timestamp_micros().max(0) as u64) << 8,
             low: LowMarks::default(),
         };
@@ -533,10 +530,9 @@ impl Writer {
         }
         let time_key = time_key(d.created_at, &d.id);
         let count = self.webhook_count(&d.webhook_id);
-        let attempted = matches!(how, Put::WithAttempt(_));
+        self.remember_attempts(&d.id, 0);
         if let Put::WithAttempt(json) = how {
-            let mut key = attempt_prefix(d.id.as_bytes());
-            key.extend_from_slice(&0u32.to_be_bytes());
+            let key = self.take_attempt_key(&d.id)?;
             b.insert(&self.ks().attempts, key, json);
         }
         b.insert(&self.ks().deliveries, d.id.as_bytes().to_vec(), &d.json[..]);
@@ -545,7 +541,6 @@ impl Writer {
         // Applied before retention runs: a new delivery that is itself the oldest (past the max
         // age, or the oldest of a full webhook) is dropped like any other.
         b.commit().map_err(self.err("put delivery"))?;
-        self.remember_attempts(&d.id, u32::from(attempted));
         self.per_webhook.insert(d.webhook_id.clone(), count + 1);
         let wprefix = webhook_prefix(&d.webhook_id);
         self.low.inserted(Front::ByWebhook, &wprefix, &webhook_key(&d.webhook_id, &time_key));
@@ -633,22 +628,21 @@ impl Writer {
     /// needs no reverse scan.
     fn record_health(&mut self, endpoint: &str, samples: Vec<(DateTime<Utc>, Vec<u8>)>) -> Result<()> {
         let prefix = webhook_prefix(endpoint);
-        if !self.health_counts.contains_key(endpoint) {
-            let n = self.ks().health.prefix(&prefix).count();
-            self.health_counts.insert(endpoint.to_string(), n);
-        }
-        let newest = match self.health_newest.get(endpoint) {
-            Some(at) => Some(*at),
-            None => match self.ks().health.prefix(&prefix).next_back() {
-                Some(kv) => {
-                    let k = kv.key().map_err(self.err("health"))?;
-                    Some(unsortable_time(&k[prefix.len()..prefix.len() + 8]))
-                }
-                None => None,
-            },
+        let known = match self.health.get(endpoint) {
+            Some(known) => *known,
+            None => {
+                let count = self.ks().health.prefix(&prefix).count();
+                let newest = match self.ks().health.prefix(&prefix).next_back() {
+                    Some(kv) => {
+                        let k = kv.key().map_err(self.err("health"))?;
+                        unsortable_time(&k[prefix.len()..prefix.len() + 8])
+                    }
+                    None => DateTime::<Utc>::MIN_UTC,
+                };
+                HealthSamples { count, newest }
+            }
         };
-        let mut newest = newest.unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let mut count = self.health_counts[endpoint];
+        let HealthSamples { mut count, mut newest } = known;
         let mut b = self.batch();
         for (at, json) in samples {
             self.seq += 1;
@@ -661,7 +655,7 @@ impl Writer {
             newest = newest.max(at);
         }
         b.commit().map_err(self.err("health"))?;
-        self.health_newest.insert(endpoint.to_string(), newest);
+        self.health.insert(endpoint.to_string(), HealthSamples { count, newest });
         // The window is relative to the newest sample, not to the ones just recorded.
         let window = chrono::Duration::from_std(crate::HEALTH_WINDOW).unwrap_or(chrono::Duration::MAX);
         let cutoff = newest.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
@@ -684,9 +678,17 @@ impl Writer {
         if let Some(last) = last {
             self.low.removed_through(Front::Health, &prefix, &last);
         }
-        self.health_counts.insert(endpoint.to_string(), count);
+        self.health.insert(endpoint.to_string(), HealthSamples { count, newest });
         Ok(())
     }
+}
+
+/// What the writer knows of one endpoint's stored health samples.
+#[derive(Clone, Copy)]
+struct HealthSamples {
+    count: usize,
+    /// The time of the newest (`MIN_UTC` when there is none).
+    newest: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------------------------------------
